@@ -1,0 +1,47 @@
+"""odeserve: ordinary differential equations solved by physics-informed neural networks.
+
+``import odeserve`` loads no torch: the solver is imported the first time :func:`solve` runs.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from odeserve.errors import OdeserveError, SpecError
+from odeserve.outcome import Outcome
+from odeserve.problem import Problem, load_problem
+from odeserve.spec import ProblemSpec
+
+if TYPE_CHECKING:
+    from odeserve.solver.solution import Solution
+
+__version__ = "0.1.0"
+
+
+def solve(problem: Any, **kwargs: Any) -> Solution:
+    """Solve a problem (spec dict, JSON text, :class:`ProblemSpec` or :class:`Problem`).
+
+    See :func:`odeserve.solver.solve.solve` for the keyword arguments.
+    """
+    from odeserve.solver.solve import solve as _solve
+
+    return _solve(problem, **kwargs)
+
+
+def derivative(fun: Any, order: int = 1) -> Any:
+    """``derivative(fun, n)(x)``: the n-th derivative of a torch function of x, by autograd."""
+    from odeserve.solver.autodiff import derivative as _derivative
+
+    return _derivative(fun, order)
+
+
+__all__ = [
+    "Outcome",
+    "OdeserveError",
+    "Problem",
+    "ProblemSpec",
+    "SpecError",
+    "derivative",
+    "load_problem",
+    "solve",
+]

@@ -1,0 +1,5 @@
+import sys
+
+from odeserve.cli import main
+
+sys.exit(main())

@@ -1,0 +1,47 @@
+"""What the expression language admits: functions, constants and the caps on size.
+
+The whitelist lives here and nowhere else; the parser, the evaluators and the compiler to torch
+all read it.
+"""
+
+from __future__ import annotations
+
+import math
+
+#: Longest expression accepted, in characters. Checked before tokenising.
+MAX_EXPRESSION_LENGTH = 2000
+#: Deepest nesting accepted (parentheses, unary signs, powers and calls all count). Checked while
+#: parsing, so a 10,000-deep input stops at this depth instead of exhausting the stack.
+MAX_DEPTH = 64
+#: Highest derivative order of an unknown.
+MAX_ORDER = 4
+
+#: Canonical function names. Aliases map onto these.
+FUNCTIONS: tuple[str, ...] = (
+    "sin",
+    "cos",
+    "tan",
+    "exp",
+    "log",
+    "sqrt",
+    "abs",
+    "tanh",
+    "sinh",
+    "cosh",
+    "arcsin",
+    "arccos",
+    "arctan",
+)
+ALIASES: dict[str, str] = {"asin": "arcsin", "acos": "arccos", "atan": "arctan"}
+CONSTANTS: dict[str, float] = {"pi": math.pi, "e": math.e}
+#: Names that only have a meaning as the ``diff(y, x, n)`` form.
+DIFF = "diff"
+
+RESERVED: frozenset[str] = frozenset((*FUNCTIONS, *ALIASES, *CONSTANTS, DIFF))
+
+
+def canonical_function(name: str) -> str | None:
+    """The canonical name of a whitelisted function, or None."""
+    if name in FUNCTIONS:
+        return name
+    return ALIASES.get(name)

@@ -1,0 +1,72 @@
+"""Recognise conditions that are linear in the values of unknowns at points.
+
+``y'(1) + y(1) = -pi`` becomes ``{(y,1,1.0): 1, (y,0,1.0): 1}`` and the constant ``pi``: the
+form the hard-constraint builder needs. Anything else (``y(0)^2 = 1``) is not linear and is
+imposed as a penalty instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from odeserve.expr.program import Instr, Key, Program, run_float
+
+
+@dataclass
+class LinearForm:
+    """``sum(coeffs[k] * value(k)) + constant``."""
+
+    coeffs: dict[Key, float] = field(default_factory=dict)
+    constant: float = 0.0
+
+    @property
+    def is_constant(self) -> bool:
+        return not any(self.coeffs.values())
+
+    def scaled(self, s: float) -> LinearForm:
+        return LinearForm({k: v * s for k, v in self.coeffs.items()}, self.constant * s)
+
+    def plus(self, other: LinearForm, sign: float = 1.0) -> LinearForm:
+        coeffs = dict(self.coeffs)
+        for k, v in other.coeffs.items():
+            coeffs[k] = coeffs.get(k, 0.0) + sign * v
+        return LinearForm(coeffs, self.constant + sign * other.constant)
+
+
+def linear_form(program: Program) -> LinearForm | None:
+    """The linear form of ``program`` in its load keys, or None if it is not linear."""
+    stack: list[LinearForm] = []
+    for ins in program.instrs:
+        op = ins.op
+        if op == "const":
+            stack.append(LinearForm(constant=ins.arg))
+        elif op == "load":
+            stack.append(LinearForm({ins.arg: 1.0}))
+        elif op == "neg":
+            stack.append(stack.pop().scaled(-1.0))
+        elif op in ("+", "-"):
+            b, a = stack.pop(), stack.pop()
+            stack.append(a.plus(b, 1.0 if op == "+" else -1.0))
+        elif op == "*":
+            b, a = stack.pop(), stack.pop()
+            if a.is_constant:
+                stack.append(b.scaled(a.constant))
+            elif b.is_constant:
+                stack.append(a.scaled(b.constant))
+            else:
+                return None
+        elif op == "/":
+            b, a = stack.pop(), stack.pop()
+            if not b.is_constant or b.constant == 0.0:
+                return None
+            stack.append(a.scaled(1.0 / b.constant))
+        else:  # ^ and calls are linear only on constants, which compile_node already folded
+            arity = 1 if op == "call" else 2
+            args = [stack.pop() for _ in range(arity)][::-1]
+            if not all(a.is_constant for a in args):
+                return None
+            tail = Program((*(Instr("const", a.constant) for a in args), ins))
+            stack.append(LinearForm(constant=run_float(tail)))
+    form = stack[0]
+    form.coeffs = {k: v for k, v in form.coeffs.items() if v != 0.0}
+    return form

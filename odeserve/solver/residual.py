@@ -1,0 +1,156 @@
+"""The loss's residual vector: equations at collocation points and penalty conditions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from odeserve.expr.program import Backend, Program
+from odeserve.problem import Problem
+from odeserve.solver.constraints import ConstraintPlan
+from odeserve.solver.trial import Trial
+
+
+def _tpow(a: Any, b: Any) -> Any:
+    if isinstance(b, float) and b.is_integer() and abs(b) <= 4 and isinstance(a, Tensor):
+        n = int(b)
+        if n >= 0:
+            out = torch.ones_like(a) if n == 0 else a
+            for _ in range(n - 1):
+                out = out * a
+            return out
+    return torch.pow(a, b)
+
+
+def _wrap(fn: Any) -> Any:
+    return lambda v: fn(v) if isinstance(v, Tensor) else fn(torch.as_tensor(v))
+
+
+TORCH = Backend(
+    funcs={
+        "sin": torch.sin,
+        "cos": torch.cos,
+        "tan": torch.tan,
+        "exp": torch.exp,
+        "log": torch.log,
+        "sqrt": torch.sqrt,
+        "abs": torch.abs,
+        "tanh": torch.tanh,
+        "sinh": torch.sinh,
+        "cosh": torch.cosh,
+        "arcsin": torch.asin,
+        "arccos": torch.acos,
+        "arctan": torch.atan,
+    },
+    pow=_tpow,
+    div=lambda a, b: a / b,
+    const=float,
+)
+
+NUMPY = Backend(
+    funcs={
+        "sin": np.sin,
+        "cos": np.cos,
+        "tan": np.tan,
+        "exp": np.exp,
+        "log": np.log,
+        "sqrt": np.sqrt,
+        "abs": np.abs,
+        "tanh": np.tanh,
+        "sinh": np.sinh,
+        "cosh": np.cosh,
+        "arcsin": np.arcsin,
+        "arccos": np.arccos,
+        "arctan": np.arctan,
+    },
+    pow=np.power,
+    div=np.divide,
+    const=float,
+)
+
+
+def run_on(program: Program, env: Mapping[Any, Any], backend: Backend, like: Any) -> Any:
+    """Run a program; a constant result is broadcast to the shape of ``like``."""
+    out = program.run(env, backend)
+    if isinstance(like, Tensor):
+        return out if isinstance(out, Tensor) else torch.full_like(like, float(out))
+    return np.broadcast_to(np.asarray(out, dtype=float), np.shape(like)).copy()
+
+
+def equation_env(problem: Problem, x: Any, derivs: list[Any]) -> dict[Any, Any]:
+    """Load keys of the equations: the variable and every (unknown, order)."""
+    env: dict[Any, Any] = {problem.variable: x}
+    for j, u in enumerate(problem.unknowns):
+        for k in range(len(derivs)):
+            env[(u, k)] = derivs[k][:, j]
+    return env
+
+
+class Residual:
+    """r(theta): scaled equation residuals at the collocation points, then penalty rows."""
+
+    def __init__(self, problem: Problem, trial: Trial, plan: ConstraintPlan, x: Tensor, eq_scales: np.ndarray) -> None:
+        self.problem = problem
+        self.trial = trial
+        self.x = x
+        self.order = problem.max_order
+        self.eq_scales = [float(s) for s in eq_scales]
+        self.penalty = [problem.conditions[i] for i in plan.penalty]
+        keys = sorted({k for c in self.penalty for k in c.residual.keys})
+        self.pen_points = sorted({k[2] for k in keys})
+        self.pen_x = torch.tensor(self.pen_points, dtype=x.dtype, device=x.device)
+        self.pen_order = max((k[1] for k in keys), default=0)
+        # A penalty row weighs as much as a whole equation's rows together.
+        self.pen_weight = float(np.sqrt(len(x)))
+
+    def equations(self, theta: Tensor) -> list[Tensor]:
+        """Scaled residual of each equation at the collocation points (theta (P,) or (n, P))."""
+        derivs = self.trial.derivatives(theta, self.x, self.order)
+        env = equation_env(self.problem, self.x, derivs)
+        return [run_on(eq.residual, env, TORCH, self.x) / s for eq, s in zip(self.problem.equations, self.eq_scales)]
+
+    def penalties(self, theta: Tensor) -> list[Tensor]:
+        """One weighted residual per penalty condition."""
+        if not self.penalty:
+            return []
+        pd = self.trial.derivatives(theta, self.pen_x, self.pen_order)
+        penv: dict[Any, Any] = {}
+        for j, u in enumerate(self.problem.unknowns):
+            for k in range(self.pen_order + 1):
+                for i, p in enumerate(self.pen_points):
+                    penv[(u, k, p)] = pd[k][i, j]
+        return [
+            run_on(c.residual, penv, TORCH, self.pen_x[:1]).reshape(1) * (self.pen_weight / self.eq_scales[0])
+            for c in self.penalty
+        ]
+
+    def __call__(self, theta: Tensor) -> Tensor:
+        return torch.cat(self.equations(theta) + self.penalties(theta))
+
+    def jacobian(self, theta: Tensor) -> tuple[Tensor, Tensor]:
+        """(r, J = dr/dtheta) in one backward pass per equation.
+
+        Every collocation row depends on theta only through its own point, so giving each
+        point its own copy of theta (same arithmetic as one forward pass, batched matmuls)
+        and differentiating the summed residual yields all rows of J at once.
+        """
+        n = self.x.shape[0]
+        rows = theta.detach().unsqueeze(0).expand(n, theta.shape[0]).clone().requires_grad_(True)
+        eqs = self.equations(rows)
+        blocks = []
+        for i, r in enumerate(eqs):
+            (g,) = torch.autograd.grad(r.sum(), rows, retain_graph=i < len(eqs) - 1 or bool(self.penalty))
+            blocks.append(g)
+        values = [r.detach() for r in eqs]
+        if self.penalty:
+            th = theta.detach().clone().requires_grad_(True)
+            pens = self.penalties(th)
+            for i, p in enumerate(pens):
+                (g,) = torch.autograd.grad(p.sum(), th, retain_graph=i < len(pens) - 1)
+                blocks.append(g.unsqueeze(0))
+                values.append(p.detach())
+        return torch.cat(values), torch.cat(blocks, 0)

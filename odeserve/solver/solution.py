@@ -1,0 +1,193 @@
+"""A trained solution: evaluation, honest metrics, samples and exports."""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from odeserve.outcome import Outcome
+from odeserve.problem import Problem
+from odeserve.solver.constraints import ConstraintPlan
+from odeserve.solver.residual import NUMPY, equation_env, run_on
+from odeserve.solver.train import TrainResult
+from odeserve.solver.trial import Trial
+
+#: Points of the grid the metrics are measured on (not the training grid).
+METRIC_POINTS = 1001
+#: Most loss-history entries kept (evenly thinned beyond this).
+MAX_HISTORY = 2000
+
+
+def prime_name(name: str, order: int) -> str:
+    return name + "'" * order
+
+
+@dataclass
+class Solution:
+    problem: Problem
+    trial: Trial
+    plan: ConstraintPlan
+    result: TrainResult
+
+    # -- evaluation ------------------------------------------------------------------------
+    @property
+    def outcome(self) -> Outcome:
+        return self.result.outcome
+
+    @property
+    def message(self) -> str:
+        return self.result.message
+
+    @property
+    def unknowns(self) -> tuple[str, ...]:
+        return self.problem.unknowns
+
+    def derivatives(self, x: Any, order: int = 0) -> list[np.ndarray]:
+        """``[y, y', ..., y^(order)]`` at the points x, each of shape (len(x), m)."""
+        if not 0 <= order <= 4:
+            raise ValueError("order must be between 0 and 4")
+        xt = torch.as_tensor(np.asarray(x, dtype=np.float64).reshape(-1), dtype=self.trial.theta.dtype,
+                             device=self.trial.theta.device)
+        with torch.no_grad():
+            outs = self.trial.derivatives(self.trial.theta, xt, order)
+        return [o.double().cpu().numpy() for o in outs]
+
+    def __call__(self, x: Any, order: int = 0) -> np.ndarray:
+        """Values (order 0) or the order-th derivative at x, shape (len(x), m)."""
+        return self.derivatives(x, order)[order]
+
+    def residuals(self, x: Any) -> np.ndarray:
+        """Equation residuals (lhs - rhs, unscaled) at x, shape (len(x), n_equations)."""
+        xs = np.asarray(x, dtype=np.float64).reshape(-1)
+        derivs = self.derivatives(xs, self.problem.max_order)
+        env = equation_env(self.problem, xs, derivs)
+        return np.stack([run_on(eq.residual, env, NUMPY, xs) for eq in self.problem.equations], axis=1)
+
+    # -- metrics -----------------------------------------------------------------------------
+    def condition_errors(self) -> list[float]:
+        """|lhs - rhs| of every condition, evaluated on the trained model."""
+        errors = []
+        for c in self.problem.conditions:
+            keys = c.residual.keys
+            env: dict[Any, float] = {}
+            for name, order, point in keys:  # type: ignore[misc]
+                j = self.unknowns.index(name)
+                env[(name, order, point)] = float(self.derivatives([point], order)[order][0, j])
+            errors.append(abs(float(run_on(c.residual, env, NUMPY, np.zeros(1))[0])))
+        return errors
+
+    def metrics(self) -> dict[str, Any]:
+        a, b = self.problem.domain
+        # A uniform grid: not the (Chebyshev) training grid, apart from the two ends.
+        xs = np.linspace(a, b, METRIC_POINTS)
+        res = self.residuals(xs)
+        out: dict[str, Any] = {
+            "outcome": self.outcome.value,
+            "message": self.message,
+            "loss": self.result.loss,
+            "iterations": self.result.iterations,
+            "train_time_s": self.result.elapsed,
+            "residual": {
+                f"equations[{i}]": {
+                    "max_abs": float(np.max(np.abs(res[:, i]))),
+                    "rms": float(np.sqrt(np.mean(res[:, i] ** 2))),
+                }
+                for i in range(res.shape[1])
+            },
+            "conditions": {f"conditions[{i}]": e for i, e in enumerate(self.condition_errors())},
+            "hard_conditions": [f"conditions[{i}]" for i in self.plan.hard],
+            "notes": list(self.plan.notes),
+        }
+        if self.problem.exact:
+            values = self(xs)
+            env = {self.problem.variable: xs}
+            errs: dict[str, Any] = {}
+            for name, prog in self.problem.exact.items():
+                exact = run_on(prog, env, NUMPY, xs)
+                err = values[:, self.unknowns.index(name)] - exact
+                norm = float(np.linalg.norm(exact))
+                errs[name] = {
+                    "max_abs": float(np.max(np.abs(err))),
+                    "rel_l2": float(np.linalg.norm(err) / norm) if norm > 0 else float(np.linalg.norm(err)),
+                }
+            out["error"] = errs
+        return out
+
+    def history(self) -> list[dict[str, float]]:
+        h = self.result.history
+        step = max(1, len(h) // MAX_HISTORY)
+        keep = h[::step] + ([h[-1]] if h and (len(h) - 1) % step else [])
+        return [{"iteration": i, "loss": loss, "elapsed_s": t} for i, loss, t in keep]
+
+    def samples(self, x: Any = None, derivatives: int | None = None) -> dict[str, Any]:
+        """The solution resource: ``{variable, x, values, derivatives, residuals}``."""
+        xs = np.asarray(self.problem.output_x if x is None else x, dtype=np.float64)
+        nd = self.problem.output_derivatives if derivatives is None else derivatives
+        derivs = self.derivatives(xs, nd)
+        res = self.residuals(xs)
+        return {
+            "variable": self.problem.variable,
+            "x": xs.tolist(),
+            "values": {u: derivs[0][:, j].tolist() for j, u in enumerate(self.unknowns)},
+            "derivatives": {
+                prime_name(u, k): derivs[k][:, j].tolist()
+                for k in range(1, nd + 1)
+                for j, u in enumerate(self.unknowns)
+            },
+            "residuals": {f"equations[{i}]": res[:, i].tolist() for i in range(res.shape[1])},
+        }
+
+    # -- export --------------------------------------------------------------------------------
+    def metadata(self) -> dict[str, Any]:
+        import odeserve
+
+        return {
+            "format": "odeserve-model/1",
+            "unknowns": list(self.unknowns),
+            "variable": self.problem.variable,
+            "domain": list(self.problem.domain),
+            "spec_hash": self.problem.spec_hash,
+            "dtype": str(self.trial.theta.dtype).replace("torch.", ""),
+            "input": "x of shape (N, 1), float64, physical units",
+            "output": "(N, m), unknowns in the order given",
+            "versions": {"odeserve": odeserve.__version__, "torch": torch.__version__},
+        }
+
+    def _cpu_module(self) -> Trial:
+        import copy
+
+        return copy.deepcopy(self.trial).to("cpu", torch.float64).eval()
+
+    def torchscript_bytes(self) -> bytes:
+        """A scripted TorchScript archive; ``torch.jit.load`` runs it without odeserve."""
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TorchScript's deprecation notice
+            scripted = torch.jit.script(self._cpu_module())
+            buf = io.BytesIO()
+            torch.jit.save(scripted, buf, _extra_files={"metadata.json": json.dumps(self.metadata())})
+        return buf.getvalue()
+
+    def export_bytes(self) -> bytes:
+        """A ``torch.export`` program (.pt2); ``torch.export.load`` runs it without odeserve."""
+        module = self._cpu_module()
+        example = torch.linspace(*self.problem.domain, 8, dtype=torch.float64).reshape(-1, 1)
+        n = torch.export.Dim("n", min=1)
+        program = torch.export.export(module, (example,), dynamic_shapes=({0: n},))
+        buf = io.BytesIO()
+        torch.export.save(program, buf, extra_files={"metadata.json": json.dumps(self.metadata())})
+        return buf.getvalue()
+
+    def save(self, torchscript_path: str | None = None, export_path: str | None = None) -> None:
+        if torchscript_path:
+            with open(torchscript_path, "wb") as f:
+                f.write(self.torchscript_bytes())
+        if export_path:
+            with open(export_path, "wb") as f:
+                f.write(self.export_bytes())

@@ -1,0 +1,96 @@
+"""The orchestrator: problem -> trial function -> training -> solution."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from odeserve.problem import Problem, load_problem
+from odeserve.solver.constraints import plan_constraints
+from odeserve.solver.residual import Residual
+from odeserve.solver.solution import Solution
+from odeserve.solver.taylor import parameter_count
+from odeserve.solver.train import ProgressFn, StopFn, train
+from odeserve.solver.trial import Trial
+from odeserve.spec import ProblemSpec
+
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+def output_scales(problem: Problem) -> np.ndarray:
+    """Per unknown, the magnitude its conditions suggest (at least 1): y(0) = 100 gives 100."""
+    scales = np.ones(len(problem.unknowns))
+    for c in problem.conditions:
+        if c.linear is None:
+            continue
+        names = {k[0] for k in c.linear.coeffs}
+        if len(names) == 1:
+            (name,) = names
+            j = problem.unknowns.index(name)
+            coef = max(abs(v) for v in c.linear.coeffs.values())
+            scales[j] = max(scales[j], abs(c.linear.constant) / coef)
+    return scales
+
+
+def chebyshev_points(a: float, b: float, n: int) -> np.ndarray:
+    """Chebyshev-Lobatto points: denser near the ends, where PINN errors usually start."""
+    k = np.arange(n)
+    return 0.5 * (a + b) - 0.5 * (b - a) * np.cos(np.pi * k / (n - 1))
+
+
+def initial_theta(sizes: list[int], seed: int, dtype: torch.dtype) -> torch.Tensor:
+    """Glorot-normal weights and zero biases, from a generator seeded with ``seed``."""
+    gen = torch.Generator().manual_seed(seed)
+    parts = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        std = math.sqrt(2.0 / (n_in + n_out))
+        parts.append(torch.randn(n_out * n_in, generator=gen, dtype=torch.float64) * std)
+        parts.append(torch.zeros(n_out, dtype=torch.float64))
+    return torch.cat(parts).to(dtype)
+
+
+def build_trial(problem: Problem, device: torch.device, dtype: torch.dtype) -> tuple[Trial, Any, np.ndarray]:
+    net = problem.options.network
+    sizes = [1, *([net.width] * net.depth), len(problem.unknowns)]
+    scales = output_scales(problem)
+    plan = plan_constraints(problem, scales)
+    theta0 = initial_theta(sizes, problem.options.seed, dtype)
+    trial = Trial(sizes, net.activation, problem.domain, scales, plan, theta0).to(device)
+    assert trial.theta.numel() == parameter_count(sizes)
+    return trial, plan, scales
+
+
+def solve(
+    problem: Problem | ProblemSpec | Mapping[str, Any] | str,
+    *,
+    device: str | torch.device | None = None,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+) -> Solution:
+    """Solve an ODE problem with a physics-informed network.
+
+    Args:
+        problem: a spec (dict, JSON text or model) or an analysed :class:`Problem`.
+        device: torch device; CPU when not given.
+        progress: called with (iteration, loss, elapsed seconds) after every iteration.
+        should_stop: polled after every iteration; True cancels and keeps the best model so far.
+
+    Returns:
+        A :class:`Solution`; its ``outcome`` says how training ended (never an exception for
+        a numerical outcome). Invalid problems raise :class:`odeserve.SpecError`.
+    """
+    if not isinstance(problem, Problem):
+        problem = load_problem(problem)
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    dtype = DTYPES[problem.options.precision]
+    trial, plan, scales = build_trial(problem, dev, dtype)
+    x = torch.as_tensor(chebyshev_points(*problem.domain, problem.options.points), dtype=dtype, device=dev)
+    eq_scales = np.array([scales[min(i, len(scales) - 1)] for i in range(len(problem.equations))])
+    residual = Residual(problem, trial, plan, x, eq_scales)
+    result = train(residual, trial.theta, problem.options, progress, should_stop)
+    trial.theta.copy_(result.theta)
+    return Solution(problem, trial, plan, result)

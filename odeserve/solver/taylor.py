@@ -1,0 +1,142 @@
+"""Derivatives of a multilayer perceptron with respect to its scalar input, by Taylor mode.
+
+Instead of nesting ``torch.autograd.grad`` (one graph per order, ``allow_unused`` pitfalls,
+``None`` for derivatives that do not depend on x), the input's derivatives are pushed forward
+through each layer together with the values: for ``z = W h + b`` the k-th derivative is
+``W h^(k)``, and for ``a = s(z)`` Faa di Bruno's formula gives
+
+    a'    = s1 z'
+    a''   = s2 z'^2 + s1 z''
+    a'''  = s3 z'^3 + 3 s2 z' z'' + s1 z'''
+    a'''' = s4 z'^4 + 6 s3 z'^2 z'' + s2 (3 z''^2 + 4 z' z''') + s1 z''''
+
+with ``s_k`` the activation's k-th derivative at z. One forward pass yields every order up to
+4; a network whose derivative does not depend on x simply produces exact zeros. Everything
+here is TorchScript- and ``torch.export``-compatible: the exported models run this same code.
+"""
+
+from __future__ import annotations
+
+from typing import List
+
+import torch
+from torch import Tensor
+
+from typing import Final
+
+MAX_ORDER: Final[int] = 4
+TANH: Final[int] = 0
+SIN: Final[int] = 1
+
+
+def activation_derivatives(z: Tensor, order: int, activation: int) -> List[Tensor]:
+    """``[s(z), s'(z), ..., s^(order)(z)]`` for tanh or sin."""
+    if activation == 1:  # SIN (a literal: TorchScript cannot read module globals)
+        s = torch.sin(z)
+        out = [s]
+        if order >= 1:
+            c = torch.cos(z)
+            out.append(c)
+            if order >= 2:
+                out.append(-s)
+            if order >= 3:
+                out.append(-c)
+            if order >= 4:
+                out.append(s)
+        return out
+    s = torch.tanh(z)
+    out = [s]
+    if order >= 1:
+        s1 = 1.0 - s * s
+        out.append(s1)
+        if order >= 2:
+            out.append(-2.0 * s * s1)
+        if order >= 3:
+            out.append(s1 * (4.0 * s * s - 2.0 * s1))
+        if order >= 4:
+            out.append(8.0 * s * s1 * (2.0 * s1 - s * s))
+    return out
+
+
+def faa_di_bruno(z: List[Tensor], sd: List[Tensor]) -> List[Tensor]:
+    """Derivatives of ``s(z(x))`` from those of ``z`` and of ``s`` (orders up to 4)."""
+    order = len(z) - 1
+    out = [sd[0]]
+    if order >= 1:
+        z1 = z[1]
+        out.append(sd[1] * z1)
+        if order >= 2:
+            z2 = z[2]
+            z1s = z1 * z1
+            out.append(sd[2] * z1s + sd[1] * z2)
+            if order >= 3:
+                z3 = z[3]
+                out.append(sd[3] * z1s * z1 + 3.0 * sd[2] * z1 * z2 + sd[1] * z3)
+                if order >= 4:
+                    z4 = z[4]
+                    out.append(
+                        sd[4] * z1s * z1s
+                        + 6.0 * sd[3] * z1s * z2
+                        + sd[2] * (3.0 * z2 * z2 + 4.0 * z1 * z3)
+                        + sd[1] * z4
+                    )
+    return out
+
+
+def _layer(theta: Tensor, offset: int, n_in: int, n_out: int) -> tuple[Tensor, Tensor]:
+    """W^T and b of one layer; theta is (P,) or (n, P) (one weight vector per point)."""
+    w = theta.narrow(-1, offset, n_in * n_out)
+    b = theta.narrow(-1, offset + n_in * n_out, n_out)
+    if theta.dim() == 2:
+        return w.reshape(theta.shape[0], n_out, n_in).transpose(1, 2), b.unsqueeze(1)
+    return w.reshape(n_out, n_in).t(), b
+
+
+def mlp_taylor(theta: Tensor, sizes: List[int], t: Tensor, dt: float, order: int, activation: int) -> List[Tensor]:
+    """Values and x-derivatives up to ``order`` of the MLP with flat parameters ``theta``.
+
+    Args:
+        theta: all weights and biases, layer by layer (W row-major, then b): shape (P,), or
+            (n, P) to give every point its own copy (then one backward pass of the summed
+            outputs yields the per-point gradients, i.e. the Jacobian's rows).
+        sizes: layer widths ``[1, hidden..., m]``.
+        t: the scaled input, shape (n,), already mapped to [-1, 1].
+        dt: dt/dx, the scaling's slope.
+        order: highest derivative wanted (0..4).
+        activation: TANH or SIN.
+
+    Returns:
+        ``order + 1`` tensors of shape (n, m): the k-th derivative with respect to x.
+    """
+    n_layers = len(sizes) - 1
+    wt, b = _layer(theta, 0, 1, sizes[1])  # wt: (1, w) or (n, 1, w)
+    if theta.dim() == 2:
+        w_row = wt.squeeze(1)
+        b_row = b.squeeze(1)
+    else:
+        w_row = wt.expand(t.shape[0], sizes[1])
+        b_row = b
+    # The input is t with t' = dt and no higher derivatives.
+    zs: List[Tensor] = [t.unsqueeze(1) * w_row + b_row]
+    if order >= 1:
+        zs.append(w_row * dt)
+    if order >= 2:
+        zero = torch.zeros_like(zs[0])
+        for _ in range(2, order + 1):
+            zs.append(zero)
+    offset = sizes[1] * 2
+    for layer in range(1, n_layers):
+        hs = faa_di_bruno(zs, activation_derivatives(zs[0], order, activation))
+        n_in = sizes[layer]
+        n_out = sizes[layer + 1]
+        wt, b = _layer(theta, offset, n_in, n_out)
+        offset += n_in * n_out + n_out
+        # Orders stacked on dim 1 so one (batched) matmul serves them all: (n, K+1, n_in).
+        z = torch.matmul(torch.stack(hs, 1), wt)
+        zs = list(z.unbind(1))
+        zs[0] = zs[0] + b.reshape(-1, n_out)
+    return zs
+
+
+def parameter_count(sizes: List[int]) -> int:
+    return sum(sizes[i] * sizes[i + 1] + sizes[i + 1] for i in range(len(sizes) - 1))

@@ -1,0 +1,116 @@
+"""Problem spec v1: the public contract shared by the library, the CLI and the service.
+
+Pydantic checks the shape (types, ranges, unknown fields); :func:`odeserve.problem.analyse`
+checks the meaning (names, orders, conditions). Imports no torch.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from odeserve.expr.grammar import MAX_EXPRESSION_LENGTH, MAX_ORDER
+
+#: Caps on the shape of a problem. The service may lower the numeric budgets further.
+MAX_EQUATIONS = 16
+MAX_CONDITIONS = 64
+MAX_PARAMETERS = 64
+MAX_OUTPUT_POINTS = 100_000
+MAX_COLLOCATION_POINTS = 20_000
+MAX_WIDTH = 512
+MAX_DEPTH = 8
+
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Expression = Annotated[str, StringConstraints(max_length=MAX_EXPRESSION_LENGTH)]
+Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NetworkOptions(_Strict):
+    """The multilayer perceptron that represents the unknowns (one output per unknown)."""
+
+    width: int = Field(24, ge=1, le=MAX_WIDTH, description="Neurons per hidden layer.")
+    depth: int = Field(
+        2, ge=0, le=MAX_DEPTH, description="Hidden layers; 0 gives a linear (affine) network."
+    )
+    activation: Literal["tanh", "sin"] = Field("tanh", description="Smooth activation of the hidden layers.")
+
+
+class Options(_Strict):
+    """Training settings. Every default is chosen so that equations, domain and conditions alone
+    give an accurate answer."""
+
+    precision: Literal["float64", "float32"] = Field("float64", description="Floating-point precision.")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed for the initial weights; runs are deterministic.")
+    time_limit_s: Finite = Field(60.0, gt=0, le=86_400, description="Wall-clock budget for training, seconds.")
+    max_iterations: int = Field(
+        3000, ge=1, le=1_000_000, description="Iteration budget over both phases (Adam steps + second-order steps)."
+    )
+    adam_iterations: int = Field(
+        200, ge=0, le=1_000_000, description="Steps of the first-order (Adam) phase before the second-order phase."
+    )
+    learning_rate: Finite = Field(1e-2, gt=0, le=1.0, description="Adam learning rate.")
+    optimizer: Literal["lm", "lbfgs", "adam"] = Field(
+        "lm",
+        description="Second phase: Levenberg-Marquardt ('lm'), L-BFGS with strong-Wolfe line search "
+        "('lbfgs'), or none ('adam': Adam only).",
+    )
+    points: int = Field(
+        160, ge=4, le=MAX_COLLOCATION_POINTS, description="Collocation points (Chebyshev-spaced on the domain)."
+    )
+    target_loss: Finite = Field(
+        1e-26, ge=0, description="Stop when the mean squared (scaled) residual falls to this value."
+    )
+    hard_constraints: bool = Field(
+        True, description="Build the conditions into the network where they are linear; penalties otherwise."
+    )
+    network: NetworkOptions = Field(default_factory=NetworkOptions)
+
+
+class Output(_Strict):
+    """Where and what to sample."""
+
+    points: int = Field(201, ge=2, le=MAX_OUTPUT_POINTS, description="Evenly spaced sample points on the domain.")
+    x: list[Finite] | None = Field(
+        None, max_length=MAX_OUTPUT_POINTS, description="Explicit sample points; overrides points."
+    )
+    derivatives: int = Field(1, ge=0, le=MAX_ORDER, description="Derivative orders to return with the values.")
+
+
+class ProblemSpec(_Strict):
+    """An ODE problem, spec v1."""
+
+    equations: list[Expression] = Field(
+        ..., min_length=1, max_length=MAX_EQUATIONS, description="One equation per unknown, 'lhs = rhs'."
+    )
+    domain: tuple[Finite | Expression, Finite | Expression] = Field(
+        ..., description="Finite interval [a, b], a < b; entries may be constant expressions such as '2*pi'."
+    )
+    variable: Identifier = Field("x", description="Name of the independent variable.")
+    conditions: list[Expression] = Field(
+        default_factory=list,
+        max_length=MAX_CONDITIONS,
+        description="Equations over values of unknowns and their derivatives at points: 'y(0) = 1'.",
+    )
+    unknowns: list[Identifier] | None = Field(
+        None, max_length=MAX_EQUATIONS, description="Unknown functions; inferred when absent."
+    )
+    parameters: dict[Identifier, Finite] = Field(
+        default_factory=dict, description="Named constants usable in every expression."
+    )
+    exact: dict[Identifier, Expression] | None = Field(
+        None, description="Closed-form solutions, used only to report errors."
+    )
+    output: Output = Field(default_factory=Output)
+    options: Options = Field(default_factory=Options)
+
+    @field_validator("parameters")
+    @classmethod
+    def _few_parameters(cls, v: dict[str, float]) -> dict[str, float]:
+        if len(v) > MAX_PARAMETERS:
+            raise ValueError(f"at most {MAX_PARAMETERS} parameters")
+        return v
