@@ -36,7 +36,7 @@ class SpecError(OdeserveError, ValueError):
                 out += f"[{part}]"
             else:
                 out += ("." if out else "") + part
-        return out or "problem"
+        return out or "expression"
 
     @property
     def message(self) -> str:

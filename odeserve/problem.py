@@ -86,10 +86,14 @@ def load_problem(data: ProblemSpec | Mapping[str, Any] | str) -> Problem:
     return analyse(spec)
 
 
+_UNION_TAGS = frozenset({"float", "str", "int", "constrained-str", "list[float]", "none"})
+
+
 def spec_error_from_validation(exc: ValidationError) -> SpecError:
     """The first pydantic error as a SpecError with its field path."""
     err = exc.errors()[0]
-    loc = tuple(p for p in err["loc"] if isinstance(p, (str, int)))
+    # Drop the union-member tags pydantic inserts ("float", "constrained-str", ...).
+    loc = tuple(p for p in err["loc"] if isinstance(p, int) or p not in _UNION_TAGS)
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
         msg = "unknown field" + suggest(str(loc[-1]), list(ProblemSpec.model_fields)) if loc else msg
@@ -211,7 +215,9 @@ def _infer_unknowns(spec: ProblemSpec, eqs: list[tuple[Node, Node]], conds: list
             continue
         # An unknown carries primes, or is applied to a point in a condition.
         if node.order > 0 or (in_condition and node.at is not None):
-            if node.name in spec.parameters or node.name == spec.variable:
+            if node.name in spec.parameters:
+                raise SpecError(("parameters", node.name), f"parameter '{node.name}' has the name of an unknown")
+            if node.name == spec.variable:
                 continue  # reported later with a precise message
             found.append(node.name)
     return tuple(found)

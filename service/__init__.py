@@ -1,0 +1,1 @@
+"""The odeserve HTTP service (FastAPI). Never imports torch."""

@@ -1,0 +1,170 @@
+"""The FastAPI application: routes, body-size limit, problem+json errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Literal
+
+from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from redis import Redis
+from rq import Queue
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from odeserve import __version__
+from odeserve.problem import analyse
+from odeserve.spec import ProblemSpec
+from service import jobs
+from service.errors import ApiError, install_handlers, problem_response, responses
+from service.limits import enforce_limits
+from service.schemas import Health, Job, Ready, Solution
+from service.settings import Settings, get_settings
+from worker import artifacts
+
+
+class BodyLimit:
+    """413 for bodies over the limit, by header or by counting the stream."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        from starlette.requests import Request as StarletteRequest
+
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        too_big = f"request body is over the limit of {self.max_bytes} bytes"
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await problem_response(StarletteRequest(scope), 413, "Content Too Large", too_big)(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise ApiError(413, "Content Too Large", too_big)
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def _queue(request: Request) -> Queue:
+    return request.app.state.queue
+
+
+QueueDep = Annotated[Queue, Depends(_queue)]
+
+
+def _operation_id(route: APIRoute) -> str:
+    return route.name
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        url = settings.redis_url or "redis://127.0.0.1:6379/0"
+        redis = Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=10)
+        app.state.redis = redis
+        app.state.queue = jobs.make_queue(redis, settings)
+        yield
+        redis.close()
+
+    app = FastAPI(
+        title="odeserve",
+        version=__version__,
+        summary="Ordinary differential equations solved on demand by physics-informed neural networks.",
+        lifespan=lifespan,
+        generate_unique_id_function=_operation_id,
+    )
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    install_handlers(app)
+
+    @app.post("/solve", status_code=202, response_model=Job, name="submit_problem",
+              responses=responses(413, 422, 503))
+    def submit_problem(spec: ProblemSpec, q: QueueDep, response: Response) -> Job:
+        """Validate a problem (spec v1) and queue it. Answers 202 with the job and its Location."""
+        problem = analyse(spec)
+        enforce_limits(problem, settings)
+        job = jobs.enqueue(q, problem, settings)
+        response.headers["Location"] = f"/jobs/{job.id}"
+        response.headers["Retry-After"] = "1"
+        return jobs.describe(job)
+
+    @app.get("/jobs/{job_id}", response_model=Job, name="get_job", responses=responses(404, 503))
+    def get_job(job_id: str, q: QueueDep) -> Job:
+        """Status, progress, outcome and metrics of a job."""
+        job = jobs.fetch(q, job_id)
+        if job.get_status(refresh=False) == "started":
+            jobs.reap_abandoned(q)
+            job.refresh()
+        return jobs.describe(job)
+
+    @app.delete("/jobs/{job_id}", status_code=202, response_model=Job, name="cancel_job",
+                responses=responses(404, 409, 503))
+    def cancel_job(job_id: str, q: QueueDep) -> Job:
+        """Cancel: a queued job at once, a running one at its next check (about a second)."""
+        job = jobs.fetch(q, job_id)
+        jobs.cancel(q, job, settings)
+        job.refresh()
+        return jobs.describe(job)
+
+    @app.get("/jobs/{job_id}/solution", response_model=Solution, name="get_solution",
+             responses={**responses(404, 409, 422, 503), 200: {"content": {"text/csv": {}}}})
+    def get_solution(job_id: str, q: QueueDep, format: Literal["json", "csv"] = Query("json")) -> Response:
+        """Samples on the output grid: values, derivatives and residuals (JSON or CSV)."""
+        data = jobs.solution(q, jobs.fetch(q, job_id))
+        if format == "json":
+            return JSONResponse(data)
+        columns = [data["variable"], *data["values"], *data["derivatives"], *data["residuals"]]
+        series = [data["x"], *data["values"].values(), *data["derivatives"].values(), *data["residuals"].values()]
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows(zip(*series))
+        return Response(buf.getvalue(), media_type="text/csv",
+                        headers={"Content-Disposition": f'attachment; filename="{job_id}.csv"'})
+
+    @app.get("/jobs/{job_id}/model", name="get_model",
+             responses={**responses(404, 409, 422, 503),
+                        200: {"content": {"application/octet-stream": {}}, "description": "The model file."}})
+    def get_model(job_id: str, q: QueueDep,
+                  format: Literal["torchscript", "export"] = Query("torchscript")) -> Response:
+        """The trained model: TorchScript (default) or a torch.export program (format=export)."""
+        name, ext = (artifacts.TORCHSCRIPT, "pt") if format == "torchscript" else (artifacts.EXPORT, "pt2")
+        data = jobs.artifact(q, jobs.fetch(q, job_id), name)
+        return Response(data, media_type="application/octet-stream",
+                        headers={"Content-Disposition": f'attachment; filename="{job_id}.{ext}"'})
+
+    @app.get("/healthz", response_model=Health, name="health")
+    def health() -> Health:
+        """Liveness: the process answers."""
+        return Health(status="ok")
+
+    @app.get("/readyz", response_model=Ready, name="ready", responses=responses(503))
+    def ready(q: QueueDep) -> Ready:
+        """Readiness: Redis answers and at least one worker is alive."""
+        q.connection.ping()
+        workers = jobs.live_workers(q, settings)
+        if workers < 1:
+            raise ApiError(503, "Service Unavailable", "no worker is running", headers={"Retry-After": "5"})
+        return Ready(status="ready", workers=workers, queued=q.count)
+
+    return app
+
+
+def app_factory() -> FastAPI:
+    """Entry point for uvicorn --factory."""
+    return create_app()

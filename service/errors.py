@@ -1,0 +1,119 @@
+"""RFC 9457 problem details, mapped once: core errors and HTTP errors become problem+json."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from odeserve.errors import SpecError
+
+PROBLEM_JSON = "application/problem+json"
+log = logging.getLogger("odeserve.service")
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem details object."""
+
+    type: str = Field("about:blank", description="A URI naming the kind of problem.")
+    title: str
+    status: int
+    detail: str
+    field: str | None = Field(None, description="The offending field, e.g. equations[0].")
+    instance: str | None = None
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, title: str, detail: str, field: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.field = field
+        self.headers = headers
+        super().__init__(detail)
+
+
+def not_found(job_id: str) -> ApiError:
+    return ApiError(404, "Not Found", f"no job with id {job_id!r} (it may have expired)")
+
+
+def problem_response(request: Request, status: int, title: str, detail: str, field: str | None = None,
+                     headers: dict[str, str] | None = None) -> JSONResponse:
+    body = Problem(title=title, status=status, detail=detail, field=field, instance=request.url.path)
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, media_type=PROBLEM_JSON,
+                        headers=headers)
+
+
+def _loc_to_field(loc: tuple[Any, ...]) -> str:
+    parts = [p for p in loc if p not in ("body", "query", "path")]
+    from odeserve.problem import _UNION_TAGS
+
+    out = ""
+    for p in parts:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        elif p not in _UNION_TAGS:
+            out += ("." if out else "") + str(p)
+    return out or "body"
+
+
+def install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api(request: Request, exc: ApiError) -> JSONResponse:
+        return problem_response(request, exc.status, exc.title, exc.detail, exc.field, exc.headers)
+
+    @app.exception_handler(SpecError)
+    async def _spec(request: Request, exc: SpecError) -> JSONResponse:
+        return problem_response(request, 422, "Invalid problem", exc.message, exc.field)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        err = exc.errors()[0]
+        field = _loc_to_field(tuple(err.get("loc", ())))
+        msg = str(err.get("msg", "invalid"))
+        if err.get("type") == "extra_forbidden":
+            msg = "unknown field"
+        elif err.get("type") == "json_invalid":
+            msg = f"body is not valid JSON ({err.get('ctx', {}).get('error', 'parse error')})"
+            field = "body"
+        return problem_response(request, 422, "Invalid problem", f"{field}: {msg[0].lower() + msg[1:]}", field)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        titles = {404: "Not Found", 405: "Method Not Allowed", 413: "Content Too Large"}
+        return problem_response(request, exc.status_code, titles.get(exc.status_code, "Error"), str(exc.detail))
+
+    @app.exception_handler(RedisConnectionError)
+    @app.exception_handler(RedisTimeoutError)
+    async def _redis(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("redis unavailable: %s", exc)
+        return problem_response(request, 503, "Service Unavailable",
+                                "the job store (Redis) is unreachable; retry shortly", headers={"Retry-After": "5"})
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:  # pragma: no cover - bugs only
+        log.exception("unexpected error")
+        return problem_response(request, 500, "Internal Server Error", "an unexpected error occurred; it was logged")
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the problem responses a route can give."""
+    text = {
+        404: "Unknown job.",
+        409: "The job has not finished, or has no such result.",
+        413: "Request body too large.",
+        422: "Invalid problem or parameter.",
+        503: "Redis is unreachable.",
+    }
+    return {
+        s: {"description": text[s], "model": Problem, "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+        for s in statuses
+    }

@@ -1,0 +1,30 @@
+"""The service's limits on a problem (settings), beyond the spec's own caps."""
+
+from __future__ import annotations
+
+from odeserve.errors import LimitError
+from odeserve.problem import Problem
+from service.settings import Settings
+
+
+def network_parameters(width: int, depth: int, outputs: int) -> int:
+    sizes = [1, *([width] * depth), outputs]
+    return sum(sizes[i] * sizes[i + 1] + sizes[i + 1] for i in range(len(sizes) - 1))
+
+
+def enforce_limits(problem: Problem, settings: Settings) -> None:
+    """Raise LimitError (a SpecError: 422 naming the field) for a problem over the limits."""
+    o = problem.options
+    if o.max_iterations > settings.max_iterations:
+        raise LimitError(("options", "max_iterations"), f"must be at most {settings.max_iterations} on this server")
+    if o.time_limit_s > settings.max_time_limit_s:
+        raise LimitError(("options", "time_limit_s"), f"must be at most {settings.max_time_limit_s:g} on this server")
+    if len(problem.output_x) > settings.max_sample_points:
+        field = ("output", "x") if problem.spec.output.x is not None else ("output", "points")
+        raise LimitError(field, f"at most {settings.max_sample_points} sample points on this server")
+    if o.points > settings.max_collocation_points:
+        raise LimitError(("options", "points"), f"must be at most {settings.max_collocation_points} on this server")
+    n = network_parameters(o.network.width, o.network.depth, len(problem.unknowns))
+    if n > settings.max_network_parameters:
+        raise LimitError(("options", "network"),
+                         f"{n} parameters is over this server's limit of {settings.max_network_parameters}")

@@ -1,0 +1,52 @@
+"""Settings of the API and the workers, from ``ODESERVE_*`` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DAY_S = 86_400
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ODESERVE_", extra="ignore")
+
+    redis_url: str | None = Field(
+        None, description="redis://host:port/db. Unset: `odeserve serve` starts an embedded Redis."
+    )
+    queue: str = Field("odeserve", description="RQ queue name.")
+    result_ttl_s: int = Field(7 * DAY_S, ge=60, description="How long results and artifacts are kept.")
+    failure_ttl_s: int = Field(7 * DAY_S, ge=60, description="How long failed jobs are kept.")
+    job_timeout_margin_s: int = Field(
+        120, ge=10, description="Added to a spec's time limit for the job timeout (export, metrics)."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present, else CPU.")
+    torch_threads: int = Field(0, ge=0, description="Torch CPU threads per job; 0: all cores.")
+    worker_class: Literal["fork", "spawn"] = Field(
+        "fork", description="fork: one forked work horse per job (parent never touches CUDA/autograd)."
+    )
+    heartbeat_s: int = Field(5, ge=1, description="Worker heartbeat interval while a job runs.")
+    heartbeat_grace_s: int = Field(10, ge=1, description="A job whose heartbeat is older than this is abandoned.")
+    @property
+    def worker_ttl_s(self) -> int:
+        """A worker that has not sent a heartbeat for this long is considered dead. Idle
+        workers heartbeat every ``worker_ttl_s - 15`` s (RQ's dequeue timeout)."""
+        return max(self.heartbeat_s * 4, 20)
+
+    data_dir: str = Field("var", description="Where the embedded Redis keeps its AOF files.")
+    # Limits, enforced on submit (422 naming the field).
+    max_body_bytes: int = Field(1_000_000, ge=1_000, description="Largest request body accepted (413 beyond).")
+    max_iterations: int = Field(200_000, ge=1)
+    max_time_limit_s: float = Field(3_600, gt=0)
+    max_sample_points: int = Field(20_000, ge=2)
+    max_collocation_points: int = Field(5_000, ge=4)
+    max_network_parameters: int = Field(200_000, ge=1)
+    max_artifact_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="Cap on one stored artifact.")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,84 @@
+"""Taylor-mode derivatives against nested autograd, and derivative() on awkward functions."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from odeserve import derivative
+from odeserve.solver.taylor import SIN, TANH, mlp_taylor, parameter_count
+
+
+def nested_autograd(theta, sizes, t, dt, order, activation):
+    """The textbook approach: build the MLP with autograd and differentiate repeatedly."""
+    x = t.clone().requires_grad_(True)
+
+    def net(xx):
+        h = xx.unsqueeze(1)
+        off = 0
+        for i in range(len(sizes) - 1):
+            w = theta[off : off + sizes[i] * sizes[i + 1]].view(sizes[i + 1], sizes[i])
+            off += sizes[i] * sizes[i + 1]
+            b = theta[off : off + sizes[i + 1]]
+            off += sizes[i + 1]
+            h = h @ w.t() + b
+            if i < len(sizes) - 2:
+                h = torch.tanh(h) if activation == TANH else torch.sin(h)
+        return h
+
+    outs = [net(x)]
+    for _ in range(order):
+        cols = []
+        for j in range(sizes[-1]):
+            (g,) = torch.autograd.grad(outs[-1][:, j].sum(), x, create_graph=True, allow_unused=True)
+            cols.append(torch.zeros_like(x) if g is None else g)
+        outs.append(torch.stack(cols, 1))
+    # Input scaling: t = (x - mid)/half was applied outside, so d/dx = dt * d/dt.
+    return [o.detach() * dt**k for k, o in enumerate(outs)]
+
+
+@pytest.mark.parametrize("activation", [TANH, SIN])
+@pytest.mark.parametrize("sizes", [[1, 7, 2], [1, 9, 9, 1], [1, 5, 6, 4, 3]])
+def test_taylor_mode_matches_nested_autograd(sizes, activation) -> None:
+    gen = torch.Generator().manual_seed(sum(sizes) + activation)
+    theta = torch.randn(parameter_count(sizes), generator=gen, dtype=torch.float64)
+    t = torch.linspace(-1, 1, 41, dtype=torch.float64)
+    got = mlp_taylor(theta, sizes, t, 0.7, 4, activation)
+    want = nested_autograd(theta, sizes, t, 0.7, 4, activation)
+    for k in range(5):
+        assert torch.allclose(got[k], want[k], rtol=1e-12, atol=1e-12), f"order {k}"
+
+
+def test_per_point_weights_give_the_jacobian() -> None:
+    sizes = [1, 6, 6, 2]
+    theta = torch.randn(parameter_count(sizes), dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    t = torch.linspace(-1, 1, 9, dtype=torch.float64)
+    rows = theta.expand(9, -1).clone().requires_grad_(True)
+    out = mlp_taylor(rows, sizes, t, 1.0, 2, TANH)[2][:, 0]
+    (J,) = torch.autograd.grad(out.sum(), rows)
+    J_ref = torch.func.jacrev(lambda th: mlp_taylor(th, sizes, t, 1.0, 2, TANH)[2][:, 0])(theta)
+    assert torch.allclose(J, J_ref, rtol=1e-12, atol=1e-13)
+
+
+def test_linear_network_has_exact_zero_higher_derivatives() -> None:
+    sizes = [1, 3]  # depth 0: an affine map
+    theta = torch.tensor([0.5, -2.0, 3.0, 0.1, 0.2, 0.3], dtype=torch.float64)
+    t = torch.linspace(-1, 1, 5, dtype=torch.float64)
+    y, d1, d2, d3, d4 = mlp_taylor(theta, sizes, t, 2.0, 4, TANH)
+    assert torch.equal(d1, torch.tensor([[1.0, -4.0, 6.0]], dtype=torch.float64).expand(5, 3))
+    for d in (d2, d3, d4):
+        assert torch.equal(d, torch.zeros(5, 3, dtype=torch.float64))
+
+
+def test_derivative_function_never_fails_on_unused_inputs() -> None:
+    x = torch.linspace(0, 1, 6, dtype=torch.float64).reshape(-1, 1)
+    linear = torch.nn.Linear(1, 2).double()
+    assert torch.equal(derivative(linear, 2)(x), torch.zeros(6, 2, dtype=torch.float64))
+    assert torch.allclose(derivative(linear, 1)(x), linear.weight.detach().t().expand(6, 2))
+    constant = derivative(lambda v: torch.ones_like(v) * 3.0, 1)(x)
+    assert torch.equal(constant, torch.zeros_like(x))
+    cubic = derivative(lambda v: v**3, 2)(x.reshape(-1))
+    assert torch.allclose(cubic, 6 * x.reshape(-1))
+    assert torch.equal(derivative(lambda v: v**3, 4)(x), torch.zeros_like(x))
+    with pytest.raises(ValueError):
+        derivative(linear, 5)

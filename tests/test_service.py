@@ -1,0 +1,181 @@
+"""End to end through the real stack: HTTP -> Redis/RQ -> worker process -> artifacts."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+
+from tests.conftest import make_client, wait_for
+from tests.problems import public_problems, with_options
+
+PROBLEMS = public_problems()
+
+
+def finish(client, job_id: str, timeout: float = 180) -> dict:
+    def done():
+        job = client.get(f"/jobs/{job_id}").json()
+        return job if job["status"] not in ("queued", "running") else None
+
+    return wait_for(done, timeout, 0.3)
+
+
+@pytest.mark.parametrize("name", ["seed_gauss", "seed_poly"])
+def test_seed_problems_end_to_end(service, name: str) -> None:
+    import torch
+
+    spec = PROBLEMS[name] | {"output": {"points": 41, "derivatives": 2}}
+    r = service.post("/solve", json=spec)
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert r.headers["location"] == f"/jobs/{job['id']}"
+    assert job["status"] in ("queued", "running") and len(job["id"]) >= 22
+    job = finish(service, job["id"])
+    assert job["status"] == "succeeded", job
+    assert job["metrics"]["error"]["y"]["rel_l2"] <= 1e-6
+    assert job["progress"]["iteration"] == job["metrics"]["iterations"]
+    assert job["started_at"] and job["finished_at"] and job["outcome"] in ("converged", "budget_reached")
+
+    sol = service.get(f"/jobs/{job['id']}/solution").json()
+    x = np.array(sol["x"])
+    exact = np.exp(-(x**2)) if name == "seed_gauss" else -(x**2) + x / 2 + 4
+    y = np.array(sol["values"]["y"])
+    assert np.linalg.norm(y - exact) / np.linalg.norm(exact) <= 1e-6
+    assert set(sol["derivatives"]) == {"y'", "y''"} and set(sol["residuals"]) == {"equations[0]"}
+
+    csv = service.get(f"/jobs/{job['id']}/solution", params={"format": "csv"})
+    assert csv.headers["content-type"].startswith("text/csv")
+    rows = csv.text.strip().splitlines()
+    assert rows[0] == "x,y,y',y'',equations[0]" and len(rows) == 42
+    assert float(rows[1].split(",")[1]) == pytest.approx(y[0], abs=1e-15)
+
+    xt = torch.tensor(sol["x"], dtype=torch.float64).reshape(-1, 1)
+    ts = service.get(f"/jobs/{job['id']}/model")
+    assert ts.status_code == 200 and ts.headers["content-type"] == "application/octet-stream"
+    assert f"{job['id']}.pt" in ts.headers["content-disposition"]
+    scripted = torch.jit.load(io.BytesIO(ts.content))
+    assert np.max(np.abs(scripted(xt).numpy()[:, 0] - y)) <= 1e-12
+    assert np.max(np.abs(scripted.derivative(xt, 2).numpy()[:, 0] - np.array(sol["derivatives"]["y''"]))) <= 1e-12
+    pt2 = service.get(f"/jobs/{job['id']}/model", params={"format": "export"})
+    program = torch.export.load(io.BytesIO(pt2.content))
+    assert np.max(np.abs(program.module()(xt).numpy()[:, 0] - y)) <= 1e-12
+
+
+def test_errors_are_problem_json(service) -> None:
+    bad = {"equations": ["y'' = sinn(x)"], "domain": [0, 1], "conditions": ["y(0) = 0", "y'(0) = 1"]}
+    r = service.post("/solve", json=bad)
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+    body = r.json()
+    assert body["detail"] == "equations[0]: unknown function 'sinn' at column 7 (did you mean 'sin'?)"
+    assert body["field"] == "equations[0]" and body["status"] == 422
+
+    r = service.post("/solve", json={"equations": ["y' = y"], "domain": [0, "inf"], "conditions": ["y(0)=1"]})
+    assert r.status_code == 422 and r.json()["field"] == "domain[1]"
+    r = service.post("/solve", json={"equations": "y' = y", "domain": [0, 1]})
+    assert r.status_code == 422 and r.json()["field"] == "equations"
+    r = service.post("/solve", json={"equations": ["y' = y"], "domain": [0, 1], "conditions": ["y(0)=1"], "x": 1})
+    assert r.status_code == 422 and r.json()["detail"] == "x: unknown field"
+    r = service.post("/solve", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["field"] == "body"
+    r = service.post("/solve", json=with_options(PROBLEMS["seed_gauss"], max_iterations=10**6))
+    assert r.status_code == 422 and r.json()["field"] == "options.max_iterations"
+
+    r = service.get("/jobs/does-not-exist")
+    assert r.status_code == 404 and "does-not-exist" in r.json()["detail"]
+    assert service.get("/jobs/nope/solution").status_code == 404
+    assert service.get("/jobs/nope/model").status_code == 404
+    assert service.delete("/jobs/nope").status_code == 404
+
+    big = {"equations": ["y' = y"], "domain": [0, 1], "conditions": ["y(0) = 1"], "pad": "x" * 2_000_000}
+    r = service.post("/solve", content=json.dumps(big), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.headers["content-type"] == "application/problem+json"
+    r = service.get("/jobs/x/model", params={"format": "onnx"})
+    assert r.status_code == 422 and r.json()["field"] == "format"
+
+
+def test_cancel_queued_and_running(redis_server, start_worker) -> None:
+    queue = "odeserve-cancel"
+    start_worker(queue)
+    long = with_options(PROBLEMS["lagaris2"], max_iterations=10**5, time_limit_s=120)
+    with make_client(redis_server.url, queue) as client:
+        wait_for(lambda: client.get("/readyz").status_code == 200, 60)
+        running = client.post("/solve", json=long).json()
+        queued = client.post("/solve", json=long).json()
+        wait_for(lambda: client.get(f"/jobs/{running['id']}").json()["progress"]["iteration"] > 50, 60)
+
+        # 409 for results of an unfinished job
+        r = client.get(f"/jobs/{running['id']}/solution")
+        assert r.status_code == 409 and "running" in r.json()["detail"]
+        assert client.get(f"/jobs/{queued['id']}/model").status_code == 409
+
+        r = client.delete(f"/jobs/{queued['id']}")
+        assert r.status_code == 202 and r.json()["status"] == "canceled"
+
+        assert client.delete(f"/jobs/{running['id']}").status_code == 202
+        job = finish(client, running["id"], 10)
+        assert job["status"] == "canceled" and job["outcome"] == "canceled"
+        assert "best model" in job["message"]
+        assert client.get(f"/jobs/{running['id']}/model").status_code == 200
+        assert client.get(f"/jobs/{running['id']}/solution").status_code == 200
+        assert client.delete(f"/jobs/{running['id']}").status_code == 409
+        assert client.get(f"/jobs/{queued['id']}").json()["status"] == "canceled"
+
+
+def test_worker_killed_mid_job_fails_with_a_reason(redis_server, start_worker) -> None:
+    queue = "odeserve-kill"
+    worker = start_worker(queue)
+    with make_client(redis_server.url, queue) as client:
+        wait_for(lambda: client.get("/readyz").status_code == 200, 60)
+        job = client.post("/solve", json=with_options(PROBLEMS["lagaris2"], max_iterations=10**5,
+                                                      time_limit_s=300)).json()
+        wait_for(lambda: client.get(f"/jobs/{job['id']}").json()["status"] == "running", 60)
+        worker.kill9()
+        # Heartbeat 2 s + grace 3 s: the API settles the job itself even with no worker left.
+        done = finish(client, job["id"], 30)
+        assert done["status"] == "failed"
+        assert done["error"]["type"] == "worker_died" and "died" in done["error"]["detail"]
+        assert client.get("/readyz").status_code == 503
+
+
+def test_sigterm_lets_the_worker_finish_its_job(redis_server, start_worker) -> None:
+    queue = "odeserve-term"
+    worker = start_worker(queue)
+    with make_client(redis_server.url, queue) as client:
+        wait_for(lambda: client.get("/readyz").status_code == 200, 60)
+        job = client.post("/solve", json=with_options(PROBLEMS["lagaris2"], max_iterations=400)).json()
+        wait_for(lambda: client.get(f"/jobs/{job['id']}").json()["status"] == "running", 60)
+        worker.proc.send_signal(15)
+        assert worker.proc.wait(120) == 0
+        assert client.get(f"/jobs/{job['id']}").json()["status"] == "succeeded"
+
+
+def test_redis_down_gives_503_and_recovers(tmp_path) -> None:
+    from service.redis_server import RedisServer, free_port
+
+    server = RedisServer(free_port(), tmp_path).start()
+    spec = with_options(PROBLEMS["lagaris2"], max_iterations=10)
+    try:
+        with make_client(server.url, "odeserve-outage") as client:
+            first = client.post("/solve", json=spec)
+            assert first.status_code == 202
+            server.stop(kill=True)
+            r = client.post("/solve", json=spec)
+            assert r.status_code == 503 and r.headers["content-type"] == "application/problem+json"
+            assert "Redis" in r.json()["detail"] and r.headers["retry-after"]
+            assert client.get(f"/jobs/{first.json()['id']}").status_code == 503
+            assert client.get("/healthz").status_code == 200
+            server.start()
+            assert client.post("/solve", json=spec).status_code == 202
+            # AOF: the job accepted before the crash is still there.
+            assert client.get(f"/jobs/{first.json()['id']}").json()["status"] == "queued"
+    finally:
+        server.stop()
+
+
+def test_ready_without_workers_is_503(redis_server) -> None:
+    with make_client(redis_server.url, "odeserve-no-workers") as client:
+        r = client.get("/readyz")
+        assert r.status_code == 503 and r.json()["detail"] == "no worker is running"
+        assert client.get("/healthz").json() == {"status": "ok"}

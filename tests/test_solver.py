@@ -1,0 +1,121 @@
+"""Solving: accuracy against exact solutions, every condition type, outcomes, determinism."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from odeserve import Outcome, solve
+from tests.problems import public_problems, with_options
+
+PROBLEMS = public_problems()
+FAST = {"max_iterations": 600}
+
+
+@pytest.mark.parametrize("name", ["seed_gauss", "seed_poly"])
+def test_seed_problems_default_options(name: str) -> None:
+    solution = solve(PROBLEMS[name])
+    m = solution.metrics()
+    assert m["error"]["y"]["rel_l2"] <= 1e-6
+    assert m["outcome"] in ("converged", "budget_reached")
+    assert m["train_time_s"] < 60
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(PROBLEMS))
+def test_every_public_problem_to_1e_6(name: str) -> None:
+    m = solve(PROBLEMS[name]).metrics()
+    for unknown, err in m["error"].items():
+        assert err["rel_l2"] <= 1e-6, (unknown, err)
+    assert m["train_time_s"] <= 60
+
+
+CONDITION_CASES = {
+    # name: (spec, exact)
+    "dirichlet": ({"equations": ["y'' = -pi^2*sin(pi*x)"], "domain": [0, 1], "conditions": ["y(0) = 0", "y(1) = 0"]},
+                  lambda x: np.sin(np.pi * x)),
+    "neumann_robin": (PROBLEMS["neumann_robin"], lambda x: np.sin(np.pi * x)),
+    "periodic": ({"equations": ["y'' - y = -5*cos(2*x)"], "domain": [0, "2*pi"],
+                  "conditions": ["y(0) = y(2*pi)", "y'(0) = y'(2*pi)"]},
+                 lambda x: np.cos(2 * x)),
+    "multipoint": ({"equations": ["y''' = 6"], "domain": [0, 2], "conditions": ["y(0) = 0", "y(1) = 1", "y(2) = 8"]},
+                   lambda x: x**3),
+    "third_order_ivp": ({"equations": ["y''' = -y'"], "domain": [0, 3],
+                         "conditions": ["y(0) = 0", "y'(0) = 1", "y''(0) = 0"]}, np.sin),
+    "nonlinear_condition_penalty": ({"equations": ["y' = y"], "domain": [0, 1], "conditions": ["y(0)^3 = 1"]},
+                                    np.exp),
+    "coupled_nonlinear_system": ({"equations": ["u' = -u*v", "v' = u*v - v"], "domain": [0, 1],
+                                  "conditions": ["u(0) = 1", "v(0) = 0"]}, lambda x: np.ones_like(x)),
+    "interior_condition": ({"equations": ["y' = 2*x"], "domain": [-1, 1], "conditions": ["y(0.5) = 0.25"]},
+                           lambda x: x**2),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONDITION_CASES))
+def test_condition_types(case: str) -> None:
+    spec, exact = CONDITION_CASES[case]
+    solution = solve(with_options(spec, max_iterations=800))
+    m = solution.metrics()
+    xs = np.linspace(*solution.problem.domain, 301)
+    err = np.abs(solution(xs)[:, 0] - exact(xs)).max()
+    assert err < 1e-5, err
+    hard = case != "nonlinear_condition_penalty"
+    for name, e in m["conditions"].items():
+        assert e < (1e-12 if hard else 1e-6), (name, e)
+    assert (len(m["hard_conditions"]) == len(spec["conditions"])) == hard
+
+
+def test_samples_shape_and_derivatives() -> None:
+    spec = with_options(PROBLEMS["harmonic_system"], **FAST) | {"output": {"points": 11, "derivatives": 2}}
+    solution = solve(spec)
+    s = solution.samples()
+    assert s["variable"] == "x" and len(s["x"]) == 11
+    assert set(s["values"]) == {"u", "v"}
+    assert set(s["derivatives"]) == {"u'", "v'", "u''", "v''"}
+    assert set(s["residuals"]) == {"equations[0]", "equations[1]"}
+    x = np.array(s["x"])
+    assert np.allclose(s["values"]["u"], np.sin(x), atol=1e-4)
+    assert np.allclose(s["derivatives"]["u''"], -np.sin(x), atol=1e-3)
+    assert max(abs(r) for r in s["residuals"]["equations[0]"]) < 1e-3
+
+
+def test_deterministic_for_a_seed() -> None:
+    spec = with_options(PROBLEMS["lagaris2"], max_iterations=300)
+    a, b = solve(spec), solve(spec)
+    assert np.array_equal(a.trial.theta.numpy(), b.trial.theta.numpy())
+    c = solve(with_options(spec, seed=1))
+    assert not np.array_equal(a.trial.theta.numpy(), c.trial.theta.numpy())
+
+
+def test_outcomes_are_results() -> None:
+    base = PROBLEMS["lagaris2"]
+    calls: list[tuple[int, float, float]] = []
+    s = solve(with_options(base, max_iterations=50), progress=lambda i, loss, t: calls.append((i, loss, t)))
+    assert s.outcome is Outcome.BUDGET and "budget" in s.message
+    assert [c[0] for c in calls] == list(range(1, 51))
+    s = solve(with_options(base, max_iterations=10**6, time_limit_s=0.5))
+    assert s.outcome is Outcome.TIME_LIMIT
+    stop_after = iter(range(30, -1, -1))
+    s = solve(with_options(base, max_iterations=10**6), should_stop=lambda: next(stop_after) == 0)
+    assert s.outcome is Outcome.CANCELED and s.result.iterations == 31
+    assert math.isfinite(s.metrics()["loss"])
+    s = solve({"equations": ["y' = log(x - 5)"], "domain": [0, 1], "conditions": ["y(0) = 0"]})
+    assert s.outcome is Outcome.DIVERGED and "singular" in s.message
+    s = solve(with_options(base, target_loss=1e-3))
+    assert s.outcome is Outcome.CONVERGED
+
+
+def test_float32_and_other_optimisers() -> None:
+    base = PROBLEMS["lagaris2"]
+    for opts in ({"precision": "float32"}, {"optimizer": "lbfgs"}, {"optimizer": "adam", "max_iterations": 400},
+                 {"network": {"width": 12, "depth": 1, "activation": "sin"}}):
+        s = solve(with_options(base, **({"max_iterations": 400} | opts)))
+        assert s.metrics()["error"]["y"]["rel_l2"] < 1e-2, opts
+
+
+def test_large_domain_and_magnitude_are_scaled() -> None:
+    spec = {"equations": ["y' = -y/20"], "domain": [0, 100], "conditions": ["y(0) = 1000"],
+            "exact": {"y": "1000*exp(-x/20)"}}
+    assert solve(with_options(spec, max_iterations=800)).metrics()["error"]["y"]["rel_l2"] < 1e-6

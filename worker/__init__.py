@@ -1,0 +1,1 @@
+"""The RQ job function and worker entry point. Torch is imported only inside jobs."""

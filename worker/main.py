@@ -1,0 +1,60 @@
+"""``odeserve worker``: one RQ worker on the configured Redis.
+
+Worker class: RQ's default forking ``Worker``. It forks one work horse per job, which gives
+heartbeats while a job runs, a hard kill on timeout, and fast starts because the parent has
+already imported torch. That is safe because the parent only *imports* torch: it never touches
+CUDA (``PYTORCH_NVML_BASED_CUDA_CHECK=1`` keeps even a stray ``is_available()`` from
+initialising it) nor runs autograd, both of which break in a forked child. ``spawn``
+(``ODESERVE_WORKER_CLASS=spawn``) starts a fresh interpreter per job instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from redis import Redis
+from rq import Worker
+from rq.job import Job
+
+from service.jobs import make_queue
+from service.settings import Settings, get_settings
+
+
+class OdeWorker(Worker):
+    """A worker whose job heartbeat expires soon after it dies, so abandoned jobs are settled
+    (failed with a reason) within ``heartbeat_s + heartbeat_grace_s`` instead of RQ's 60 s+."""
+
+    grace_s: int = 10
+
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        return int(self.job_monitoring_interval) + self.grace_s
+
+
+def worker_class(settings: Settings) -> type[Worker]:
+    if settings.worker_class == "spawn":
+        from rq.worker import SpawnWorker
+
+        return type("OdeSpawnWorker", (SpawnWorker,), {"get_heartbeat_ttl": OdeWorker.get_heartbeat_ttl,
+                                                       "grace_s": settings.heartbeat_grace_s})
+    return type("OdeForkWorker", (OdeWorker,), {"grace_s": settings.heartbeat_grace_s})
+
+
+def run_worker(burst: bool = False, settings: Settings | None = None) -> int:
+    settings = settings or get_settings()
+    if not settings.redis_url:
+        print("error: set ODESERVE_REDIS_URL (or use `odeserve serve`, which starts Redis)")
+        return 2
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+    if settings.worker_class == "fork":
+        import odeserve.solver.solve  # noqa: F401 - preload torch (import only) for fast forks
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    redis = Redis.from_url(settings.redis_url)
+    queue = make_queue(redis, settings)
+    cls = worker_class(settings)
+    worker = cls([queue], connection=redis, serializer=queue.serializer,
+                 job_monitoring_interval=settings.heartbeat_s, maintenance_interval=max(settings.heartbeat_s * 3, 10),
+                 worker_ttl=settings.worker_ttl_s)
+    worker.work(burst=burst, with_scheduler=False, logging_level="INFO")
+    return 0
