@@ -76,11 +76,7 @@ def load_problem(data: ProblemSpec | Mapping[str, Any] | str) -> Problem:
         spec = data
     else:
         try:
-            spec = (
-                ProblemSpec.model_validate_json(data)
-                if isinstance(data, str)
-                else ProblemSpec.model_validate(data)
-            )
+            spec = ProblemSpec.model_validate_json(data) if isinstance(data, str) else ProblemSpec.model_validate(data)
         except ValidationError as exc:
             raise spec_error_from_validation(exc) from None
     return analyse(spec)
@@ -162,9 +158,7 @@ class _Names:
     def in_condition(self, node: Node) -> float | Key:
         if isinstance(node, Deriv) and node.name in self.unknowns:
             if node.at is None:
-                raise SpecError(
-                    (), f"a condition needs '{node.name}' at a point, e.g. {node.name}(0)", node.col
-                )
+                raise SpecError((), f"a condition needs '{node.name}' at a point, e.g. {node.name}(0)", node.col)
             point = _constant_value(node.at, self.constant)
             return (node.name, node.order, point)
         if isinstance(node, Name) and node.name in self.unknowns:
@@ -259,9 +253,11 @@ def analyse(spec: ProblemSpec) -> Problem:
                 orders[key[0]] = max(orders[key[0]], key[1])
         equations.append(Equation(spec.equations[i], prog))
     if len(equations) != len(unknowns):
-        missing = [u for u in unknowns if not any(
-            isinstance(k, tuple) and k[0] == u for e in equations for k in e.residual.keys
-        )]
+        missing = [
+            u
+            for u in unknowns
+            if not any(isinstance(k, tuple) and k[0] == u for e in equations for k in e.residual.keys)
+        ]
         detail = f"; unknown '{missing[0]}' has no equation" if missing else ""
         raise IllPosedError(
             ("equations",),

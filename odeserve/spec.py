@@ -34,9 +34,7 @@ class NetworkOptions(_Strict):
     """The multilayer perceptron that represents the unknowns (one output per unknown)."""
 
     width: int = Field(24, ge=1, le=MAX_WIDTH, description="Neurons per hidden layer.")
-    depth: int = Field(
-        2, ge=0, le=MAX_DEPTH, description="Hidden layers; 0 gives a linear (affine) network."
-    )
+    depth: int = Field(2, ge=0, le=MAX_DEPTH, description="Hidden layers; 0 gives a linear (affine) network.")
     activation: Literal["tanh", "sin"] = Field("tanh", description="Smooth activation of the hidden layers.")
 
 

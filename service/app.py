@@ -92,8 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     install_handlers(app)
 
-    @app.post("/solve", status_code=202, response_model=Job, name="submit_problem",
-              responses=responses(413, 422, 503))
+    @app.post("/solve", status_code=202, response_model=Job, name="submit_problem", responses=responses(413, 422, 503))
     def submit_problem(spec: ProblemSpec, q: QueueDep, response: Response) -> Job:
         """Validate a problem (spec v1) and queue it. Answers 202 with the job and its Location."""
         problem = analyse(spec)
@@ -103,7 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response.headers["Retry-After"] = "1"
         return jobs.describe(job)
 
-    @app.get("/jobs/{job_id}", response_model=Job, name="get_job", responses=responses(404, 503))
+    @app.get("/jobs/{job_id}", response_model=Job, name="get_job", responses=responses(404, 422, 503))
     def get_job(job_id: str, q: QueueDep) -> Job:
         """Status, progress, outcome and metrics of a job."""
         job = jobs.fetch(q, job_id)
@@ -112,8 +111,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             job.refresh()
         return jobs.describe(job)
 
-    @app.delete("/jobs/{job_id}", status_code=202, response_model=Job, name="cancel_job",
-                responses=responses(404, 409, 503))
+    @app.delete(
+        "/jobs/{job_id}",
+        status_code=202,
+        response_model=Job,
+        name="cancel_job",
+        responses=responses(404, 409, 422, 503),
+    )
     def cancel_job(job_id: str, q: QueueDep) -> Job:
         """Cancel: a queued job at once, a running one at its next check (about a second)."""
         job = jobs.fetch(q, job_id)
@@ -121,8 +125,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         job.refresh()
         return jobs.describe(job)
 
-    @app.get("/jobs/{job_id}/solution", response_model=Solution, name="get_solution",
-             responses={**responses(404, 409, 422, 503), 200: {"content": {"text/csv": {}}}})
+    @app.get(
+        "/jobs/{job_id}/solution",
+        response_model=Solution,
+        name="get_solution",
+        responses={**responses(404, 409, 422, 503), 200: {"content": {"text/csv": {}}}},
+    )
     def get_solution(job_id: str, q: QueueDep, format: Literal["json", "csv"] = Query("json")) -> Response:
         """Samples on the output grid: values, derivatives and residuals (JSON or CSV)."""
         data = jobs.solution(q, jobs.fetch(q, job_id))
@@ -134,19 +142,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(columns)
         writer.writerows(zip(*series))
-        return Response(buf.getvalue(), media_type="text/csv",
-                        headers={"Content-Disposition": f'attachment; filename="{job_id}.csv"'})
+        return Response(
+            buf.getvalue(),
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{job_id}.csv"'},
+        )
 
-    @app.get("/jobs/{job_id}/model", name="get_model",
-             responses={**responses(404, 409, 422, 503),
-                        200: {"content": {"application/octet-stream": {}}, "description": "The model file."}})
-    def get_model(job_id: str, q: QueueDep,
-                  format: Literal["torchscript", "export"] = Query("torchscript")) -> Response:
+    @app.get(
+        "/jobs/{job_id}/model",
+        name="get_model",
+        responses={
+            **responses(404, 409, 422, 503),
+            200: {"content": {"application/octet-stream": {}}, "description": "The model file."},
+        },
+    )
+    def get_model(
+        job_id: str, q: QueueDep, format: Literal["torchscript", "export"] = Query("torchscript")
+    ) -> Response:
         """The trained model: TorchScript (default) or a torch.export program (format=export)."""
         name, ext = (artifacts.TORCHSCRIPT, "pt") if format == "torchscript" else (artifacts.EXPORT, "pt2")
         data = jobs.artifact(q, jobs.fetch(q, job_id), name)
-        return Response(data, media_type="application/octet-stream",
-                        headers={"Content-Disposition": f'attachment; filename="{job_id}.{ext}"'})
+        return Response(
+            data,
+            media_type="application/octet-stream",
+            headers={"Content-Disposition": f'attachment; filename="{job_id}.{ext}"'},
+        )
 
     @app.get("/healthz", response_model=Health, name="health")
     def health() -> Health:

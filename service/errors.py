@@ -31,8 +31,9 @@ class Problem(BaseModel):
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, title: str, detail: str, field: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, title: str, detail: str, field: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         self.status = status
         self.title = title
         self.detail = detail
@@ -45,11 +46,18 @@ def not_found(job_id: str) -> ApiError:
     return ApiError(404, "Not Found", f"no job with id {job_id!r} (it may have expired)")
 
 
-def problem_response(request: Request, status: int, title: str, detail: str, field: str | None = None,
-                     headers: dict[str, str] | None = None) -> JSONResponse:
+def problem_response(
+    request: Request,
+    status: int,
+    title: str,
+    detail: str,
+    field: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     body = Problem(title=title, status=status, detail=detail, field=field, instance=request.url.path)
-    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, media_type=PROBLEM_JSON,
-                        headers=headers)
+    return JSONResponse(
+        body.model_dump(exclude_none=True), status_code=status, media_type=PROBLEM_JSON, headers=headers
+    )
 
 
 def _loc_to_field(loc: tuple[Any, ...]) -> str:
@@ -95,8 +103,13 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(RedisTimeoutError)
     async def _redis(request: Request, exc: Exception) -> JSONResponse:
         log.warning("redis unavailable: %s", exc)
-        return problem_response(request, 503, "Service Unavailable",
-                                "the job store (Redis) is unreachable; retry shortly", headers={"Retry-After": "5"})
+        return problem_response(
+            request,
+            503,
+            "Service Unavailable",
+            "the job store (Redis) is unreachable; retry shortly",
+            headers={"Retry-After": "5"},
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:  # pragma: no cover - bugs only
@@ -114,6 +127,10 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         503: "Redis is unreachable.",
     }
     return {
-        s: {"description": text[s], "model": Problem, "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+        s: {
+            "description": text[s],
+            "model": Problem,
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
         for s in statuses
     }

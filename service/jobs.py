@@ -5,30 +5,24 @@ RQ's statuses are mapped to the API's five, never leaked. Torch-free.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from redis import Redis
 from rq import Queue, Worker
 from rq.exceptions import NoSuchJobError
 from rq.job import Job as RQJob
 from rq.job import JobStatus as RQStatus
 from rq.registry import StartedJobRegistry
-from rq.serializers import JSONSerializer
 
 from odeserve.problem import Problem
 from service.errors import ApiError, not_found
 from service.schemas import Job, JobErrorInfo, Links, Progress
 from service.settings import Settings
 from worker import artifacts
-
-JOB_FUNCTION = "worker.jobs.solve_job"
-
-
-def make_queue(redis: Redis, settings: Settings) -> Queue:
-    return Queue(settings.queue, connection=redis, serializer=JSONSerializer)
+from worker.queueing import JOB_FUNCTION
 
 
 def new_job_id() -> str:
@@ -47,8 +41,10 @@ def enqueue(queue: Queue, problem: Problem, settings: Settings) -> RQJob:
         result_ttl=settings.result_ttl_s,
         failure_ttl=settings.failure_ttl_s,
         ttl=settings.result_ttl_s,
-        meta={"progress": {"iteration": 0, "max_iterations": opts.max_iterations, "elapsed_s": 0.0},
-              "time_limit_s": opts.time_limit_s},
+        meta={
+            "progress": {"iteration": 0, "max_iterations": opts.max_iterations, "elapsed_s": 0.0},
+            "time_limit_s": opts.time_limit_s,
+        },
     )
 
 
@@ -64,7 +60,7 @@ def fetch(queue: Queue, job_id: str) -> RQJob:
 def live_workers(queue: Queue, settings: Settings) -> int:
     """Workers of this queue whose last heartbeat is fresh (a killed worker's registration
     outlives it by up to its TTL)."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     count = 0
     for w in Worker.all(queue=queue):
         beat = w.last_heartbeat
@@ -88,7 +84,7 @@ def _result(job: RQJob) -> dict[str, Any] | None:
 
 
 def _utc(dt: Any) -> Any:
-    return dt.replace(tzinfo=timezone.utc) if dt is not None and dt.tzinfo is None else dt
+    return dt.replace(tzinfo=UTC) if dt is not None and dt.tzinfo is None else dt
 
 
 def _failure(job: RQJob) -> JobErrorInfo:
@@ -100,8 +96,9 @@ def _failure(job: RQJob) -> JobErrorInfo:
         info = ""
     last = info.strip().splitlines()[-1] if info.strip() else ""
     if "AbandonedJobError" in info or "terminated unexpectedly" in info or "Work-horse" in info or not info:
-        return JobErrorInfo(type="worker_died",
-                            detail="the worker running this job died (killed or crashed); submit it again")
+        return JobErrorInfo(
+            type="worker_died", detail="the worker running this job died (killed or crashed); submit it again"
+        )
     if "JobTimeoutException" in info:
         return JobErrorInfo(type="timeout", detail="the job ran past its time limit plus margin and was stopped")
     return JobErrorInfo(type="error", detail=last[:500] or "the job failed")
@@ -163,10 +160,9 @@ def cancel(queue: Queue, job: RQJob, settings: Settings) -> None:
         raise ApiError(409, "Conflict", f"job {job.id} has already ended; nothing to cancel")
     artifacts.request_cancel(queue.connection, job.id, settings.result_ttl_s)
     if status != RQStatus.STARTED:
-        try:
+        # If it started meanwhile, cancel() refuses and the flag stops it instead.
+        with contextlib.suppress(Exception):
             job.cancel()
-        except Exception:  # noqa: BLE001 - it started meanwhile: the flag stops it
-            pass
     # Between reading the status and canceling, the job may have started; the flag covers it.
 
 

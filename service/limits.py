@@ -26,5 +26,6 @@ def enforce_limits(problem: Problem, settings: Settings) -> None:
         raise LimitError(("options", "points"), f"must be at most {settings.max_collocation_points} on this server")
     n = network_parameters(o.network.width, o.network.depth, len(problem.unknowns))
     if n > settings.max_network_parameters:
-        raise LimitError(("options", "network"),
-                         f"{n} parameters is over this server's limit of {settings.max_network_parameters}")
+        raise LimitError(
+            ("options", "network"), f"{n} parameters is over this server's limit of {settings.max_network_parameters}"
+        )

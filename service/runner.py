@@ -62,8 +62,11 @@ def run_example(base: str) -> bool:
         time.sleep(0.5)
         job = _http("GET", url)[1]
         p = job["progress"]
-        print(f"\r  {job['status']:8s} iteration {p['iteration']}/{p['max_iterations']}  loss {p['loss'] or 0:.3e}",
-              end="", flush=True)
+        print(
+            f"\r  {job['status']:8s} iteration {p['iteration']}/{p['max_iterations']}  loss {p['loss'] or 0:.3e}",
+            end="",
+            flush=True,
+        )
     print()
     print(f"{job['status']}: {job.get('message')}")
     if job["status"] != "succeeded":
@@ -98,8 +101,22 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, example: 
     try:
         for _ in range(workers):
             children.append(subprocess.Popen([sys.executable, "-m", "odeserve", "worker"], env=env))
-        api = subprocess.Popen([sys.executable, "-m", "uvicorn", "service.app:app_factory", "--factory",
-                                "--host", host, "--port", str(port), "--log-level", "warning"], env=env)
+        api = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "service.app:app_factory",
+                "--factory",
+                "--host",
+                host,
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            env=env,
+        )
         children.append(api)
         base = f"http://{host}:{port}"
         if not wait_ready(base):

@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     )
     heartbeat_s: int = Field(5, ge=1, description="Worker heartbeat interval while a job runs.")
     heartbeat_grace_s: int = Field(10, ge=1, description="A job whose heartbeat is older than this is abandoned.")
+
     @property
     def worker_ttl_s(self) -> int:
         """A worker that has not sent a heartbeat for this long is considered dead. Idle

@@ -30,18 +30,26 @@ class WorkerProcess:
 
     def __init__(self, redis_url: str, queue: str, log: Path, **env: str) -> None:
         full = dict(os.environ)
-        full.update({
-            "ODESERVE_REDIS_URL": redis_url,
-            "ODESERVE_QUEUE": queue,
-            "ODESERVE_HEARTBEAT_S": "2",
-            "ODESERVE_HEARTBEAT_GRACE_S": "3",
-            "ODESERVE_TORCH_THREADS": "1",
-            "PYTHONPATH": str(ROOT),
-        })
+        full.update(
+            {
+                "ODESERVE_REDIS_URL": redis_url,
+                "ODESERVE_QUEUE": queue,
+                "ODESERVE_HEARTBEAT_S": "2",
+                "ODESERVE_HEARTBEAT_GRACE_S": "3",
+                "ODESERVE_TORCH_THREADS": "1",
+                "PYTHONPATH": str(ROOT),
+            }
+        )
         full.update(env)
         self.log = log
-        self.proc = subprocess.Popen([sys.executable, "-m", "odeserve", "worker"], env=full, cwd=ROOT,
-                                     stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "odeserve", "worker"],
+            env=full,
+            cwd=ROOT,
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def alive(self) -> bool:
         return self.proc.poll() is None

@@ -159,8 +159,11 @@ def _expressions(depth: int = 4):
         binary = st.tuples(children, st.sampled_from(["+", "-", "*"]), children).map(
             lambda t: (
                 f"({t[0][0]} {t[1]} {t[2][0]})",
-                {"+": lambda f, g: lambda x: f(x) + g(x), "-": lambda f, g: lambda x: f(x) - g(x),
-                 "*": lambda f, g: lambda x: f(x) * g(x)}[t[1]](t[0][1], t[2][1]),
+                {
+                    "+": lambda f, g: lambda x: f(x) + g(x),
+                    "-": lambda f, g: lambda x: f(x) - g(x),
+                    "*": lambda f, g: lambda x: f(x) * g(x),
+                }[t[1]](t[0][1], t[2][1]),
             )
         )
         unary = st.tuples(st.sampled_from(sorted(SAFE_UNARY)), children).map(

@@ -128,8 +128,9 @@ def test_worker_killed_mid_job_fails_with_a_reason(redis_server, start_worker) -
     worker = start_worker(queue)
     with make_client(redis_server.url, queue) as client:
         wait_for(lambda: client.get("/readyz").status_code == 200, 60)
-        job = client.post("/solve", json=with_options(PROBLEMS["lagaris2"], max_iterations=10**5,
-                                                      time_limit_s=300)).json()
+        job = client.post(
+            "/solve", json=with_options(PROBLEMS["lagaris2"], max_iterations=10**5, time_limit_s=300)
+        ).json()
         wait_for(lambda: client.get(f"/jobs/{job['id']}").json()["status"] == "running", 60)
         worker.kill9()
         # Heartbeat 2 s + grace 3 s: the API settles the job itself even with no worker left.

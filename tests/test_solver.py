@@ -34,22 +34,36 @@ def test_every_public_problem_to_1e_6(name: str) -> None:
 
 CONDITION_CASES = {
     # name: (spec, exact)
-    "dirichlet": ({"equations": ["y'' = -pi^2*sin(pi*x)"], "domain": [0, 1], "conditions": ["y(0) = 0", "y(1) = 0"]},
-                  lambda x: np.sin(np.pi * x)),
+    "dirichlet": (
+        {"equations": ["y'' = -pi^2*sin(pi*x)"], "domain": [0, 1], "conditions": ["y(0) = 0", "y(1) = 0"]},
+        lambda x: np.sin(np.pi * x),
+    ),
     "neumann_robin": (PROBLEMS["neumann_robin"], lambda x: np.sin(np.pi * x)),
-    "periodic": ({"equations": ["y'' - y = -5*cos(2*x)"], "domain": [0, "2*pi"],
-                  "conditions": ["y(0) = y(2*pi)", "y'(0) = y'(2*pi)"]},
-                 lambda x: np.cos(2 * x)),
-    "multipoint": ({"equations": ["y''' = 6"], "domain": [0, 2], "conditions": ["y(0) = 0", "y(1) = 1", "y(2) = 8"]},
-                   lambda x: x**3),
-    "third_order_ivp": ({"equations": ["y''' = -y'"], "domain": [0, 3],
-                         "conditions": ["y(0) = 0", "y'(0) = 1", "y''(0) = 0"]}, np.sin),
-    "nonlinear_condition_penalty": ({"equations": ["y' = y"], "domain": [0, 1], "conditions": ["y(0)^3 = 1"]},
-                                    np.exp),
-    "coupled_nonlinear_system": ({"equations": ["u' = -u*v", "v' = u*v - v"], "domain": [0, 1],
-                                  "conditions": ["u(0) = 1", "v(0) = 0"]}, lambda x: np.ones_like(x)),
-    "interior_condition": ({"equations": ["y' = 2*x"], "domain": [-1, 1], "conditions": ["y(0.5) = 0.25"]},
-                           lambda x: x**2),
+    "periodic": (
+        {
+            "equations": ["y'' - y = -5*cos(2*x)"],
+            "domain": [0, "2*pi"],
+            "conditions": ["y(0) = y(2*pi)", "y'(0) = y'(2*pi)"],
+        },
+        lambda x: np.cos(2 * x),
+    ),
+    "multipoint": (
+        {"equations": ["y''' = 6"], "domain": [0, 2], "conditions": ["y(0) = 0", "y(1) = 1", "y(2) = 8"]},
+        lambda x: x**3,
+    ),
+    "third_order_ivp": (
+        {"equations": ["y''' = -y'"], "domain": [0, 3], "conditions": ["y(0) = 0", "y'(0) = 1", "y''(0) = 0"]},
+        np.sin,
+    ),
+    "nonlinear_condition_penalty": ({"equations": ["y' = y"], "domain": [0, 1], "conditions": ["y(0)^3 = 1"]}, np.exp),
+    "coupled_nonlinear_system": (
+        {"equations": ["u' = -u*v", "v' = u*v - v"], "domain": [0, 1], "conditions": ["u(0) = 1", "v(0) = 0"]},
+        lambda x: np.ones_like(x),
+    ),
+    "interior_condition": (
+        {"equations": ["y' = 2*x"], "domain": [-1, 1], "conditions": ["y(0.5) = 0.25"]},
+        lambda x: x**2,
+    ),
 }
 
 
@@ -109,13 +123,21 @@ def test_outcomes_are_results() -> None:
 
 def test_float32_and_other_optimisers() -> None:
     base = PROBLEMS["lagaris2"]
-    for opts in ({"precision": "float32"}, {"optimizer": "lbfgs"}, {"optimizer": "adam", "max_iterations": 400},
-                 {"network": {"width": 12, "depth": 1, "activation": "sin"}}):
+    for opts in (
+        {"precision": "float32"},
+        {"optimizer": "lbfgs"},
+        {"optimizer": "adam", "max_iterations": 400},
+        {"network": {"width": 12, "depth": 1, "activation": "sin"}},
+    ):
         s = solve(with_options(base, **({"max_iterations": 400} | opts)))
         assert s.metrics()["error"]["y"]["rel_l2"] < 1e-2, opts
 
 
 def test_large_domain_and_magnitude_are_scaled() -> None:
-    spec = {"equations": ["y' = -y/20"], "domain": [0, 100], "conditions": ["y(0) = 1000"],
-            "exact": {"y": "1000*exp(-x/20)"}}
+    spec = {
+        "equations": ["y' = -y/20"],
+        "domain": [0, 100],
+        "conditions": ["y(0) = 1000"],
+        "exact": {"y": "1000*exp(-x/20)"},
+    }
     assert solve(with_options(spec, max_iterations=800)).metrics()["error"]["y"]["rel_l2"] < 1e-6

@@ -35,11 +35,15 @@ def test_the_brief_example() -> None:
 
 
 def test_inference_explicit_unknowns_and_constant_domain() -> None:
-    p = load_problem({"equations": ["u' = v", "v' = -u"], "domain": [0, "2*pi"], "conditions": ["u(0) = 0", "v(0) = 1"]})
+    p = load_problem(
+        {"equations": ["u' = v", "v' = -u"], "domain": [0, "2*pi"], "conditions": ["u(0) = 0", "v(0) = 1"]}
+    )
     assert p.unknowns == ("u", "v")
     assert p.domain[1] == pytest.approx(6.283185307179586)
-    p = load_problem({"equations": ["z = y'"], "unknowns": ["y", "z"], "domain": [0, 1], "conditions": ["y(0) = 1"]}
-                     | {"equations": ["y' = z", "z = 2*y"]})
+    p = load_problem(
+        {"equations": ["z = y'"], "unknowns": ["y", "z"], "domain": [0, 1], "conditions": ["y(0) = 1"]}
+        | {"equations": ["y' = z", "z = 2*y"]}
+    )
     assert p.unknowns == ("y", "z") and p.orders == {"y": 1, "z": 0}
     # An unknown that appears without primes in equations but at a point in a condition:
     p = load_problem({"equations": ["diff(y, x, 2) = -y"], "domain": [0, 1], "conditions": ["y(0) = 0", "y(1) = 1"]})
@@ -49,17 +53,40 @@ def test_inference_explicit_unknowns_and_constant_domain() -> None:
 @pytest.mark.parametrize(
     ("changes", "error", "message"),
     [
-        ({"equations": ["y'' = sinn(x)"]}, UnknownNameError,
-         "equations[0]: unknown function 'sinn' at column 7 (did you mean 'sin'?)"),
+        (
+            {"equations": ["y'' = sinn(x)"]},
+            UnknownNameError,
+            "equations[0]: unknown function 'sinn' at column 7 (did you mean 'sin'?)",
+        ),
         ({"equations": ["y'' = -k*y"]}, UnknownNameError, "equations[0]: unknown name 'k' at column 8"),
         ({"conditions": ["y(0) = 0"]}, IllPosedError, "conditions: 1 condition(s) given, but the problem needs 2"),
-        ({"conditions": ["y(0) = 0", "y(2) = 1"]}, IllPosedError, "conditions[1]: point 2 is outside the domain [0, 1]"),
-        ({"conditions": ["y(0) = 0", "y''(0) = 1"]}, IllPosedError, "conditions[1]: 'y' appears with derivatives up to order 2"),
-        ({"conditions": ["y(0) = 0", "1 = 1"]}, SpecError, "conditions[1]: a condition must involve an unknown at a point"),
+        (
+            {"conditions": ["y(0) = 0", "y(2) = 1"]},
+            IllPosedError,
+            "conditions[1]: point 2 is outside the domain [0, 1]",
+        ),
+        (
+            {"conditions": ["y(0) = 0", "y''(0) = 1"]},
+            IllPosedError,
+            "conditions[1]: 'y' appears with derivatives up to order 2",
+        ),
+        (
+            {"conditions": ["y(0) = 0", "1 = 1"]},
+            SpecError,
+            "conditions[1]: a condition must involve an unknown at a point",
+        ),
         ({"conditions": ["y(0) = 0", "y = 1"]}, SpecError, "conditions[1]: a condition needs 'y' at a point"),
         ({"conditions": ["y(0) = 0", "y(x) = 1"]}, SpecError, "conditions[1]: a condition needs 'y' at a point"),
-        ({"equations": ["y'' = -y", "z' = 1"]}, IllPosedError, "conditions: 2 condition(s) given, but the problem needs 3"),
-        ({"equations": ["y'' = -y"], "unknowns": ["y", "z"]}, IllPosedError, "equations: 1 equation(s) for 2 unknown(s)"),
+        (
+            {"equations": ["y'' = -y", "z' = 1"]},
+            IllPosedError,
+            "conditions: 2 condition(s) given, but the problem needs 3",
+        ),
+        (
+            {"equations": ["y'' = -y"], "unknowns": ["y", "z"]},
+            IllPosedError,
+            "equations: 1 equation(s) for 2 unknown(s)",
+        ),
         ({"equations": ["y''''' = 1"]}, SpecError, "above the maximum 4"),
         ({"equations": ["y'' = y(0)"]}, SpecError, "equations[0]: 'y' at a point belongs in conditions"),
         ({"domain": [1, 0]}, IllPosedError, "domain: needs a < b"),
@@ -88,7 +115,9 @@ def test_invalid_specs_name_field_and_reason(changes: dict[str, Any], error: typ
 
 
 def test_linear_condition_forms() -> None:
-    p = load_problem({"equations": ["y'' = -y"], "domain": [0, 1], "conditions": ["y'(1) + 2*y(1) = -pi", "y(0)^2 = 1"]})
+    p = load_problem(
+        {"equations": ["y'' = -y"], "domain": [0, 1], "conditions": ["y'(1) + 2*y(1) = -pi", "y(0)^2 = 1"]}
+    )
     robin, nonlinear = p.conditions
     assert robin.linear is not None and robin.linear.coeffs == {("y", 1, 1.0): 1.0, ("y", 0, 1.0): 2.0}
     assert nonlinear.linear is None

@@ -54,8 +54,13 @@ def solve_job(spec: dict[str, Any]) -> dict[str, Any]:
         last_write = now
         rate = elapsed / max(iteration, 1)
         eta = min(rate * (opts.max_iterations - iteration), max(opts.time_limit_s - elapsed, 0.0))
-        job.meta["progress"] = {"iteration": iteration, "max_iterations": opts.max_iterations, "loss": loss,
-                                "elapsed_s": elapsed, "eta_s": eta}
+        job.meta["progress"] = {
+            "iteration": iteration,
+            "max_iterations": opts.max_iterations,
+            "loss": loss,
+            "elapsed_s": elapsed,
+            "eta_s": eta,
+        }
         job.meta["device"] = device
         job.save_meta()
 
@@ -77,8 +82,18 @@ def solve_job(spec: dict[str, Any]) -> dict[str, Any]:
         "export": artifacts.put(redis, job.id, artifacts.EXPORT, solution.export_bytes(), ttl, cap),
     }
     r = solution.result
-    job.meta["progress"] = {"iteration": r.iterations, "max_iterations": opts.max_iterations, "loss": r.loss,
-                            "elapsed_s": r.elapsed, "eta_s": 0.0}
+    job.meta["progress"] = {
+        "iteration": r.iterations,
+        "max_iterations": opts.max_iterations,
+        "loss": r.loss,
+        "elapsed_s": r.elapsed,
+        "eta_s": 0.0,
+    }
     job.save_meta()
-    return {"outcome": solution.outcome.value, "message": solution.message, "metrics": metrics,
-            "device": device, "stored": stored}
+    return {
+        "outcome": solution.outcome.value,
+        "message": solution.message,
+        "metrics": metrics,
+        "device": device,
+        "stored": stored,
+    }

@@ -17,8 +17,8 @@ from redis import Redis
 from rq import Worker
 from rq.job import Job
 
-from service.jobs import make_queue
 from service.settings import Settings, get_settings
+from worker.queueing import make_queue
 
 
 class OdeWorker(Worker):
@@ -35,8 +35,11 @@ def worker_class(settings: Settings) -> type[Worker]:
     if settings.worker_class == "spawn":
         from rq.worker import SpawnWorker
 
-        return type("OdeSpawnWorker", (SpawnWorker,), {"get_heartbeat_ttl": OdeWorker.get_heartbeat_ttl,
-                                                       "grace_s": settings.heartbeat_grace_s})
+        return type(
+            "OdeSpawnWorker",
+            (SpawnWorker,),
+            {"get_heartbeat_ttl": OdeWorker.get_heartbeat_ttl, "grace_s": settings.heartbeat_grace_s},
+        )
     return type("OdeForkWorker", (OdeWorker,), {"grace_s": settings.heartbeat_grace_s})
 
 
@@ -53,8 +56,13 @@ def run_worker(burst: bool = False, settings: Settings | None = None) -> int:
     redis = Redis.from_url(settings.redis_url)
     queue = make_queue(redis, settings)
     cls = worker_class(settings)
-    worker = cls([queue], connection=redis, serializer=queue.serializer,
-                 job_monitoring_interval=settings.heartbeat_s, maintenance_interval=max(settings.heartbeat_s * 3, 10),
-                 worker_ttl=settings.worker_ttl_s)
+    worker = cls(
+        [queue],
+        connection=redis,
+        serializer=queue.serializer,
+        job_monitoring_interval=settings.heartbeat_s,
+        maintenance_interval=max(settings.heartbeat_s * 3, 10),
+        worker_ttl=settings.worker_ttl_s,
+    )
     worker.work(burst=burst, with_scheduler=False, logging_level="INFO")
     return 0

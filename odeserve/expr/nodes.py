@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 
 @dataclass(frozen=True)
@@ -52,7 +51,7 @@ class Call:
     col: int
 
 
-Node = Union[Num, Name, Deriv, Unary, Binary, Call]
+Node = Num | Name | Deriv | Unary | Binary | Call
 
 
 def walk(node: Node):

@@ -123,9 +123,7 @@ class _Parser:
             if t.kind == "op" and t.text == "=":
                 raise ExpressionSyntaxError((), "more than one '='", t.col)
             if t.kind in ("name", "num", "op") and t.text not in (")", ","):
-                raise ExpressionSyntaxError(
-                    (), f"unexpected {t.text!r} (no implicit multiplication: write '*')", t.col
-                )
+                raise ExpressionSyntaxError((), f"unexpected {t.text!r} (no implicit multiplication: write '*')", t.col)
             raise ExpressionSyntaxError((), f"unexpected {self._describe(t)}", t.col)
 
     def expr(self) -> Node:
@@ -249,9 +247,7 @@ class _Parser:
                 raise ExpressionSyntaxError((), "the order in diff(y, x, n) must be a whole number", n.col)
             order = int(n.text)
             if not 1 <= order <= MAX_ORDER:
-                raise ExpressionSyntaxError(
-                    (), f"derivative order {order} is outside 1..{MAX_ORDER}", n.col
-                )
+                raise ExpressionSyntaxError((), f"derivative order {order} is outside 1..{MAX_ORDER}", n.col)
         self.expect(")", "')'")
         return self.applied(target.text, order, t.col)
 

@@ -78,10 +78,7 @@ def plan_constraints(problem: Problem, scales: np.ndarray) -> ConstraintPlan:
         counts = {u: problem.orders[u] for u in problem.unknowns}
     else:
         # Keep the linear conditions on a single unknown; the rest become penalties.
-        hard = [
-            i for i, c in enumerate(conds)
-            if c.linear is not None and len({k[0] for k in c.linear.coeffs}) == 1
-        ]
+        hard = [i for i, c in enumerate(conds) if c.linear is not None and len({k[0] for k in c.linear.coeffs}) == 1]
         counts = {u: 0 for u in problem.unknowns}
         for i in hard:
             counts[next(iter(conds[i].linear.coeffs))[0]] += 1  # type: ignore[union-attr]

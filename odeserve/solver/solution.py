@@ -51,8 +51,9 @@ class Solution:
         """``[y, y', ..., y^(order)]`` at the points x, each of shape (len(x), m)."""
         if not 0 <= order <= 4:
             raise ValueError("order must be between 0 and 4")
-        xt = torch.as_tensor(np.asarray(x, dtype=np.float64).reshape(-1), dtype=self.trial.theta.dtype,
-                             device=self.trial.theta.device)
+        xt = torch.as_tensor(
+            np.asarray(x, dtype=np.float64).reshape(-1), dtype=self.trial.theta.dtype, device=self.trial.theta.device
+        )
         with torch.no_grad():
             outs = self.trial.derivatives(self.trial.theta, xt, order)
         return [o.double().cpu().numpy() for o in outs]

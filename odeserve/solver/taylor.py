@@ -17,19 +17,17 @@ here is TorchScript- and ``torch.export``-compatible: the exported models run th
 
 from __future__ import annotations
 
-from typing import List
+from typing import Final
 
 import torch
 from torch import Tensor
-
-from typing import Final
 
 MAX_ORDER: Final[int] = 4
 TANH: Final[int] = 0
 SIN: Final[int] = 1
 
 
-def activation_derivatives(z: Tensor, order: int, activation: int) -> List[Tensor]:
+def activation_derivatives(z: Tensor, order: int, activation: int) -> list[Tensor]:
     """``[s(z), s'(z), ..., s^(order)(z)]`` for tanh or sin."""
     if activation == 1:  # SIN (a literal: TorchScript cannot read module globals)
         s = torch.sin(z)
@@ -58,7 +56,7 @@ def activation_derivatives(z: Tensor, order: int, activation: int) -> List[Tenso
     return out
 
 
-def faa_di_bruno(z: List[Tensor], sd: List[Tensor]) -> List[Tensor]:
+def faa_di_bruno(z: list[Tensor], sd: list[Tensor]) -> list[Tensor]:
     """Derivatives of ``s(z(x))`` from those of ``z`` and of ``s`` (orders up to 4)."""
     order = len(z) - 1
     out = [sd[0]]
@@ -92,7 +90,7 @@ def _layer(theta: Tensor, offset: int, n_in: int, n_out: int) -> tuple[Tensor, T
     return w.reshape(n_out, n_in).t(), b
 
 
-def mlp_taylor(theta: Tensor, sizes: List[int], t: Tensor, dt: float, order: int, activation: int) -> List[Tensor]:
+def mlp_taylor(theta: Tensor, sizes: list[int], t: Tensor, dt: float, order: int, activation: int) -> list[Tensor]:
     """Values and x-derivatives up to ``order`` of the MLP with flat parameters ``theta``.
 
     Args:
@@ -117,7 +115,7 @@ def mlp_taylor(theta: Tensor, sizes: List[int], t: Tensor, dt: float, order: int
         w_row = wt.expand(t.shape[0], sizes[1])
         b_row = b
     # The input is t with t' = dt and no higher derivatives.
-    zs: List[Tensor] = [t.unsqueeze(1) * w_row + b_row]
+    zs: list[Tensor] = [t.unsqueeze(1) * w_row + b_row]
     if order >= 1:
         zs.append(w_row * dt)
     if order >= 2:
@@ -138,5 +136,5 @@ def mlp_taylor(theta: Tensor, sizes: List[int], t: Tensor, dt: float, order: int
     return zs
 
 
-def parameter_count(sizes: List[int]) -> int:
+def parameter_count(sizes: list[int]) -> int:
     return sum(sizes[i] * sizes[i + 1] + sizes[i + 1] for i in range(len(sizes) - 1))

@@ -58,8 +58,11 @@ class _Run:
         self.iteration += 1
         elapsed = self.elapsed
         if not math.isfinite(loss):
-            self.stop = (Outcome.DIVERGED, f"the loss became {loss} at iteration {self.iteration}; "
-                         "check the equations for singular points in the domain (log, 1/x, sqrt)")
+            self.stop = (
+                Outcome.DIVERGED,
+                f"the loss became {loss} at iteration {self.iteration}; "
+                "check the equations for singular points in the domain (log, 1/x, sqrt)",
+            )
             return True
         if loss < self.best_loss:
             self.best_loss = loss
@@ -86,7 +89,9 @@ def _loss(r: Tensor) -> Tensor:
 def _adam(residual: ResidualFn, theta: Tensor, run: _Run, steps: int) -> Tensor:
     theta = theta.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([theta], lr=run.options.learning_rate)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1), eta_min=run.options.learning_rate * 0.05)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+        opt, T_max=max(steps, 1), eta_min=run.options.learning_rate * 0.05
+    )
     for _ in range(steps):
         opt.zero_grad(set_to_none=True)
         loss = _loss(residual(theta))
@@ -100,8 +105,15 @@ def _adam(residual: ResidualFn, theta: Tensor, run: _Run, steps: int) -> Tensor:
 
 def _lbfgs(residual: ResidualFn, theta: Tensor, run: _Run) -> Tensor:
     theta = theta.detach().clone().requires_grad_(True)
-    opt = torch.optim.LBFGS([theta], lr=1.0, max_iter=1, history_size=50, line_search_fn="strong_wolfe",
-                            tolerance_grad=0.0, tolerance_change=0.0)
+    opt = torch.optim.LBFGS(
+        [theta],
+        lr=1.0,
+        max_iter=1,
+        history_size=50,
+        line_search_fn="strong_wolfe",
+        tolerance_grad=0.0,
+        tolerance_change=0.0,
+    )
 
     def closure() -> Tensor:
         opt.zero_grad(set_to_none=True)

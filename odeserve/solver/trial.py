@@ -7,8 +7,6 @@ its ``forward`` with the trained ``theta`` stored as a buffer).
 
 from __future__ import annotations
 
-from typing import List
-
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -24,7 +22,7 @@ class Trial(nn.Module):
 
     def __init__(
         self,
-        sizes: List[int],
+        sizes: list[int],
         activation: str,
         domain: tuple[float, float],
         scales: np.ndarray,
@@ -33,7 +31,7 @@ class Trial(nn.Module):
     ) -> None:
         super().__init__()
         dtype = theta.dtype
-        self.sizes: List[int] = list(sizes)
+        self.sizes: list[int] = list(sizes)
         self.activation: int = ACTIVATIONS[activation]
         a, b = domain
         self.mid: float = 0.5 * (a + b)
@@ -44,7 +42,9 @@ class Trial(nn.Module):
         self.register_buffer("theta", theta.detach().clone())
         self.register_buffer("scales", as_t(scales))
         self.register_buffer("degrees", as_t(plan.degrees))
-        self.register_buffer("owner", as_t(np.eye(len(scales))[plan.owner] if plan.owner.size else np.zeros((0, len(scales)))))
+        self.register_buffer(
+            "owner", as_t(np.eye(len(scales))[plan.owner] if plan.owner.size else np.zeros((0, len(scales))))
+        )
         self.register_buffer("points", as_t(plan.points))
         self.register_buffer("key_unknown", torch.as_tensor(plan.key_unknown, dtype=torch.long))
         self.register_buffer("key_order", torch.as_tensor(plan.key_order, dtype=torch.long))
@@ -69,7 +69,7 @@ class Trial(nn.Module):
         n = stacked[self.key_point, self.key_order, self.key_unknown] * self.scales[self.key_unknown]
         return self.c0 + self.K @ n
 
-    def derivatives(self, theta: Tensor, x: Tensor, order: int) -> List[Tensor]:
+    def derivatives(self, theta: Tensor, x: Tensor, order: int) -> list[Tensor]:
         """``[y, y', ..., y^(order)]`` at x (shape (n,)), each of shape (n, m).
 
         theta is (P,), or (n, P) to use a separate copy of the weights at every point.

@@ -1,0 +1,12 @@
+# The GPU worker image: torch with CUDA from the PyTorch base image, then odeserve.
+FROM pytorch/pytorch:2.7.1-cuda12.6-cudnn9-runtime
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY odeserve ./odeserve
+COPY service ./service
+COPY worker ./worker
+# torch is already installed (CUDA build); the solver extra's range accepts it.
+RUN pip install --no-cache-dir ".[solver,service]"
+ENV PYTORCH_NVML_BASED_CUDA_CHECK=1
+USER nobody
+CMD ["python", "-m", "odeserve", "worker"]
