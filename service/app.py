@@ -24,6 +24,7 @@ from service.limits import enforce_limits
 from service.schemas import Health, Job, Ready, Solution
 from service.settings import Settings, get_settings
 from worker import artifacts
+from worker.queueing import make_queue
 
 
 class BodyLimit:
@@ -78,7 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         url = settings.redis_url or "redis://127.0.0.1:6379/0"
         redis = Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=10)
         app.state.redis = redis
-        app.state.queue = jobs.make_queue(redis, settings)
+        app.state.queue = make_queue(redis, settings)
         yield
         redis.close()
 
