@@ -66,6 +66,11 @@ class Options(_Strict):
     hard_constraints: bool = Field(
         True, description="Build the conditions into the network where they are linear; penalties otherwise."
     )
+    compile: bool = Field(
+        False,
+        description="torch.compile the gradient step and the Jacobian: 2-5x faster iterations after a "
+        "compile of about 10-30 s, so worth it for long runs only.",
+    )
     network: NetworkOptions = Field(default_factory=NetworkOptions)
 
 

@@ -64,7 +64,7 @@ def live_workers(queue: Queue, settings: Settings) -> int:
     count = 0
     for w in Worker.all(queue=queue):
         beat = w.last_heartbeat
-        if beat is not None and (now - _utc(beat)).total_seconds() < settings.worker_ttl_s:
+        if beat is not None and (now - _utc(beat)).total_seconds() < settings.worker_silence_s:
             count += 1
     return count
 

@@ -33,9 +33,14 @@ class Settings(BaseSettings):
 
     @property
     def worker_ttl_s(self) -> int:
-        """A worker that has not sent a heartbeat for this long is considered dead. Idle
-        workers heartbeat every ``worker_ttl_s - 15`` s (RQ's dequeue timeout)."""
+        """The TTL of a worker's registration in Redis. Idle workers heartbeat every
+        ``worker_ttl_s - 15`` s (RQ's dequeue timeout), busy ones every ``heartbeat_s``."""
         return max(self.heartbeat_s * 4, 20)
+
+    @property
+    def worker_silence_s(self) -> int:
+        """A worker silent for longer than this is dead (readiness stops counting it)."""
+        return max(self.heartbeat_s, self.worker_ttl_s - 15) + self.heartbeat_grace_s
 
     data_dir: str = Field("var", description="Where the embedded Redis keeps its AOF files.")
     # Limits, enforced on submit (422 naming the field).

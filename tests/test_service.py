@@ -137,7 +137,9 @@ def test_worker_killed_mid_job_fails_with_a_reason(redis_server, start_worker) -
         done = finish(client, job["id"], 30)
         assert done["status"] == "failed"
         assert done["error"]["type"] == "worker_died" and "died" in done["error"]["detail"]
-        assert client.get("/readyz").status_code == 503
+        # Readiness stops counting the dead worker once it has been silent for
+        # max(heartbeat, idle beat) + grace = 8 s here.
+        wait_for(lambda: client.get("/readyz").status_code == 503, 20)
 
 
 def test_sigterm_lets_the_worker_finish_its_job(redis_server, start_worker) -> None:

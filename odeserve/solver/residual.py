@@ -99,6 +99,8 @@ class Residual:
         self.x = x
         self.order = problem.max_order
         self.eq_scales = [float(s) for s in eq_scales]
+        # The constraint basis at the collocation points does not depend on the weights.
+        self.phi = trial.basis(x, self.order) if trial.has_constraints else None
         self.penalty = [problem.conditions[i] for i in plan.penalty]
         keys = sorted({k for c in self.penalty for k in c.residual.keys})
         self.pen_points = sorted({k[2] for k in keys})
@@ -109,7 +111,7 @@ class Residual:
 
     def equations(self, theta: Tensor) -> list[Tensor]:
         """Scaled residual of each equation at the collocation points (theta (P,) or (n, P))."""
-        derivs = self.trial.derivatives(theta, self.x, self.order)
+        derivs = self.trial.derivatives(theta, self.x, self.order, self.phi)
         env = equation_env(self.problem, self.x, derivs)
         return [run_on(eq.residual, env, TORCH, self.x) / s for eq, s in zip(self.problem.equations, self.eq_scales)]
 
@@ -154,3 +156,22 @@ class Residual:
                 blocks.append(g.unsqueeze(0))
                 values.append(p.detach())
         return torch.cat(values), torch.cat(blocks, 0)
+
+    def jacobian_functional(self, theta: Tensor) -> tuple[Tensor, Tensor]:
+        """The same (r, J) written with torch.func only, so ``torch.compile`` can trace it."""
+        rows = theta.unsqueeze(0).expand(self.x.shape[0], theta.shape[0])
+        values, blocks = [], []
+        for e in range(len(self.problem.equations)):
+
+            def summed(rw: Tensor, e: int = e) -> tuple[Tensor, Tensor]:
+                r = self.equations(rw)[e]
+                return r.sum(), r
+
+            g, (_, r) = torch.func.grad_and_value(summed, has_aux=True)(rows)
+            values.append(r)
+            blocks.append(g)
+        if self.penalty:
+            pens = lambda th: torch.cat(self.penalties(th))  # noqa: E731
+            values.append(pens(theta))
+            blocks.append(torch.func.jacrev(pens)(theta))
+        return torch.cat(values).detach(), torch.cat(blocks, 0).detach()

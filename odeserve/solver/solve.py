@@ -14,7 +14,7 @@ from odeserve.solver.constraints import plan_constraints
 from odeserve.solver.residual import Residual
 from odeserve.solver.solution import Solution
 from odeserve.solver.taylor import parameter_count
-from odeserve.solver.train import ProgressFn, StopFn, train
+from odeserve.solver.train import ObserveFn, ProgressFn, StopFn, train
 from odeserve.solver.trial import Trial
 from odeserve.spec import ProblemSpec
 
@@ -70,6 +70,7 @@ def solve(
     device: str | torch.device | None = None,
     progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
+    observe: ObserveFn | None = None,
 ) -> Solution:
     """Solve an ODE problem with a physics-informed network.
 
@@ -78,6 +79,8 @@ def solve(
         device: torch device; CPU when not given.
         progress: called with (iteration, loss, elapsed seconds) after every iteration.
         should_stop: polled after every iteration; True cancels and keeps the best model so far.
+        observe: called with (iteration, current weights) after every iteration; evaluate them
+            with ``solution.trial``-style ``Trial.derivatives`` (benchmarks, checkpoints).
 
     Returns:
         A :class:`Solution`; its ``outcome`` says how training ended (never an exception for
@@ -91,6 +94,6 @@ def solve(
     x = torch.as_tensor(chebyshev_points(*problem.domain, problem.options.points), dtype=dtype, device=dev)
     eq_scales = np.array([scales[min(i, len(scales) - 1)] for i in range(len(problem.equations))])
     residual = Residual(problem, trial, plan, x, eq_scales)
-    result = train(residual, trial.theta, problem.options, progress, should_stop)
+    result = train(residual, trial.theta, problem.options, progress, should_stop, observe)
     trial.theta.copy_(result.theta)
     return Solution(problem, trial, plan, result)

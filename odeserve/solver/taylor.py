@@ -56,28 +56,39 @@ def activation_derivatives(z: Tensor, order: int, activation: int) -> list[Tenso
     return out
 
 
-def faa_di_bruno(z: list[Tensor], sd: list[Tensor]) -> list[Tensor]:
-    """Derivatives of ``s(z(x))`` from those of ``z`` and of ``s`` (orders up to 4)."""
-    order = len(z) - 1
+def faa_di_bruno(z: list[Tensor], sd: list[Tensor], affine_input: bool) -> list[Tensor]:
+    """Derivatives of ``s(z(x))`` from those of ``z`` and of ``s`` (orders up to 4).
+
+    ``affine_input``: z is affine in x (the first layer), so all derivatives of z above the
+    first vanish and only the leading terms survive: ``s^(k)(z) * z1**k``.
+    """
+    order = len(sd) - 1
     out = [sd[0]]
-    if order >= 1:
-        z1 = z[1]
-        out.append(sd[1] * z1)
-        if order >= 2:
-            z2 = z[2]
-            z1s = z1 * z1
-            out.append(sd[2] * z1s + sd[1] * z2)
-            if order >= 3:
-                z3 = z[3]
-                out.append(sd[3] * z1s * z1 + 3.0 * sd[2] * z1 * z2 + sd[1] * z3)
-                if order >= 4:
-                    z4 = z[4]
-                    out.append(
-                        sd[4] * z1s * z1s
-                        + 6.0 * sd[3] * z1s * z2
-                        + sd[2] * (3.0 * z2 * z2 + 4.0 * z1 * z3)
-                        + sd[1] * z4
-                    )
+    if order == 0:
+        return out
+    z1 = z[1]
+    out.append(sd[1] * z1)
+    if affine_input:
+        power = z1
+        for k in range(2, order + 1):
+            power = power * z1
+            out.append(sd[k] * power)
+        return out
+    if order >= 2:
+        z2 = z[2]
+        z1s = z1 * z1
+        out.append(sd[2] * z1s + sd[1] * z2)
+        if order >= 3:
+            z3 = z[3]
+            out.append(sd[3] * z1s * z1 + 3.0 * sd[2] * z1 * z2 + sd[1] * z3)
+            if order >= 4:
+                z4 = z[4]
+                out.append(
+                    sd[4] * z1s * z1s
+                    + 6.0 * sd[3] * z1s * z2
+                    + sd[2] * (3.0 * z2 * z2 + 4.0 * z1 * z3)
+                    + sd[1] * z4
+                )
     return out
 
 
@@ -114,17 +125,18 @@ def mlp_taylor(theta: Tensor, sizes: list[int], t: Tensor, dt: float, order: int
     else:
         w_row = wt.expand(t.shape[0], sizes[1])
         b_row = b
-    # The input is t with t' = dt and no higher derivatives.
+    # The input is t with t' = dt and no higher derivatives: z is affine in x.
     zs: list[Tensor] = [t.unsqueeze(1) * w_row + b_row]
     if order >= 1:
         zs.append(w_row * dt)
-    if order >= 2:
+    if n_layers == 1:  # an affine network: derivatives above the first are exactly zero
         zero = torch.zeros_like(zs[0])
         for _ in range(2, order + 1):
             zs.append(zero)
+        return zs
     offset = sizes[1] * 2
     for layer in range(1, n_layers):
-        hs = faa_di_bruno(zs, activation_derivatives(zs[0], order, activation))
+        hs = faa_di_bruno(zs, activation_derivatives(zs[0], order, activation), layer == 1)
         n_in = sizes[layer]
         n_out = sizes[layer + 1]
         wt, b = _layer(theta, offset, n_in, n_out)

@@ -20,6 +20,7 @@ from odeserve.outcome import Outcome
 from odeserve.spec import Options
 
 ProgressFn = Callable[[int, float, float], None]
+ObserveFn = Callable[[int, Tensor], None]
 StopFn = Callable[[], bool]
 ResidualFn = Callable[[Tensor], Tensor]
 
@@ -38,9 +39,12 @@ class TrainResult:
 class _Run:
     """Bookkeeping shared by the phases: budget, clock, best weights, history, callbacks."""
 
-    def __init__(self, options: Options, progress: ProgressFn | None, should_stop: StopFn | None) -> None:
+    def __init__(
+        self, options: Options, progress: ProgressFn | None, should_stop: StopFn | None, observe: ObserveFn | None
+    ) -> None:
         self.options = options
         self.progress = progress
+        self.observe = observe
         self.should_stop = should_stop
         self.start = time.perf_counter()
         self.iteration = 0
@@ -68,6 +72,8 @@ class _Run:
             self.best_loss = loss
             self.best_theta = theta.detach().clone()
         self.history.append((self.iteration, loss, elapsed))
+        if self.observe is not None:
+            self.observe(self.iteration, theta.detach())
         if self.progress is not None:
             self.progress(self.iteration, loss, elapsed)
         opts = self.options
@@ -86,16 +92,30 @@ def _loss(r: Tensor) -> Tensor:
     return torch.mean(r * r)
 
 
+def _value_and_grad(residual: ResidualFn) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+    """(loss, dloss/dtheta), functional so that torch.compile can trace it."""
+
+    def fn(theta: Tensor) -> tuple[Tensor, Tensor]:
+        g, loss = torch.func.grad_and_value(lambda th: _loss(residual(th)))(theta)
+        return loss, g
+
+    return torch.compile(fn, dynamic=False)
+
+
 def _adam(residual: ResidualFn, theta: Tensor, run: _Run, steps: int) -> Tensor:
     theta = theta.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([theta], lr=run.options.learning_rate)
+    compiled = _value_and_grad(residual) if run.options.compile and steps > 0 else None
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(
         opt, T_max=max(steps, 1), eta_min=run.options.learning_rate * 0.05
     )
     for _ in range(steps):
         opt.zero_grad(set_to_none=True)
-        loss = _loss(residual(theta))
-        loss.backward()
+        if compiled is not None:
+            loss, theta.grad = compiled(theta.detach())
+        else:
+            loss = _loss(residual(theta))
+            loss.backward()
         if run.record(theta, float(loss.detach())):
             break
         opt.step()
@@ -126,6 +146,13 @@ def _lbfgs(residual: ResidualFn, theta: Tensor, run: _Run) -> Tensor:
         if run.record(theta, float(loss)):
             break
     return theta.detach()
+
+
+def jacobian_function(residual: ResidualFn, compile_: bool) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+    """theta -> (r, J): the residual's own one-pass Jacobian (compiled on request), else jacrev."""
+    if compile_ and hasattr(residual, "jacobian_functional"):
+        return torch.compile(residual.jacobian_functional, dynamic=False)
+    return lambda theta: jacobian(residual, theta)
 
 
 def jacobian(residual: ResidualFn, theta: Tensor) -> tuple[Tensor, Tensor]:
@@ -172,7 +199,10 @@ class _DampedSolver:
 
 def _levenberg_marquardt(residual: ResidualFn, theta: Tensor, run: _Run) -> Tensor:
     theta = theta.detach().clone()
-    system = _DampedSolver(*jacobian(residual, theta))
+    jac = jacobian_function(residual, run.options.compile)
+    if run.options.compile:
+        residual = torch.compile(residual, dynamic=False)
+    system = _DampedSolver(*jac(theta))
     r = system.r
     F = 0.5 * float(r @ r)
     n = r.numel()
@@ -195,7 +225,7 @@ def _levenberg_marquardt(residual: ResidualFn, theta: Tensor, run: _Run) -> Tens
             improved = (F - F_new) / max(F, 1e-300)
             stalled = stalled + 1 if improved < 1e-6 else 0
             theta = candidate
-            system = _DampedSolver(*jacobian(residual, theta))
+            system = _DampedSolver(*jac(theta))
             F = 0.5 * float(system.r @ system.r)
             mu *= max(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
             nu = 2.0
@@ -216,9 +246,14 @@ def train(
     options: Options,
     progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
+    observe: ObserveFn | None = None,
 ) -> TrainResult:
-    """Run the phases the options ask for and return the best weights found."""
-    run = _Run(options, progress, should_stop)
+    """Run the phases the options ask for and return the best weights found.
+
+    ``observe(iteration, theta)`` sees the current weights after every iteration (benchmarks,
+    checkpoints); ``progress`` and ``should_stop`` are as in :func:`odeserve.solve`.
+    """
+    run = _Run(options, progress, should_stop, observe)
     theta = theta0
     adam_steps = options.max_iterations if options.optimizer == "adam" else options.adam_iterations
     theta = _adam(residual, theta, run, adam_steps)

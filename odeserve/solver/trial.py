@@ -52,45 +52,54 @@ class Trial(nn.Module):
         self.register_buffer("c0", as_t(plan.c0))
         self.register_buffer("K", as_t(plan.K))
 
-    def coefficients(self, theta: Tensor) -> Tensor:
-        """The constraint coefficients c = c0 + K n for these weights: (nb,), or (n, nb) for
-        per-point weights theta of shape (n, P)."""
-        tp = (self.points - self.mid) / self.half
-        n_pts = tp.shape[0]
-        if theta.dim() == 2:
-            rows = theta.shape[0]
-            th = theta.unsqueeze(1).expand(rows, n_pts, theta.shape[1]).reshape(rows * n_pts, theta.shape[1])
-            nd = mlp_taylor(th, self.sizes, tp.repeat(rows), 1.0 / self.half, self.key_max_order, self.activation)
-            stacked = torch.stack(nd, 1).reshape(rows, n_pts, self.key_max_order + 1, -1)
-            n = stacked[:, self.key_point, self.key_order, self.key_unknown] * self.scales[self.key_unknown]
-            return self.c0 + n @ self.K.t()
-        nd = mlp_taylor(theta, self.sizes, tp, 1.0 / self.half, self.key_max_order, self.activation)
-        stacked = torch.stack(nd, 1)  # (points, orders, m)
-        n = stacked[self.key_point, self.key_order, self.key_unknown] * self.scales[self.key_unknown]
-        return self.c0 + self.K @ n
+    def basis(self, x: Tensor, order: int) -> list[Tensor]:
+        """phi^(k)(x) for k = 0..order, each (n, nb): the k-th x-derivative of t^d is
+        d!/(d-k)! t^(d-k) dt^k, zero where d < k. Constant in theta: callers may cache it."""
+        t = ((x - self.mid) / self.half).unsqueeze(1)
+        dt = 1.0 / self.half
+        degrees = self.degrees
+        out: list[Tensor] = []
+        coef = torch.ones_like(degrees)
+        for k in range(order + 1):
+            if k > 0:
+                coef = coef * (degrees - (k - 1))
+            out.append(coef * torch.pow(t, torch.clamp(degrees - k, min=0.0)) * (dt**k))
+        return out
 
-    def derivatives(self, theta: Tensor, x: Tensor, order: int) -> list[Tensor]:
+    def derivatives(self, theta: Tensor, x: Tensor, order: int, phi: list[Tensor] | None = None) -> list[Tensor]:
         """``[y, y', ..., y^(order)]`` at x (shape (n,)), each of shape (n, m).
 
-        theta is (P,), or (n, P) to use a separate copy of the weights at every point.
+        theta is (P,), or (n, P) to use a separate copy of the weights at every point (then
+        row i depends only on theta[i], which yields the Jacobian in one backward pass).
+        ``phi`` is ``basis(x, order)`` when the caller has it cached.
         """
         t = (x - self.mid) / self.half
         dt = 1.0 / self.half
-        outs = mlp_taylor(theta, self.sizes, t, dt, order, self.activation)
-        outs = [o * self.scales for o in outs]
-        if self.has_constraints:
-            c = self.coefficients(theta)  # (nb,) or (n, nb)
-            degrees = self.degrees
-            tt = t.unsqueeze(1)
-            for k in range(order + 1):
-                # k-th derivative of t^d: d!/(d-k)! t^(d-k) dt^k, zero where d < k.
-                coef = torch.ones_like(degrees)
-                for i in range(k):
-                    coef = coef * (degrees - i)
-                power = torch.clamp(degrees - k, min=0.0)
-                phi = coef * torch.pow(tt, power) * (dt**k)
-                outs[k] = outs[k] + (phi * c) @ self.owner
-        return outs
+        n = t.shape[0]
+        if not self.has_constraints:
+            outs = mlp_taylor(theta, self.sizes, t, dt, order, self.activation)
+            return [o * self.scales for o in outs]
+        tp = (self.points - self.mid) / self.half
+        n_pts = tp.shape[0]
+        scale = self.scales[self.key_unknown]
+        k_cond = self.key_max_order
+        if theta.dim() == 2:
+            # Per-point weights: the condition points need every row's weights, at their own
+            # (usually lower) orders; a separate pass is cheaper than widening the main one.
+            raw = mlp_taylor(theta, self.sizes, t, dt, order, self.activation)
+            th = theta.repeat_interleave(n_pts, 0)
+            nd = mlp_taylor(th, self.sizes, tp.repeat(n), dt, k_cond, self.activation)
+            cond = torch.stack(nd, 1).reshape(n, n_pts, k_cond + 1, nd[0].shape[-1])
+            c = self.c0 + (cond[:, self.key_point, self.key_order, self.key_unknown] * scale) @ self.K.t()
+        else:
+            # Shared weights: one pass for the points and the condition points together.
+            raw = mlp_taylor(theta, self.sizes, torch.cat([t, tp]), dt, max(order, k_cond), self.activation)
+            cond = torch.stack([r[n:] for r in raw[: k_cond + 1]], 1)  # (pts, K+1, m)
+            c = self.c0 + self.K @ (cond[self.key_point, self.key_order, self.key_unknown] * scale)
+        if phi is None:
+            phi = self.basis(x, order)
+        return [raw[k][:n] * self.scales + (phi[k] * c) @ self.owner for k in range(order + 1)]
+
 
     def forward(self, x: Tensor) -> Tensor:
         """x of shape (N, 1) in physical units -> (N, m), unknowns in problem order."""

@@ -1,0 +1,1 @@
+"""Benchmarks of odeserve against the PINN peers and scipy (``python -m bench.run``)."""
