@@ -46,10 +46,10 @@ class Options(_Strict):
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed for the initial weights; runs are deterministic.")
     time_limit_s: Finite = Field(60.0, gt=0, le=86_400, description="Wall-clock budget for training, seconds.")
     max_iterations: int = Field(
-        3000, ge=1, le=1_000_000, description="Iteration budget over both phases (Adam steps + second-order steps)."
+        2000, ge=1, le=1_000_000, description="Iteration budget over both phases (Adam steps + second-order steps)."
     )
     adam_iterations: int = Field(
-        200, ge=0, le=1_000_000, description="Steps of the first-order (Adam) phase before the second-order phase."
+        100, ge=0, le=1_000_000, description="Steps of the first-order (Adam) phase before the second-order phase."
     )
     learning_rate: Finite = Field(1e-2, gt=0, le=1.0, description="Adam learning rate.")
     optimizer: Literal["lm", "lbfgs", "adam"] = Field(
@@ -58,7 +58,7 @@ class Options(_Strict):
         "('lbfgs'), or none ('adam': Adam only).",
     )
     points: int = Field(
-        160, ge=4, le=MAX_COLLOCATION_POINTS, description="Collocation points (Chebyshev-spaced on the domain)."
+        128, ge=4, le=MAX_COLLOCATION_POINTS, description="Collocation points (Chebyshev-spaced on the domain)."
     )
     target_loss: Finite = Field(
         1e-26, ge=0, description="Stop when the mean squared (scaled) residual falls to this value."
