@@ -90,8 +90,14 @@ class Tracker:
         self.paused += time.perf_counter() - t0
         return rel
 
-    def result(self, solver: str, name: str, predict: Callable[[np.ndarray], np.ndarray], iterations: int,
-               note: str | None = None) -> Result:
+    def result(
+        self,
+        solver: str,
+        name: str,
+        predict: Callable[[np.ndarray], np.ndarray],
+        iterations: int,
+        note: str | None = None,
+    ) -> Result:
         train_s = self.elapsed()
         rel, mx = errors(np.asarray(predict(self.xs)).reshape(len(self.xs), -1), self.exact)
         self.check(predict)

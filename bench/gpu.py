@@ -47,9 +47,17 @@ def iteration_costs(device: str) -> list[dict[str, Any]]:
             torch.mean(res(th) ** 2).backward()
             sync(device)
 
-        rows.append({"device": device, "width": width, "depth": depth, "points": points,
-                     "parameters": theta.numel(), "lm_iteration_ms": best_ms(lm_iteration, repeat=3, number=5),
-                     "grad_step_ms": best_ms(grad_step, repeat=3, number=10)})
+        rows.append(
+            {
+                "device": device,
+                "width": width,
+                "depth": depth,
+                "points": points,
+                "parameters": theta.numel(),
+                "lm_iteration_ms": best_ms(lm_iteration, repeat=3, number=5),
+                "grad_step_ms": best_ms(grad_step, repeat=3, number=10),
+            }
+        )
     return rows
 
 
@@ -62,26 +70,43 @@ def problems_on(device: str) -> list[dict[str, Any]]:
         wall = time.perf_counter() - t
         xs = eval_grid(problem)
         rel, mx = errors(s(xs), exact_values(problem, xs))
-        out.append({"problem": name, "device": device, "rel_l2": rel, "max_abs": mx, "wall_s": wall,
-                    "iterations": s.result.iterations, "outcome": s.outcome.value})
+        out.append(
+            {
+                "problem": name,
+                "device": device,
+                "rel_l2": rel,
+                "max_abs": mx,
+                "wall_s": wall,
+                "iterations": s.result.iterations,
+                "outcome": s.outcome.value,
+            }
+        )
         print(f"{name:16s} {device} rel_l2={rel:.2e} wall={wall:.1f}s it={s.result.iterations}", flush=True)
     return out
 
 
 def main() -> dict[str, Any]:
     torch.set_num_threads(min(os.cpu_count() or 1, 16))
-    info = {"gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "torch": torch.__version__, "cpu_threads": torch.get_num_threads()}
+    info = {
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+        "cpu_threads": torch.get_num_threads(),
+    }
     print(json.dumps(info))
     costs = iteration_costs("cpu") + (iteration_costs("cuda") if torch.cuda.is_available() else [])
-    print("| width x depth | points | parameters | CPU LM iteration ms | GPU LM iteration ms | "
-          "CPU grad step ms | GPU grad step ms |")
+    print(
+        "| width x depth | points | parameters | CPU LM iteration ms | GPU LM iteration ms | "
+        "CPU grad step ms | GPU grad step ms |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for c in (r for r in costs if r["device"] == "cpu"):
         g = next((r for r in costs if r["device"] == "cuda" and r["width"] == c["width"]), None)
-        print(f"| {c['width']} x {c['depth']} | {c['points']} | {c['parameters']} | {c['lm_iteration_ms']:.2f} | "
-              f"{g['lm_iteration_ms'] if g else float('nan'):.2f} | {c['grad_step_ms']:.2f} | "
-              f"{g['grad_step_ms'] if g else float('nan'):.2f} |", flush=True)
+        print(
+            f"| {c['width']} x {c['depth']} | {c['points']} | {c['parameters']} | {c['lm_iteration_ms']:.2f} | "
+            f"{g['lm_iteration_ms'] if g else float('nan'):.2f} | {c['grad_step_ms']:.2f} | "
+            f"{g['grad_step_ms'] if g else float('nan'):.2f} |",
+            flush=True,
+        )
     runs = problems_on("cuda") if torch.cuda.is_available() else []
     result = {"info": info, "iteration": costs, "problems": runs}
     out = os.environ.get("OUT")

@@ -93,38 +93,54 @@ def measure(dtype: torch.dtype) -> list[dict[str, Any]]:
         j_func = best_ms(lambda: torch.autograd.functional.jacobian(ours, theta), repeat=3, number=1)
         j_jacrev = best_ms(lambda: torch.func.jacrev(ours)(theta), repeat=3, number=3)
         t0 = time.perf_counter()
-        step_c = torch.compile(lambda th: torch.func.grad_and_value(lambda v: torch.mean(ours(v) ** 2))(th),
-                               dynamic=False)
+        step_c = torch.compile(
+            lambda th: torch.func.grad_and_value(lambda v: torch.mean(ours(v) ** 2))(th), dynamic=False
+        )
         step_c(theta)
         jac_c = torch.compile(ours.jacobian_functional, dynamic=False)
         jac_c(theta)
         compile_s = time.perf_counter() - t0
         t_comp = best_ms(lambda: step_c(theta))
         j_comp = best_ms(lambda: jac_c(theta), number=5)
-        rows.append({
-            "case": label, "problem": name, "dtype": str(dtype).replace("torch.", ""),
-            "parameters": theta.numel(), "points": POINTS,
-            "step_ms_odeserve": t_ours, "step_ms_nested_autograd": t_nested, "step_speedup": t_nested / t_ours,
-            "jacobian_ms_odeserve": j_ours, "jacobian_ms_autograd_functional": j_func,
-            "jacobian_ms_func_jacrev": j_jacrev, "jacobian_speedup": j_func / j_ours,
-            "step_ms_compiled": t_comp, "step_speedup_compiled": t_nested / t_comp,
-            "jacobian_ms_compiled": j_comp, "compile_s": compile_s,
-        })
+        rows.append(
+            {
+                "case": label,
+                "problem": name,
+                "dtype": str(dtype).replace("torch.", ""),
+                "parameters": theta.numel(),
+                "points": POINTS,
+                "step_ms_odeserve": t_ours,
+                "step_ms_nested_autograd": t_nested,
+                "step_speedup": t_nested / t_ours,
+                "jacobian_ms_odeserve": j_ours,
+                "jacobian_ms_autograd_functional": j_func,
+                "jacobian_ms_func_jacrev": j_jacrev,
+                "jacobian_speedup": j_func / j_ours,
+                "step_ms_compiled": t_comp,
+                "step_speedup_compiled": t_nested / t_comp,
+                "jacobian_ms_compiled": j_comp,
+                "compile_s": compile_s,
+            }
+        )
     return rows
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    out = ["| case | dtype | nested autograd step ms | odeserve step ms (ratio) | odeserve compiled step ms "
-           "(ratio) | autograd.functional.jacobian ms | func.jacrev ms | odeserve Jacobian ms (ratio) | "
-           "compiled Jacobian ms | compile s |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    out = [
+        "| case | dtype | nested autograd step ms | odeserve step ms (ratio) | odeserve compiled step ms "
+        "(ratio) | autograd.functional.jacobian ms | func.jacrev ms | odeserve Jacobian ms (ratio) | "
+        "compiled Jacobian ms | compile s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        out.append(f"| {r['case']} | {r['dtype']} | {r['step_ms_nested_autograd']:.2f} | "
-                   f"{r['step_ms_odeserve']:.2f} ({r['step_speedup']:.1f}x) | "
-                   f"{r['step_ms_compiled']:.2f} ({r['step_speedup_compiled']:.1f}x) | "
-                   f"{r['jacobian_ms_autograd_functional']:.0f} | {r['jacobian_ms_func_jacrev']:.1f} | "
-                   f"{r['jacobian_ms_odeserve']:.2f} ({r['jacobian_speedup']:.0f}x) | "
-                   f"{r['jacobian_ms_compiled']:.2f} | {r['compile_s']:.0f} |")
+        out.append(
+            f"| {r['case']} | {r['dtype']} | {r['step_ms_nested_autograd']:.2f} | "
+            f"{r['step_ms_odeserve']:.2f} ({r['step_speedup']:.1f}x) | "
+            f"{r['step_ms_compiled']:.2f} ({r['step_speedup_compiled']:.1f}x) | "
+            f"{r['jacobian_ms_autograd_functional']:.0f} | {r['jacobian_ms_func_jacrev']:.1f} | "
+            f"{r['jacobian_ms_odeserve']:.2f} ({r['jacobian_speedup']:.0f}x) | "
+            f"{r['jacobian_ms_compiled']:.2f} | {r['compile_s']:.0f} |"
+        )
     return "\n".join(out)
 
 

@@ -16,9 +16,7 @@ def main() -> None:
         "",
         "Produced by `python -m bench.run` (then `python -m bench.report`); raw results in `bench/results/`.",
         f"Machine: {meta['machine']['cpu']}, {meta['machine']['cores']} cores, Python {meta['machine']['python']}"
-        f" ({meta['date']}). Versions: "
-        + ", ".join(f"{k} {v}" for k, v in sorted(meta["versions"].items()))
-        + ".",
+        f" ({meta['date']}). Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(meta["versions"].items())) + ".",
         "",
         "Every solver solves the same equations (the spec's expressions evaluated on each solver's own",
         "tensors); errors on 1001 evenly spaced points against the exact solution; wall time of training",

@@ -11,23 +11,19 @@ import argparse
 import importlib
 import json
 import math
+import subprocess
+import sys
 import time
-import traceback
 from typing import Any
 
 import torch
 
 from bench.common import RESULTS, ROOT, Result, machine, public_problems
+from bench.one import MARK, SOLVERS
 
-SOLVERS = {
-    "odeserve": "bench.solvers.ode_odeserve",
-    "deepxde": "bench.solvers.ode_deepxde",
-    "neurodiffeq": "bench.solvers.ode_neurodiffeq",
-    "plain_torch": "bench.solvers.ode_plain_torch",
-    "scipy": "bench.solvers.ode_scipy",
-}
 PINN_PEERS = ("deepxde", "neurodiffeq", "plain_torch")
-REQUIRES = {"deepxde": "deepxde", "neurodiffeq": "neurodiffeq", "scipy": "scipy"}
+#: A bound on one (solver, problem) run; a run past it is reported as skipped.
+RUN_TIMEOUT_S = 900
 
 
 def versions() -> dict[str, str]:
@@ -40,15 +36,23 @@ def versions() -> dict[str, str]:
     return out
 
 
-def run_one(solver: str, name: str, spec: dict[str, Any]) -> Result:
-    need = REQUIRES.get(solver)
-    if need is not None and importlib.util.find_spec(need) is None:
-        return Result(name, solver, skipped=f"{need} not installed (pip install -e .[bench])")
+def run_one(solver: str, name: str) -> Result:
+    """One (solver, problem) pair in a fresh interpreter (see bench.one)."""
     try:
-        return importlib.import_module(SOLVERS[solver]).run(name, spec)
-    except Exception as exc:  # noqa: BLE001 - a peer's crash is a result of the benchmark
-        traceback.print_exc()
-        return Result(name, solver, skipped=f"failed: {type(exc).__name__}: {exc}"[:300])
+        out = subprocess.run(
+            [sys.executable, "-m", "bench.one", solver, name],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=RUN_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        return Result(name, solver, skipped=f"did not finish within {RUN_TIMEOUT_S} s")
+    for line in reversed(out.stdout.splitlines()):
+        if line.startswith(MARK):
+            return Result(**json.loads(line[len(MARK) :]))
+    tail = (out.stderr.strip().splitlines() or ["no output"])[-1]
+    return Result(name, solver, skipped=f"failed: {tail}"[:300])
 
 
 def fmt(v: float | None, spec: str = ".1e") -> str:
@@ -59,8 +63,10 @@ def accuracy_table(results: list[dict[str, Any]]) -> str:
     by = {(r["problem"], r["solver"]): r for r in results}
     problems = list(dict.fromkeys(r["problem"] for r in results))
     solvers = [s for s in SOLVERS if any(r["solver"] == s for r in results)]
-    lines = ["| problem | solver | rel. L2 | max abs | train s | iterations | to 1e-3 s | to 1e-5 s | to 1e-7 s |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| problem | solver | rel. L2 | max abs | train s | iterations | to 1e-3 s | to 1e-5 s | to 1e-7 s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for p in problems:
         for s in solvers:
             r = by.get((p, s))
@@ -73,8 +79,10 @@ def accuracy_table(results: list[dict[str, Any]]) -> str:
             lines.append(
                 f"| {p} | {s} | {fmt(r['rel_l2'])} | {fmt(r['max_abs'])} | {fmt(r['train_s'], '.1f')} | "
                 f"{r['iterations'] if r['iterations'] is not None else '—'} | "
-                + " | ".join("never" if s != "scipy" and tt.get(k) is None else fmt(tt.get(k), ".2f")
-                             for k in ("0.001", "1e-05", "1e-07"))
+                + " | ".join(
+                    "never" if s != "scipy" and tt.get(k) is None else fmt(tt.get(k), ".2f")
+                    for k in ("0.001", "1e-05", "1e-07")
+                )
                 + " |"
             )
     return "\n".join(lines)
@@ -84,23 +92,28 @@ def target_table(results: list[dict[str, Any]]) -> tuple[str, bool]:
     """odeserve against the best PINN peer per problem: error ratio and time ratio."""
     by = {(r["problem"], r["solver"]): r for r in results}
     problems = list(dict.fromkeys(r["problem"] for r in results))
-    lines = ["| problem | best PINN peer | peer rel. L2 | odeserve rel. L2 | error ratio (peer/odeserve) | "
-             "peer s | odeserve s | time ratio (peer/odeserve) | target met |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        "| problem | best PINN peer | peer rel. L2 | odeserve rel. L2 | error ratio (peer/odeserve) | "
+        "peer s | odeserve s | time ratio (peer/odeserve) | target met |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
     all_met = True
     for p in problems:
         ours = by.get((p, "odeserve"))
         peers = [by[(p, s)] for s in PINN_PEERS if (p, s) in by and not by[(p, s)]["skipped"]]
         if not ours or ours["skipped"] or not peers:
             continue
-        best = min(peers, key=lambda r: r["rel_l2"] if r["rel_l2"] is not None and math.isfinite(r["rel_l2"])
-                   else math.inf)
+        best = min(
+            peers, key=lambda r: r["rel_l2"] if r["rel_l2"] is not None and math.isfinite(r["rel_l2"]) else math.inf
+        )
         er = best["rel_l2"] / ours["rel_l2"]
         tr = best["train_s"] / ours["train_s"]
         met = er >= 10 and tr > 1
         all_met &= met
-        lines.append(f"| {p} | {best['solver']} | {fmt(best['rel_l2'])} | {fmt(ours['rel_l2'])} | {er:.0f}x | "
-                     f"{best['train_s']:.1f} | {ours['train_s']:.1f} | {tr:.1f}x | {'yes' if met else 'no'} |")
+        lines.append(
+            f"| {p} | {best['solver']} | {fmt(best['rel_l2'])} | {fmt(ours['rel_l2'])} | {er:.0f}x | "
+            f"{best['train_s']:.1f} | {ours['train_s']:.1f} | {tr:.1f}x | {'yes' if met else 'no'} |"
+        )
     return "\n".join(lines), all_met
 
 
@@ -117,9 +130,12 @@ def main() -> None:
     for name in names:
         for solver in args.solvers.split(","):
             t = time.perf_counter()
-            r = run_one(solver, name, problems[name])
-            print(f"{name:16s} {solver:12s} rel_l2={fmt(r.rel_l2)} train={fmt(r.train_s, '.1f')}s "
-                  f"({time.perf_counter() - t:.0f}s) {r.skipped or ''}", flush=True)
+            r = run_one(solver, name)
+            print(
+                f"{name:16s} {solver:12s} rel_l2={fmt(r.rel_l2)} train={fmt(r.train_s, '.1f')}s "
+                f"({time.perf_counter() - t:.0f}s) {r.skipped or ''}",
+                flush=True,
+            )
             results.append(r.to_json())
     RESULTS.mkdir(parents=True, exist_ok=True)
     meta = {"machine": machine(), "versions": versions(), "date": time.strftime("%Y-%m-%d")}

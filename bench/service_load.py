@@ -27,8 +27,13 @@ import httpx
 from bench.common import RESULTS, ROOT, machine
 from service.redis_server import free_port
 
-SMALL = {"equations": ["y' = -y"], "domain": [0, 1], "conditions": ["y(0) = 1"],
-         "options": {"max_iterations": 20, "adam_iterations": 10}, "output": {"points": 11}}
+SMALL = {
+    "equations": ["y' = -y"],
+    "domain": [0, 1],
+    "conditions": ["y(0) = 1"],
+    "options": {"max_iterations": 20, "adam_iterations": 10},
+    "output": {"points": 11},
+}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -39,8 +44,13 @@ def percentile(values: list[float], q: float) -> float:
 def start_service(port: int, data: str) -> subprocess.Popen:
     env = dict(os.environ, ODESERVE_DATA_DIR=data, PYTHONPATH=str(ROOT), ODESERVE_TORCH_THREADS="1")
     env.pop("ODESERVE_REDIS_URL", None)
-    return subprocess.Popen([sys.executable, "-m", "odeserve", "serve", "--port", str(port), "--workers", "1"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "odeserve", "serve", "--port", str(port), "--workers", "1"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def wait_ready(client: httpx.Client, timeout: float = 120) -> None:
@@ -72,8 +82,10 @@ def start_delay(client: httpx.Client, runs: int = 5) -> dict[str, float]:
         client.delete(f"/jobs/{job['id']}")
         while client.get(f"/jobs/{job['id']}").json()["status"] in ("queued", "running"):
             time.sleep(0.05)
-    return {"rq_start_s_median": statistics.median(rq_start),
-            "first_progress_s_median": statistics.median(first_progress)}
+    return {
+        "rq_start_s_median": statistics.median(rq_start),
+        "first_progress_s_median": statistics.median(first_progress),
+    }
 
 
 def submit_latency(base: str, submissions: int, clients: int) -> dict[str, Any]:
@@ -91,9 +103,15 @@ def submit_latency(base: str, submissions: int, clients: int) -> dict[str, Any]:
     with ThreadPoolExecutor(max_workers=clients) as pool:
         list(pool.map(one, range(submissions)))
     wall = time.perf_counter() - t0
-    return {"submissions": submissions, "clients": clients, "status_codes": codes,
-            "p50_ms": percentile(latencies, 0.5) * 1e3, "p99_ms": percentile(latencies, 0.99) * 1e3,
-            "max_ms": max(latencies) * 1e3, "submissions_per_s": submissions / wall}
+    return {
+        "submissions": submissions,
+        "clients": clients,
+        "status_codes": codes,
+        "p50_ms": percentile(latencies, 0.5) * 1e3,
+        "p99_ms": percentile(latencies, 0.99) * 1e3,
+        "max_ms": max(latencies) * 1e3,
+        "submissions_per_s": submissions / wall,
+    }
 
 
 def main() -> None:

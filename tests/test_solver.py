@@ -75,6 +75,8 @@ def test_condition_types(case: str) -> None:
     xs = np.linspace(*solution.problem.domain, 301)
     err = np.abs(solution(xs)[:, 0] - exact(xs)).max()
     assert err < 1e-5, err
+    if case == "coupled_nonlinear_system":
+        assert np.abs(solution(xs)[:, 1] - np.exp(-xs)).max() < 1e-5
     hard = case != "nonlinear_condition_penalty"
     for name, e in m["conditions"].items():
         assert e < (1e-12 if hard else 1e-6), (name, e)

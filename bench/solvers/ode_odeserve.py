@@ -37,5 +37,6 @@ def run(name: str, spec: dict[str, Any], device: str = "cpu") -> Result:
     state["trial"], _, _ = build_trial(problem, torch.device(device), DTYPES[problem.options.precision])
     tracker.start = __import__("time").perf_counter()
     solution = solve(problem, device=device, observe=observe)
-    return tracker.result("odeserve", name, lambda xs: solution(xs), solution.result.iterations,
-                          note=solution.outcome.value)
+    return tracker.result(
+        "odeserve", name, lambda xs: solution(xs), solution.result.iterations, note=solution.outcome.value
+    )

@@ -71,22 +71,31 @@ def run(name: str, spec: dict[str, Any]) -> Result:
         p = points.pop()
         y0 = np.zeros(len(slots))
         for form in forms:
-            (key, coef), = form.coeffs.items()
+            ((key, coef),) = form.coeffs.items()
             y0[slots.index(key[:2])] = -form.constant / coef
         pred = np.zeros((len(xs), len(slots)))
         for lo, hi in ((p, a), (p, b)):
             if hi == lo:
                 continue
             grid = xs[(xs <= lo) if hi < lo else (xs >= lo)]
-            sol = solve_ivp(lambda x, y: f(x, y)[:, 0], (lo, hi), y0, method="DOP853", rtol=1e-12, atol=1e-12,
-                            t_eval=grid[::-1] if hi < lo else grid, dense_output=True)
+            sol = solve_ivp(
+                lambda x, y: f(x, y)[:, 0],
+                (lo, hi),
+                y0,
+                method="DOP853",
+                rtol=1e-12,
+                atol=1e-12,
+                t_eval=grid[::-1] if hi < lo else grid,
+                dense_output=True,
+            )
             vals = sol.sol(grid).T
             pred[(xs <= lo) if hi < lo else (xs >= lo)] = vals
         method = "solve_ivp"
     elif points <= {a, b}:
+
         def bc(ya, yb):
             out = []
-            for form, cond in zip(forms, problem.conditions):
+            for cond in problem.conditions:
                 env = {}
                 for key in cond.residual.keys:
                     vec = ya if key[2] == a else yb

@@ -23,7 +23,9 @@ def equation_residuals(problem: Problem, x: torch.Tensor, derivs: DerivFn) -> li
     return [run_on(eq.residual, env, TORCH, x) for eq in problem.equations]
 
 
-def condition_residual(problem: Problem, cond: Condition, at: Callable[[int, int, float], torch.Tensor]) -> torch.Tensor:
+def condition_residual(
+    problem: Problem, cond: Condition, at: Callable[[int, int, float], torch.Tensor]
+) -> torch.Tensor:
     """``at(j, k, point)`` -> the k-th derivative of unknown j at the point (a scalar tensor)."""
     env = {key: at(problem.unknowns.index(key[0]), key[1], key[2]) for key in cond.residual.keys}
     like = next(iter(env.values()))

@@ -84,10 +84,7 @@ def faa_di_bruno(z: list[Tensor], sd: list[Tensor], affine_input: bool) -> list[
             if order >= 4:
                 z4 = z[4]
                 out.append(
-                    sd[4] * z1s * z1s
-                    + 6.0 * sd[3] * z1s * z2
-                    + sd[2] * (3.0 * z2 * z2 + 4.0 * z1 * z3)
-                    + sd[1] * z4
+                    sd[4] * z1s * z1s + 6.0 * sd[3] * z1s * z2 + sd[2] * (3.0 * z2 * z2 + 4.0 * z1 * z3) + sd[1] * z4
                 )
     return out
 

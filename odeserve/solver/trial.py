@@ -100,7 +100,6 @@ class Trial(nn.Module):
             phi = self.basis(x, order)
         return [raw[k][:n] * self.scales + (phi[k] * c) @ self.owner for k in range(order + 1)]
 
-
     def forward(self, x: Tensor) -> Tensor:
         """x of shape (N, 1) in physical units -> (N, m), unknowns in problem order."""
         return self.derivatives(self.theta, x.reshape(-1), 0)[0]
