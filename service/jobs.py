@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import secrets
 from datetime import UTC, datetime
 from typing import Any
@@ -48,8 +49,12 @@ def enqueue(queue: Queue, problem: Problem, settings: Settings) -> RQJob:
     )
 
 
+#: The shape of ids this service hands out (RQ itself rejects anything else with ValueError).
+_JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
 def fetch(queue: Queue, job_id: str) -> RQJob:
-    if not job_id or len(job_id) > 64:
+    if not _JOB_ID.fullmatch(job_id):
         raise not_found(job_id)
     try:
         return RQJob.fetch(job_id, connection=queue.connection, serializer=queue.serializer)

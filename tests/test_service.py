@@ -84,6 +84,10 @@ def test_errors_are_problem_json(service) -> None:
 
     r = service.get("/jobs/does-not-exist")
     assert r.status_code == 404 and "does-not-exist" in r.json()["detail"]
+    for odd in ("a:b", "%00", "a%20b", "x" * 100, "rq:job:x", "..%2f.."):
+        for suffix in ("", "/solution", "/model"):
+            r = service.get(f"/jobs/{odd}{suffix}")
+            assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json", (odd, suffix)
     assert service.get("/jobs/nope/solution").status_code == 404
     assert service.get("/jobs/nope/model").status_code == 404
     assert service.delete("/jobs/nope").status_code == 404
@@ -91,6 +95,10 @@ def test_errors_are_problem_json(service) -> None:
     big = {"equations": ["y' = y"], "domain": [0, 1], "conditions": ["y(0) = 1"], "pad": "x" * 2_000_000}
     r = service.post("/solve", content=json.dumps(big), headers={"content-type": "application/json"})
     assert r.status_code == 413 and r.headers["content-type"] == "application/problem+json"
+    for body in ("[]", '"x"', "null"):
+        r = service.post("/solve", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 422 and r.json()["field"] == "body"
+    assert service.put("/solve").status_code == 405
     r = service.get("/jobs/x/model", params={"format": "onnx"})
     assert r.status_code == 422 and r.json()["field"] == "format"
 

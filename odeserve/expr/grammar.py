@@ -40,6 +40,19 @@ DIFF = "diff"
 RESERVED: frozenset[str] = frozenset((*FUNCTIONS, *ALIASES, *CONSTANTS, DIFF))
 
 
+#: Where a library spells a function the C way (math.asin, torch.asin).
+C_NAMES: dict[str, str] = {"arcsin": "asin", "arccos": "acos", "arctan": "atan"}
+
+
+def function_table(module: object, c_names: bool) -> dict[str, object]:
+    """Every whitelisted function taken from ``module`` (``abs`` falls back to the builtin)."""
+    table: dict[str, object] = {}
+    for name in FUNCTIONS:
+        attr = C_NAMES.get(name, name) if c_names else name
+        table[name] = getattr(module, attr, abs if name == "abs" else None)
+    return table
+
+
 def canonical_function(name: str) -> str | None:
     """The canonical name of a whitelisted function, or None."""
     if name in FUNCTIONS:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from odeserve.expr.grammar import function_table
 from odeserve.expr.nodes import Binary, Call, Deriv, Name, Node, Num, Unary
 
 #: A load key: the variable or a parameter (``str``), an unknown's derivative ``(name, order)``,
@@ -88,21 +89,7 @@ def _float_div(a: float, b: float) -> float:
 
 
 FLOAT = Backend(
-    funcs={
-        "sin": math.sin,
-        "cos": math.cos,
-        "tan": math.tan,
-        "exp": math.exp,
-        "log": math.log,
-        "sqrt": math.sqrt,
-        "abs": abs,
-        "tanh": math.tanh,
-        "sinh": math.sinh,
-        "cosh": math.cosh,
-        "arcsin": math.asin,
-        "arccos": math.acos,
-        "arctan": math.atan,
-    },
+    funcs=function_table(math, c_names=True),  # type: ignore[arg-type]
     pow=_float_pow,
     div=_float_div,
     const=float,

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from odeserve.expr.grammar import function_table
 from odeserve.expr.program import Backend, Program
 from odeserve.problem import Problem
 from odeserve.solver.constraints import ConstraintPlan
@@ -26,47 +27,15 @@ def _tpow(a: Any, b: Any) -> Any:
     return torch.pow(a, b)
 
 
-def _wrap(fn: Any) -> Any:
-    return lambda v: fn(v) if isinstance(v, Tensor) else fn(torch.as_tensor(v))
-
-
 TORCH = Backend(
-    funcs={
-        "sin": torch.sin,
-        "cos": torch.cos,
-        "tan": torch.tan,
-        "exp": torch.exp,
-        "log": torch.log,
-        "sqrt": torch.sqrt,
-        "abs": torch.abs,
-        "tanh": torch.tanh,
-        "sinh": torch.sinh,
-        "cosh": torch.cosh,
-        "arcsin": torch.asin,
-        "arccos": torch.acos,
-        "arctan": torch.atan,
-    },
+    funcs=function_table(torch, c_names=True),  # type: ignore[arg-type]
     pow=_tpow,
     div=lambda a, b: a / b,
     const=float,
 )
 
 NUMPY = Backend(
-    funcs={
-        "sin": np.sin,
-        "cos": np.cos,
-        "tan": np.tan,
-        "exp": np.exp,
-        "log": np.log,
-        "sqrt": np.sqrt,
-        "abs": np.abs,
-        "tanh": np.tanh,
-        "sinh": np.sinh,
-        "cosh": np.cosh,
-        "arcsin": np.arcsin,
-        "arccos": np.arccos,
-        "arctan": np.arctan,
-    },
+    funcs=function_table(np, c_names=False),  # type: ignore[arg-type]
     pow=np.power,
     div=np.divide,
     const=float,
