@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Literal
 
-from fastapi import Depends, FastAPI, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import Depends, FastAPI, Header, Query, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.routing import APIRoute
 from redis import Redis
 from rq import Queue
@@ -18,9 +18,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from odeserve import __version__
 from odeserve.problem import analyse
 from odeserve.spec import ProblemSpec
-from service import jobs
+from service import auth, jobs
 from service.errors import ApiError, install_handlers, problem_response, responses
 from service.limits import enforce_limits
+from service.logs import RequestIdMiddleware, configure_logging
+from service.metrics import Metrics
 from service.schemas import Health, Job, Ready, Solution
 from service.settings import Settings, get_settings
 from worker import artifacts
@@ -64,7 +66,22 @@ def _queue(request: Request) -> Queue:
     return request.app.state.queue
 
 
+def _owner(
+    request: Request,
+    authorization: Annotated[str | None, Header(description="Bearer <API key> (when keys are on)")] = None,
+    x_api_key: Annotated[str | None, Header(description="The API key (alternative to Authorization)")] = None,
+) -> str:
+    return request.app.state.keys.owner(authorization, x_api_key)
+
+
 QueueDep = Annotated[Queue, Depends(_queue)]
+OwnerDep = Annotated[str, Depends(_owner)]
+
+
+def _owned(q: Queue, job_id: str, owner: str):
+    job = jobs.fetch(q, job_id)
+    auth.check_owner(job, owner)
+    return job
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -80,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redis = Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=10)
         app.state.redis = redis
         app.state.queue = make_queue(redis, settings)
+        app.state.keys = auth.KeyRing.from_settings(settings)
         yield
         redis.close()
 
@@ -91,22 +109,51 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         generate_unique_id_function=_operation_id,
     )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    metrics = Metrics(lambda: getattr(app.state, "queue", None), settings)
+    app.add_middleware(metrics.middleware)
+    app.add_middleware(RequestIdMiddleware)
     install_handlers(app)
 
-    @app.post("/solve", status_code=202, response_model=Job, name="submit_problem", responses=responses(413, 422, 503))
-    def submit_problem(spec: ProblemSpec, q: QueueDep, response: Response) -> Job:
+    @app.post(
+        "/solve",
+        status_code=202,
+        response_model=Job,
+        name="submit_problem",
+        responses=responses(401, 413, 422, 429, 503),
+    )
+    def submit_problem(
+        spec: ProblemSpec,
+        q: QueueDep,
+        owner: OwnerDep,
+        response: Response,
+        idempotency_key: Annotated[
+            str | None,
+            Header(
+                description="Retry-safe submits: the same key and body return the same job; "
+                "the same key with another body is a 422."
+            ),
+        ] = None,
+    ) -> Job:
         """Validate a problem (spec v1) and queue it. Answers 202 with the job and its Location."""
         problem = analyse(spec)
         enforce_limits(problem, settings)
-        job = jobs.enqueue(q, problem, settings)
+        job_id, new = None, True
+        if idempotency_key is not None:
+            job_id, new = jobs.idempotent_job_id(q, idempotency_key, problem, settings, owner)
+        if new:
+            auth.enforce_quotas(q.connection, owner, settings, q.serializer)
+            job = jobs.enqueue(q, problem, settings, job_id, owner)
+            auth.record_active(q.connection, owner, job.id, settings)
+        else:
+            job = _owned(q, job_id, owner)
         response.headers["Location"] = f"/jobs/{job.id}"
         response.headers["Retry-After"] = "1"
         return jobs.describe(job)
 
-    @app.get("/jobs/{job_id}", response_model=Job, name="get_job", responses=responses(404, 422, 503))
-    def get_job(job_id: str, q: QueueDep) -> Job:
+    @app.get("/jobs/{job_id}", response_model=Job, name="get_job", responses=responses(401, 404, 422, 503))
+    def get_job(job_id: str, q: QueueDep, owner: OwnerDep) -> Job:
         """Status, progress, outcome and metrics of a job."""
-        job = jobs.fetch(q, job_id)
+        job = _owned(q, job_id, owner)
         if job.get_status(refresh=False) == "started":
             jobs.reap_abandoned(q)
             job.refresh()
@@ -117,11 +164,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         status_code=202,
         response_model=Job,
         name="cancel_job",
-        responses=responses(404, 409, 422, 503),
+        responses=responses(401, 404, 409, 422, 503),
     )
-    def cancel_job(job_id: str, q: QueueDep) -> Job:
+    def cancel_job(job_id: str, q: QueueDep, owner: OwnerDep) -> Job:
         """Cancel: a queued job at once, a running one at its next check (about a second)."""
-        job = jobs.fetch(q, job_id)
+        job = _owned(q, job_id, owner)
         jobs.cancel(q, job, settings)
         job.refresh()
         return jobs.describe(job)
@@ -130,11 +177,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "/jobs/{job_id}/solution",
         response_model=Solution,
         name="get_solution",
-        responses={**responses(404, 409, 422, 503), 200: {"content": {"text/csv": {}}}},
+        responses={**responses(401, 404, 409, 422, 503), 200: {"content": {"text/csv": {}}}},
     )
-    def get_solution(job_id: str, q: QueueDep, format: Literal["json", "csv"] = Query("json")) -> Response:
+    def get_solution(
+        job_id: str, q: QueueDep, owner: OwnerDep, format: Literal["json", "csv"] = Query("json")
+    ) -> Response:
         """Samples on the output grid: values, derivatives and residuals (JSON or CSV)."""
-        data = jobs.solution(q, jobs.fetch(q, job_id))
+        data = jobs.solution(q, _owned(q, job_id, owner))
         if format == "json":
             return JSONResponse(data)
         columns = [data["variable"], *data["values"], *data["derivatives"], *data["residuals"]]
@@ -153,21 +202,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "/jobs/{job_id}/model",
         name="get_model",
         responses={
-            **responses(404, 409, 422, 503),
+            **responses(401, 404, 409, 422, 503),
             200: {"content": {"application/octet-stream": {}}, "description": "The model file."},
         },
     )
     def get_model(
-        job_id: str, q: QueueDep, format: Literal["torchscript", "export"] = Query("torchscript")
+        job_id: str, q: QueueDep, owner: OwnerDep, format: Literal["torchscript", "export"] = Query("torchscript")
     ) -> Response:
         """The trained model: TorchScript (default) or a torch.export program (format=export)."""
         name, ext = (artifacts.TORCHSCRIPT, "pt") if format == "torchscript" else (artifacts.EXPORT, "pt2")
-        data = jobs.artifact(q, jobs.fetch(q, job_id), name)
+        data = jobs.artifact(q, _owned(q, job_id, owner), name)
         return Response(
             data,
             media_type="application/octet-stream",
             headers={"Content-Disposition": f'attachment; filename="{job_id}.{ext}"'},
         )
+
+    @app.get(
+        "/metrics",
+        name="metrics",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format."}, **responses(503)},
+    )
+    def get_metrics(owner: OwnerDep) -> PlainTextResponse:
+        """Prometheus metrics: HTTP per route and status, queue depth, running jobs, workers,
+        job outcomes and durations."""
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
 
     @app.get("/healthz", response_model=Health, name="health")
     def health() -> Health:
@@ -187,5 +247,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def app_factory() -> FastAPI:
-    """Entry point for uvicorn --factory."""
+    """Entry point for uvicorn --factory: JSON logs, settings from the environment."""
+    configure_logging()
     return create_app()

@@ -96,7 +96,7 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        titles = {404: "Not Found", 405: "Method Not Allowed", 413: "Content Too Large"}
+        titles = {401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed", 413: "Content Too Large"}
         return problem_response(request, exc.status_code, titles.get(exc.status_code, "Error"), str(exc.detail))
 
     @app.exception_handler(RedisConnectionError)
@@ -120,7 +120,9 @@ def install_handlers(app: FastAPI) -> None:
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the problem responses a route can give."""
     text = {
-        404: "Unknown job.",
+        401: "Missing or unknown API key (when keys are configured).",
+        404: "Unknown job (or a job of another key).",
+        429: "Over this key's quota; see Retry-After.",
         409: "The job has not finished, or has no such result.",
         413: "Request body too large.",
         422: "Invalid problem or parameter.",

@@ -6,6 +6,7 @@ RQ's statuses are mapped to the API's five, never leaked. Torch-free.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import re
 import secrets
@@ -20,6 +21,7 @@ from rq.registry import StartedJobRegistry
 
 from odeserve.problem import Problem
 from service.errors import ApiError, not_found
+from service.logs import request_id
 from service.schemas import Job, JobErrorInfo, Links, Progress
 from service.settings import Settings
 from worker import artifacts
@@ -31,13 +33,43 @@ def new_job_id() -> str:
     return secrets.token_urlsafe(16)
 
 
-def enqueue(queue: Queue, problem: Problem, settings: Settings) -> RQJob:
+#: Idempotency keys: at most this long, printable ASCII.
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")
+
+
+def idempotent_job_id(queue: Queue, key: str, problem: Problem, settings: Settings, owner: str) -> tuple[str, bool]:
+    """(job id, is new) for an ``Idempotency-Key``: the same key and body give the same job; the
+    same key with another body is a 422. The key is reserved atomically (SET NX) before the job
+    is enqueued, so concurrent retries cannot create two jobs."""
+    if not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise ApiError(
+            422, "Invalid header", "Idempotency-Key must be 1-200 printable ASCII characters", "Idempotency-Key"
+        )
+    redis_key = f"odeserve:idempotency:{owner}:" + hashlib.sha256(key.encode()).hexdigest()
+    job_id = new_job_id()
+    record = json.dumps({"job_id": job_id, "spec_hash": problem.spec_hash})
+    if queue.connection.set(redis_key, record, nx=True, ex=settings.result_ttl_s):
+        return job_id, True
+    existing = json.loads(queue.connection.get(redis_key) or "{}")
+    if existing.get("spec_hash") != problem.spec_hash:
+        raise ApiError(
+            422,
+            "Idempotency-Key reused",
+            "this Idempotency-Key was already used with a different problem; use a new key",
+            "Idempotency-Key",
+        )
+    return existing["job_id"], False
+
+
+def enqueue(
+    queue: Queue, problem: Problem, settings: Settings, job_id: str | None = None, owner: str = "anonymous"
+) -> RQJob:
     spec = problem.spec.model_dump(mode="json")
     opts = problem.options
     return queue.enqueue(
         JOB_FUNCTION,
         spec,
-        job_id=new_job_id(),
+        job_id=job_id or new_job_id(),
         job_timeout=int(opts.time_limit_s) + settings.job_timeout_margin_s,
         result_ttl=settings.result_ttl_s,
         failure_ttl=settings.failure_ttl_s,
@@ -45,6 +77,8 @@ def enqueue(queue: Queue, problem: Problem, settings: Settings) -> RQJob:
         meta={
             "progress": {"iteration": 0, "max_iterations": opts.max_iterations, "elapsed_s": 0.0},
             "time_limit_s": opts.time_limit_s,
+            "owner": owner,
+            "request_id": request_id.get(),
         },
     )
 

@@ -98,9 +98,10 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, example: 
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    worker_cmd = [sys.executable, "-m", "odeserve", "worker"]
     try:
-        for _ in range(workers):
-            children.append(subprocess.Popen([sys.executable, "-m", "odeserve", "worker"], env=env))
+        workers_running = [subprocess.Popen(worker_cmd, env=env) for _ in range(workers)]
+        children.extend(workers_running)
         api = subprocess.Popen(
             [
                 sys.executable,
@@ -125,7 +126,14 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, example: 
         print(f"odeserve is ready on {base}  (OpenAPI: {base}/docs); Ctrl-C stops everything")
         if example and not run_example(base):
             return 1
-        while not stopping and all(c.poll() is None for c in children):
+        # Supervise: a worker that exits (crash, OOM kill) is replaced; the API or Redis dying
+        # ends the whole service.
+        while not stopping and api.poll() is None and (redis is None or redis.process.poll() is None):
+            for i, w in enumerate(workers_running):
+                if w.poll() is not None and not stopping:
+                    print(f"worker {w.pid} exited with {w.returncode}; starting a new one")
+                    workers_running[i] = subprocess.Popen(worker_cmd, env=env)
+                    children.append(workers_running[i])
             time.sleep(0.2)
         return 0
     finally:

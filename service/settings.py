@@ -42,6 +42,10 @@ class Settings(BaseSettings):
         """A worker silent for longer than this is dead (readiness stops counting it)."""
         return max(self.heartbeat_s, self.worker_ttl_s - 15) + self.heartbeat_grace_s
 
+    api_keys: str | None = Field(None, description="Comma-separated API keys; unset: no authentication.")
+    api_keys_file: str | None = Field(None, description="A file of API keys, one per line.")
+    max_active_jobs_per_key: int = Field(0, ge=0, description="Queued + running jobs per key; 0: no limit.")
+    rate_limit_per_minute: int = Field(0, ge=0, description="Submissions per key per minute; 0: no limit.")
     data_dir: str = Field("var", description="Where the embedded Redis keeps its AOF files.")
     # Limits, enforced on submit (422 naming the field).
     max_body_bytes: int = Field(1_000_000, ge=1_000, description="Largest request body accepted (413 beyond).")

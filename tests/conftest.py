@@ -108,8 +108,8 @@ def make_client(redis_url: str, queue: str, **overrides):
 @pytest.fixture(scope="session")
 def service(redis_server, start_worker) -> Iterator[object]:
     """The API (in-process, real Redis) with two real workers on the shared test queue."""
-    start_worker()
-    start_worker()
+    workers = [start_worker(), start_worker()]
     with make_client(redis_server.url, "odeserve-test") as client:
         wait_for(lambda: client.get("/readyz").status_code == 200, 60)
+        client.worker_logs = [w.log for w in workers]
         yield client

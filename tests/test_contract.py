@@ -29,6 +29,7 @@ def test_operation_ids_and_documented_errors() -> None:
         "cancel_job",
         "get_solution",
         "get_model",
+        "metrics",
         "health",
         "ready",
     }

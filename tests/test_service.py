@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 
 import numpy as np
 import pytest
@@ -190,3 +191,126 @@ def test_ready_without_workers_is_503(redis_server) -> None:
         r = client.get("/readyz")
         assert r.status_code == 503 and r.json()["detail"] == "no worker is running"
         assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_idempotency_key(service) -> None:
+    spec = with_options(PROBLEMS["lagaris2"], max_iterations=20)
+    key = {"Idempotency-Key": "client-42/attempt"}
+    first = service.post("/solve", json=spec, headers=key)
+    again = service.post("/solve", json=spec, headers=key)
+    assert first.status_code == again.status_code == 202
+    assert first.json()["id"] == again.json()["id"]
+    assert service.post("/solve", json=spec).json()["id"] != first.json()["id"]
+    other = service.post("/solve", json=with_options(spec, seed=1), headers=key)
+    assert other.status_code == 422 and other.json()["field"] == "Idempotency-Key"
+    bad = service.post("/solve", json=spec, headers={"Idempotency-Key": "x" * 201})
+    assert bad.status_code == 422
+
+
+def test_worker_reconnects_after_a_redis_restart(tmp_path, start_worker) -> None:
+    from service.redis_server import RedisServer, free_port
+
+    server = RedisServer(free_port(), tmp_path).start()
+    try:
+        worker = start_worker("odeserve-restart", ODESERVE_REDIS_URL=server.url)
+        with make_client(server.url, "odeserve-restart") as client:
+            wait_for(lambda: client.get("/readyz").status_code == 200, 60)
+            server.stop(kill=True)  # kill -9: AOF (everysec) keeps what was written
+            time.sleep(2)
+            server.start()
+            job = wait_for(lambda: _submit(client, with_options(PROBLEMS["lagaris2"], max_iterations=50)), 30)
+            done = finish(client, job["id"], 120)
+            assert done["status"] == "succeeded"
+            assert worker.alive()
+    finally:
+        server.stop()
+
+
+def _submit(client, spec):
+    r = client.post("/solve", json=spec)
+    return r.json() if r.status_code == 202 else None
+
+
+def test_api_keys_ownership_and_quotas(redis_server) -> None:
+    queue = "odeserve-keys"  # no worker: jobs stay queued, which is what the quota counts
+    spec = with_options(PROBLEMS["lagaris2"], max_iterations=20)
+    with make_client(
+        redis_server.url, queue, api_keys="alpha-key,beta-key", max_active_jobs_per_key=2, rate_limit_per_minute=5
+    ) as client:
+        assert client.get("/healthz").status_code == 200
+        r = client.post("/solve", json=spec)
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+        assert client.post("/solve", json=spec, headers={"X-API-Key": "wrong"}).status_code == 401
+        alpha = {"Authorization": "Bearer alpha-key"}
+        beta = {"X-API-Key": "beta-key"}
+        job = client.post("/solve", json=spec, headers=alpha)
+        assert job.status_code == 202
+        jid = job.json()["id"]
+        assert client.get(f"/jobs/{jid}", headers=alpha).status_code == 200
+        # Another key sees exactly what it would see for a job that does not exist.
+        other = client.get(f"/jobs/{jid}", headers=beta)
+        missing = client.get("/jobs/no-such-job", headers=beta)
+        assert other.status_code == missing.status_code == 404
+        assert other.json()["title"] == missing.json()["title"]
+        for suffix in ("/solution", "/model"):
+            assert client.get(f"/jobs/{jid}{suffix}", headers=beta).status_code == 404
+        assert client.delete(f"/jobs/{jid}", headers=beta).status_code == 404
+        assert client.get(f"/jobs/{jid}").status_code == 401
+        # Idempotency keys are per API key: beta's same key makes its own job.
+        ka = client.post("/solve", json=spec, headers=alpha | {"Idempotency-Key": "k1"}).json()["id"]
+        kb = client.post("/solve", json=spec, headers=beta | {"Idempotency-Key": "k1"}).json()["id"]
+        assert ka != kb
+        # alpha now has 2 queued jobs: the third is refused with Retry-After.
+        r = client.post("/solve", json=spec, headers=alpha)
+        assert r.status_code == 429 and int(r.headers["retry-after"]) > 0 and "limit is 2" in r.json()["detail"]
+        # Canceling one frees a slot.
+        assert client.delete(f"/jobs/{jid}", headers=alpha).status_code == 202
+        assert client.post("/solve", json=spec, headers=alpha).status_code == 202
+        # Rate: 5 submissions per minute per key (beta has used 1).
+        codes = [client.post("/solve", json=spec, headers=beta).status_code for _ in range(5)]
+        assert 429 in codes
+
+
+def test_request_id_follows_the_job_into_the_worker(service, start_worker) -> None:
+    r = service.post(
+        "/solve", json=with_options(PROBLEMS["lagaris2"], max_iterations=20), headers={"X-Request-ID": "trace-abc-123"}
+    )
+    assert r.headers["x-request-id"] == "trace-abc-123"
+    job = finish(service, r.json()["id"], 120)
+    assert job["status"] == "succeeded"
+    generated = service.get("/healthz").headers["x-request-id"]
+    assert len(generated) == 16 and generated != "trace-abc-123"
+    assert service.get("/healthz", headers={"X-Request-ID": "bad id!"}).headers["x-request-id"] != "bad id!"
+
+    def logged() -> list[dict]:
+        lines = []
+        for path in service.worker_logs:
+            for line in path.read_text().splitlines():
+                if line.startswith("{"):
+                    record = json.loads(line)
+                    if record.get("request_id") == "trace-abc-123":
+                        lines.append(record)
+        return lines
+
+    records = wait_for(lambda: [x for x in logged() if x["message"] == "job finished"] and logged(), 10)
+    assert {x["message"] for x in records} >= {"job started", "job finished"}
+    assert all(x["job_id"] == job["id"] for x in records)
+
+
+def test_metrics(service) -> None:
+    job = service.post("/solve", json=with_options(PROBLEMS["lagaris2"], max_iterations=20)).json()
+    assert finish(service, job["id"], 120)["status"] == "succeeded"
+    service.get("/jobs/nope")
+    body = service.get("/metrics")
+    assert body.status_code == 200 and body.headers["content-type"].startswith("text/plain")
+    text = body.text
+    assert 'odeserve_http_requests_total{method="GET",route="/jobs/{job_id}",status="404"}' in text
+    for name in (
+        "odeserve_queue_depth",
+        "odeserve_jobs_running",
+        "odeserve_workers 2.0",
+        "odeserve_job_duration_seconds_count",
+        "odeserve_http_request_seconds_bucket",
+    ):
+        assert name in text, name
+    assert 'odeserve_job_outcomes_total{outcome="budget_reached"}' in text

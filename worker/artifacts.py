@@ -47,3 +47,24 @@ def request_cancel(redis: Redis, job_id: str, ttl_s: int) -> None:
 
 def cancel_requested(redis: Redis, job_id: str) -> bool:
     return bool(redis.exists(key(job_id, CANCEL)))
+
+
+STATS = "odeserve:stats"
+
+
+def record_outcome(redis: Redis, outcome: str, duration_s: float) -> None:
+    """Count a finished job (for /metrics): outcome counts and total training time."""
+    with redis.pipeline() as pipe:
+        pipe.hincrby(STATS, f"outcome:{outcome}", 1)
+        pipe.hincrbyfloat(STATS, "duration_sum", duration_s)
+        pipe.hincrby(STATS, "duration_count", 1)
+        pipe.execute()
+
+
+def read_stats(redis: Redis) -> dict[str, Any]:
+    raw = {k.decode(): v.decode() for k, v in redis.hgetall(STATS).items()}
+    return {
+        "outcomes": {k.split(":", 1)[1]: int(v) for k, v in raw.items() if k.startswith("outcome:")},
+        "duration_sum": float(raw.get("duration_sum", 0.0)),
+        "duration_count": int(raw.get("duration_count", 0)),
+    }

@@ -6,6 +6,7 @@ job, so the worker's parent process never initialises CUDA or autograd.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import Any
@@ -14,6 +15,8 @@ from rq import get_current_job
 
 from service.settings import get_settings
 from worker import artifacts
+
+log = logging.getLogger("odeserve.job")
 
 #: At most this many progress writes per second (RQ writes only the meta field).
 PROGRESS_INTERVAL_S = 0.5
@@ -72,6 +75,8 @@ def solve_job(spec: dict[str, Any]) -> dict[str, Any]:
         last_poll = now
         return artifacts.cancel_requested(redis, job.id)
 
+    context = {"request_id": job.meta.get("request_id"), "job_id": job.id, "device": device}
+    log.info("job started", extra=context)
     solution = solve(problem, device=device, progress=progress, should_stop=should_stop)
     metrics = solution.metrics()
     ttl, cap = settings.result_ttl_s, settings.max_artifact_bytes
@@ -82,6 +87,9 @@ def solve_job(spec: dict[str, Any]) -> dict[str, Any]:
         "export": artifacts.put(redis, job.id, artifacts.EXPORT, solution.export_bytes(), ttl, cap),
     }
     r = solution.result
+    artifacts.record_outcome(redis, solution.outcome.value, r.elapsed)
+    done = {"outcome": solution.outcome.value, "iterations": r.iterations, "duration_ms": round(r.elapsed * 1e3, 1)}
+    log.info("job finished", extra=context | done)
     job.meta["progress"] = {
         "iteration": r.iterations,
         "max_iterations": opts.max_iterations,

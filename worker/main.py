@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Worker
 from rq.job import Job
 
+from service.logs import configure_logging
 from service.settings import Settings, get_settings
 from worker.queueing import make_queue
 
@@ -52,17 +56,27 @@ def run_worker(burst: bool = False, settings: Settings | None = None) -> int:
     if settings.worker_class == "fork":
         import odeserve.solver.solve  # noqa: F401 - preload torch (import only) for fast forks
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    redis = Redis.from_url(settings.redis_url)
-    queue = make_queue(redis, settings)
+    configure_logging()
+    log = logging.getLogger("odeserve.worker")
     cls = worker_class(settings)
-    worker = cls(
-        [queue],
-        connection=redis,
-        serializer=queue.serializer,
-        job_monitoring_interval=settings.heartbeat_s,
-        maintenance_interval=max(settings.heartbeat_s * 3, 10),
-        worker_ttl=settings.worker_ttl_s,
-    )
-    worker.work(burst=burst, with_scheduler=False, logging_level="INFO")
-    return 0
+    delay = 1.0
+    while True:
+        redis = Redis.from_url(settings.redis_url, socket_connect_timeout=5, health_check_interval=10)
+        queue = make_queue(redis, settings)
+        worker = cls(
+            [queue],
+            connection=redis,
+            serializer=queue.serializer,
+            job_monitoring_interval=settings.heartbeat_s,
+            maintenance_interval=max(settings.heartbeat_s * 3, 10),
+            worker_ttl=settings.worker_ttl_s,
+        )
+        try:
+            worker.work(burst=burst, with_scheduler=False, logging_level="INFO")
+            return 0
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            # Redis restarted or is unreachable: reconnect with backoff instead of dying. A job
+            # that was running is settled by the heartbeat rules (failed, never left 'running').
+            log.warning("lost Redis (%s); reconnecting in %.0f s", exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)

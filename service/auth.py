@@ -1,0 +1,123 @@
+"""Optional API keys, job ownership and per-key quotas.
+
+Off by default (the embedded single-user mode). With keys configured (``ODESERVE_API_KEYS``,
+comma-separated, or ``ODESERVE_API_KEYS_FILE``, one per line) every route except the health
+checks needs ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. Keys are kept only as
+SHA-256 digests and compared in constant time. A job belongs to the key that created it: any
+other key gets 404 for it, exactly as for a job that does not exist.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from redis import Redis
+from rq.job import Job as RQJob
+from rq.job import JobStatus as RQStatus
+
+from service.errors import ApiError
+from service.settings import Settings
+
+ANONYMOUS = "anonymous"
+_ACTIVE = (RQStatus.QUEUED, RQStatus.STARTED, RQStatus.DEFERRED, RQStatus.SCHEDULED)
+
+
+def digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class KeyRing:
+    """The configured keys, as digests. Empty: authentication is off."""
+
+    digests: frozenset[str]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> KeyRing:
+        keys = [k.strip() for k in (settings.api_keys or "").split(",") if k.strip()]
+        if settings.api_keys_file:
+            lines = Path(settings.api_keys_file).read_text().splitlines()
+            keys += [k.strip() for k in lines if k.strip() and not k.startswith("#")]
+        return cls(frozenset(digest(k) for k in keys))
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.digests)
+
+    def owner(self, authorization: str | None, x_api_key: str | None) -> str:
+        """The owner id (the key's digest) for a request, or 401."""
+        if not self.enabled:
+            return ANONYMOUS
+        presented = x_api_key
+        if presented is None and authorization and authorization.lower().startswith("bearer "):
+            presented = authorization[7:].strip()
+        if presented:
+            d = digest(presented)
+            if any(hmac.compare_digest(d, known) for known in self.digests):
+                return d
+        raise ApiError(
+            401,
+            "Unauthorized",
+            "a valid API key is required (Authorization: Bearer or X-API-Key)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+def check_owner(job: RQJob, owner: str) -> None:
+    """404 unless ``owner`` created the job (indistinguishable from a missing job)."""
+    if (job.meta or {}).get("owner", ANONYMOUS) != owner:
+        from service.errors import not_found
+
+        raise not_found(job.id)
+
+
+def _active_key(owner: str) -> str:
+    return f"odeserve:owner:{owner}:active"
+
+
+def enforce_quotas(redis: Redis, owner: str, settings: Settings, queue_serializer: object) -> None:
+    """429 with Retry-After when the owner is over its request rate or active-job limit."""
+    if settings.rate_limit_per_minute:
+        window = int(time.time() // 60)
+        key = f"odeserve:owner:{owner}:rate:{window}"
+        count = redis.incr(key)
+        if count == 1:
+            redis.expire(key, 120)
+        if count > settings.rate_limit_per_minute:
+            retry = 60 - int(time.time()) % 60
+            raise ApiError(
+                429,
+                "Too Many Requests",
+                f"over {settings.rate_limit_per_minute} submissions per minute for this key",
+                headers={"Retry-After": str(max(retry, 1))},
+            )
+    if settings.max_active_jobs_per_key:
+        active_key = _active_key(owner)
+        active = 0
+        for raw in redis.smembers(active_key):
+            job_id = raw.decode() if isinstance(raw, bytes) else raw
+            try:
+                status = RQJob.fetch(job_id, connection=redis, serializer=queue_serializer).get_status()
+            except Exception:  # noqa: BLE001 - expired or unreadable: no longer active
+                status = None
+            if status in _ACTIVE:
+                active += 1
+            else:
+                redis.srem(active_key, job_id)
+        if active >= settings.max_active_jobs_per_key:
+            raise ApiError(
+                429,
+                "Too Many Requests",
+                f"this key has {active} queued or running jobs, the limit is "
+                f"{settings.max_active_jobs_per_key}; wait for one to finish",
+                headers={"Retry-After": "5"},
+            )
+
+
+def record_active(redis: Redis, owner: str, job_id: str, settings: Settings) -> None:
+    redis.sadd(_active_key(owner), job_id)
+    redis.expire(_active_key(owner), settings.result_ttl_s)

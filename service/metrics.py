@@ -1,0 +1,96 @@
+"""``/metrics`` in Prometheus text format.
+
+HTTP requests are counted per route template and status by a middleware; queue depth, running
+jobs, live workers and job outcomes/durations are read from Redis at scrape time, so every API
+replica reports the same job figures. One registry per app: no global state.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
+from prometheus_client.registry import Collector
+from rq import Queue
+from rq.registry import StartedJobRegistry
+from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from service.settings import Settings
+from worker import artifacts
+
+
+class JobCollector(Collector):
+    def __init__(self, queue_getter, settings: Settings) -> None:
+        self.queue_getter = queue_getter
+        self.settings = settings
+
+    def collect(self) -> Iterable[Metric]:
+        from service.jobs import live_workers
+
+        q: Queue | None = self.queue_getter()
+        if q is None:
+            return
+        yield GaugeMetricFamily("odeserve_queue_depth", "Jobs waiting in the queue.", value=q.count)
+        yield GaugeMetricFamily(
+            "odeserve_jobs_running", "Jobs being trained now.", value=StartedJobRegistry(queue=q).count
+        )
+        yield GaugeMetricFamily(
+            "odeserve_workers", "Workers with a fresh heartbeat.", value=live_workers(q, self.settings)
+        )
+        stats = artifacts.read_stats(q.connection)
+        outcomes = CounterMetricFamily("odeserve_job_outcomes", "Finished jobs by outcome.", labels=["outcome"])
+        for outcome, count in sorted(stats["outcomes"].items()):
+            outcomes.add_metric([outcome], count)
+        yield outcomes
+        yield SummaryMetricFamily(
+            "odeserve_job_duration_seconds",
+            "Training time of finished jobs.",
+            count_value=stats["duration_count"],
+            sum_value=stats["duration_sum"],
+        )
+
+
+class Metrics:
+    """The app's registry and the HTTP middleware that feeds it."""
+
+    def __init__(self, queue_getter, settings: Settings) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "odeserve_http_requests", "HTTP requests.", ["method", "route", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "odeserve_http_request_seconds", "HTTP request latency.", ["method", "route"], registry=self.registry
+        )
+        self.registry.register(JobCollector(queue_getter, settings))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def middleware(self, app: ASGIApp) -> ASGIApp:
+        metrics = self
+
+        async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != "http":
+                await app(scope, receive, send)
+                return
+            start = time.perf_counter()
+            status = {"code": 500}
+
+            async def capture(message) -> None:
+                if message["type"] == "http.response.start":
+                    status["code"] = message["status"]
+                await send(message)
+
+            try:
+                await app(scope, receive, capture)
+            finally:
+                route = scope.get("route")
+                path = getattr(route, "path", None) or "unmatched"
+                method = Request(scope).method
+                metrics.requests.labels(method, path, str(status["code"])).inc()
+                metrics.latency.labels(method, path).observe(time.perf_counter() - start)
+
+        return wrapped
