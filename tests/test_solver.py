@@ -56,9 +56,10 @@ CONDITION_CASES = {
         np.sin,
     ),
     "nonlinear_condition_penalty": ({"equations": ["y' = y"], "domain": [0, 1], "conditions": ["y(0)^3 = 1"]}, np.exp),
+    # u = exp(x), v = exp(-x): both equations couple the unknowns nonlinearly.
     "coupled_nonlinear_system": (
-        {"equations": ["u' = -u*v", "v' = u*v - v"], "domain": [0, 1], "conditions": ["u(0) = 1", "v(0) = 0"]},
-        lambda x: np.ones_like(x),
+        {"equations": ["u' = u^2*v", "v' = -u*v^2"], "domain": [0, 1], "conditions": ["u(0) = 1", "v(0) = 1"]},
+        np.exp,
     ),
     "interior_condition": (
         {"equations": ["y' = 2*x"], "domain": [-1, 1], "conditions": ["y(0.5) = 0.25"]},
