@@ -1,10 +1,11 @@
 """Service figures against a real ``odeserve serve`` (embedded Redis, one worker):
 
 * submit latency of ``POST /solve`` with 50 concurrent clients (p50, p99, max), bounded count;
-* delay from submit to training start on an idle worker (RQ start, first progress report).
+* delay from submit to training start on an idle worker (RQ start, first progress report);
+* with ``--complete``: every submitted job is waited for; errors, completions and jobs/minute.
 
-``python -m bench.service_load [--submissions 500] [--clients 50]``; writes
-bench/results/service.json. Traffic goes to 127.0.0.1 only, bounded in count and time.
+``python -m bench.service_load [--submissions 1000] [--clients 50] [--workers 2] [--complete]``;
+writes bench/results/service.json. Traffic goes to 127.0.0.1 only, bounded in count and time.
 """
 
 from __future__ import annotations
@@ -41,11 +42,11 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def start_service(port: int, data: str) -> subprocess.Popen:
+def start_service(port: int, data: str, workers: int) -> subprocess.Popen:
     env = dict(os.environ, ODESERVE_DATA_DIR=data, PYTHONPATH=str(ROOT), ODESERVE_TORCH_THREADS="1")
     env.pop("ODESERVE_REDIS_URL", None)
     return subprocess.Popen(
-        [sys.executable, "-m", "odeserve", "serve", "--port", str(port), "--workers", "1"],
+        [sys.executable, "-m", "odeserve", "serve", "--port", str(port), "--workers", str(workers)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -88,7 +89,7 @@ def start_delay(client: httpx.Client, runs: int = 5) -> dict[str, float]:
     }
 
 
-def submit_latency(base: str, submissions: int, clients: int) -> dict[str, Any]:
+def submit_latency(base: str, submissions: int, clients: int, ids: list[str]) -> dict[str, Any]:
     latencies: list[float] = []
     codes: dict[int, int] = {}
 
@@ -98,6 +99,8 @@ def submit_latency(base: str, submissions: int, clients: int) -> dict[str, Any]:
             r = c.post("/solve", json=SMALL)
             latencies.append(time.perf_counter() - t)
             codes[r.status_code] = codes.get(r.status_code, 0) + 1
+            if r.status_code == 202:
+                ids.append(r.json()["id"])
 
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=clients) as pool:
@@ -114,27 +117,62 @@ def submit_latency(base: str, submissions: int, clients: int) -> dict[str, Any]:
     }
 
 
+def completion(base: str, ids: list[str], started: float, timeout_s: float) -> dict[str, Any]:
+    """Poll every job to its end (bounded); count outcomes and the throughput."""
+    pending = set(ids)
+    statuses: dict[str, int] = {}
+    deadline = time.monotonic() + timeout_s
+    with httpx.Client(base_url=base, timeout=30) as c:
+        while pending and time.monotonic() < deadline:
+            for job_id in list(pending):
+                status = c.get(f"/jobs/{job_id}").json()["status"]
+                if status not in ("queued", "running"):
+                    pending.discard(job_id)
+                    statuses[status] = statuses.get(status, 0) + 1
+            time.sleep(1.0)
+    wall = time.perf_counter() - started
+    return {
+        "jobs": len(ids),
+        "statuses": statuses,
+        "unfinished": len(pending),
+        "wall_s": wall,
+        "jobs_per_minute": 60 * (len(ids) - len(pending)) / wall,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--submissions", type=int, default=500)
+    ap.add_argument("--submissions", type=int, default=1000)
     ap.add_argument("--clients", type=int, default=50)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--complete", action="store_true", help="wait for every job and report throughput")
+    ap.add_argument("--timeout", type=float, default=1800)
     args = ap.parse_args()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as data:
-        proc = start_service(port, data)
+        proc = start_service(port, data, args.workers)
         try:
             with httpx.Client(base_url=base, timeout=30) as client:
                 wait_ready(client)
                 delay = start_delay(client)
-            load = submit_latency(base, args.submissions, args.clients)
+            ids: list[str] = []
+            t0 = time.perf_counter()
+            load = submit_latency(base, args.submissions, args.clients, ids)
+            done = completion(base, ids, t0, args.timeout) if args.complete else None
         finally:
             os.killpg(proc.pid, signal.SIGINT)
             try:
                 proc.wait(60)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
-    result = {"machine": machine(), "submit_to_start": delay, "submit_latency": load}
+    result = {
+        "machine": machine(),
+        "workers": args.workers,
+        "submit_to_start": delay,
+        "submit_latency": load,
+        "completion": done,
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "service.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))

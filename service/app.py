@@ -91,13 +91,13 @@ def _operation_id(route: APIRoute) -> str:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
+    # The client connects lazily, so building it here costs nothing and the app also works
+    # under transports that skip the lifespan; the lifespan closes it.
+    url = settings.redis_url or "redis://127.0.0.1:6379/0"
+    redis = Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=10)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        url = settings.redis_url or "redis://127.0.0.1:6379/0"
-        redis = Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=10)
-        app.state.redis = redis
-        app.state.queue = make_queue(redis, settings)
-        app.state.keys = auth.KeyRing.from_settings(settings)
         yield
         redis.close()
 
@@ -108,6 +108,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         generate_unique_id_function=_operation_id,
     )
+    app.state.redis = redis
+    app.state.queue = make_queue(redis, settings)
+    app.state.keys = auth.KeyRing.from_settings(settings)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     metrics = Metrics(lambda: getattr(app.state, "queue", None), settings)
     app.add_middleware(metrics.middleware)
@@ -137,15 +140,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """Validate a problem (spec v1) and queue it. Answers 202 with the job and its Location."""
         problem = analyse(spec)
         enforce_limits(problem, settings)
-        job_id, new = None, True
+        reservation = None
         if idempotency_key is not None:
-            job_id, new = jobs.idempotent_job_id(q, idempotency_key, problem, settings, owner)
-        if new:
-            auth.enforce_quotas(q.connection, owner, settings, q.serializer)
-            job = jobs.enqueue(q, problem, settings, job_id, owner)
-            auth.record_active(q.connection, owner, job.id, settings)
+            reservation = jobs.reserve_idempotency(q, idempotency_key, problem, settings, owner)
+        if reservation is not None and not reservation.new:
+            job = _owned(q, reservation.job_id, owner)
         else:
-            job = _owned(q, job_id, owner)
+            try:
+                auth.enforce_quotas(q.connection, owner, settings, q.serializer)
+                job = jobs.enqueue(q, problem, settings, reservation.job_id if reservation else None, owner)
+            except Exception:
+                # Nothing was queued (quota, Redis): free the key so a retry can succeed.
+                if reservation is not None:
+                    jobs.release_idempotency(q, reservation)
+                raise
+            auth.record_active(q.connection, owner, job.id, settings)
         response.headers["Location"] = f"/jobs/{job.id}"
         response.headers["Retry-After"] = "1"
         return jobs.describe(job)

@@ -10,10 +10,11 @@ import hashlib
 import json
 import re
 import secrets
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from rq import Queue, Worker
+from rq import Queue, Retry, Worker
 from rq.exceptions import NoSuchJobError
 from rq.job import Job as RQJob
 from rq.job import JobStatus as RQStatus
@@ -37,10 +38,17 @@ def new_job_id() -> str:
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")
 
 
-def idempotent_job_id(queue: Queue, key: str, problem: Problem, settings: Settings, owner: str) -> tuple[str, bool]:
-    """(job id, is new) for an ``Idempotency-Key``: the same key and body give the same job; the
-    same key with another body is a 422. The key is reserved atomically (SET NX) before the job
-    is enqueued, so concurrent retries cannot create two jobs."""
+@dataclass(frozen=True)
+class Reservation:
+    key: str  # the Redis key holding it
+    job_id: str
+    new: bool  # False: the same key and body were submitted before; job_id is that job
+
+
+def reserve_idempotency(queue: Queue, key: str, problem: Problem, settings: Settings, owner: str) -> Reservation:
+    """Reserve an ``Idempotency-Key`` (per owner): the same key and body give the same job; the
+    same key with another body is a 422. The reservation is atomic (SET NX) and made before the
+    job is enqueued, so concurrent retries cannot create two jobs."""
     if not _IDEMPOTENCY_KEY.fullmatch(key):
         raise ApiError(
             422, "Invalid header", "Idempotency-Key must be 1-200 printable ASCII characters", "Idempotency-Key"
@@ -49,7 +57,7 @@ def idempotent_job_id(queue: Queue, key: str, problem: Problem, settings: Settin
     job_id = new_job_id()
     record = json.dumps({"job_id": job_id, "spec_hash": problem.spec_hash})
     if queue.connection.set(redis_key, record, nx=True, ex=settings.result_ttl_s):
-        return job_id, True
+        return Reservation(redis_key, job_id, True)
     existing = json.loads(queue.connection.get(redis_key) or "{}")
     if existing.get("spec_hash") != problem.spec_hash:
         raise ApiError(
@@ -58,7 +66,12 @@ def idempotent_job_id(queue: Queue, key: str, problem: Problem, settings: Settin
             "this Idempotency-Key was already used with a different problem; use a new key",
             "Idempotency-Key",
         )
-    return existing["job_id"], False
+    return Reservation(redis_key, existing["job_id"], False)
+
+
+def release_idempotency(queue: Queue, reservation: Reservation) -> None:
+    with contextlib.suppress(Exception):
+        queue.connection.delete(reservation.key)
 
 
 def enqueue(
@@ -70,6 +83,9 @@ def enqueue(
         JOB_FUNCTION,
         spec,
         job_id=job_id or new_job_id(),
+        # A job abandoned by a dead worker, or handed back on shutdown, is requeued and resumes
+        # from its checkpoint; after max_retries it fails with worker_died.
+        retry=Retry(max=settings.max_retries) if settings.max_retries else None,
         job_timeout=int(opts.time_limit_s) + settings.job_timeout_margin_s,
         result_ttl=settings.result_ttl_s,
         failure_ttl=settings.failure_ttl_s,
@@ -109,7 +125,8 @@ def live_workers(queue: Queue, settings: Settings) -> int:
 
 
 def reap_abandoned(queue: Queue) -> None:
-    """Fail jobs whose worker died (heartbeat expired), so none stays 'running' forever.
+    """Settle jobs whose worker died (heartbeat expired): requeued while retries are left (they
+    resume from their checkpoint), else failed; none stays 'running' forever.
 
     Workers run the same cleanup on their maintenance cycle; the API runs it on reads too, so
     a job is settled even when its only worker is gone.

@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     worker_class: Literal["fork", "spawn"] = Field(
         "fork", description="fork: one forked work horse per job (parent never touches CUDA/autograd)."
     )
+    checkpoint_s: float = Field(5.0, gt=0, description="Seconds between training checkpoints (in Redis).")
+    max_retries: int = Field(
+        5, ge=0, description="Requeues of a job whose worker died or shut down (it resumes from its checkpoint)."
+    )
     heartbeat_s: int = Field(5, ge=1, description="Worker heartbeat interval while a job runs.")
     heartbeat_grace_s: int = Field(10, ge=1, description="A job whose heartbeat is older than this is abandoned.")
 

@@ -132,17 +132,43 @@ def test_cancel_queued_and_running(redis_server, start_worker) -> None:
         assert client.get(f"/jobs/{queued['id']}").json()["status"] == "canceled"
 
 
-def test_worker_killed_mid_job_fails_with_a_reason(redis_server, start_worker) -> None:
+def _rq_meta(redis_url: str, job_id: str) -> dict:
+    from redis import Redis
+    from rq.job import Job
+    from rq.serializers import JSONSerializer
+
+    return Job.fetch(job_id, connection=Redis.from_url(redis_url), serializer=JSONSerializer).meta
+
+
+LONG = with_options(PROBLEMS["lagaris2"], max_iterations=1500, time_limit_s=300)
+
+
+def test_worker_killed_mid_job_is_resumed_elsewhere(redis_server, start_worker) -> None:
     queue = "odeserve-kill"
-    worker = start_worker(queue)
+    worker = start_worker(queue, ODESERVE_CHECKPOINT_S="0.5")
     with make_client(redis_server.url, queue) as client:
         wait_for(lambda: client.get("/readyz").status_code == 200, 60)
-        job = client.post(
-            "/solve", json=with_options(PROBLEMS["lagaris2"], max_iterations=10**5, time_limit_s=300)
-        ).json()
+        job = client.post("/solve", json=LONG).json()
+        wait_for(lambda: client.get(f"/jobs/{job['id']}").json()["progress"]["iteration"] > 300, 90)
+        worker.kill9()
+        # Heartbeat 2 s + grace 3 s, then the API's registry cleanup requeues it (retry).
+        wait_for(lambda: client.get(f"/jobs/{job['id']}").json()["status"] == "queued", 30)
+        start_worker(queue, ODESERVE_CHECKPOINT_S="0.5")
+        done = finish(client, job["id"], 180)
+        assert done["status"] == "succeeded", done
+        assert _rq_meta(redis_server.url, job["id"])["resumed_from"] > 300
+        assert done["metrics"]["error"]["y"]["rel_l2"] <= 1e-6
+        assert done["progress"]["iteration"] == 1500
+
+
+def test_worker_killed_without_retries_fails_with_a_reason(redis_server, start_worker) -> None:
+    queue = "odeserve-kill-noretry"
+    worker = start_worker(queue)
+    with make_client(redis_server.url, queue, max_retries=0) as client:
+        wait_for(lambda: client.get("/readyz").status_code == 200, 60)
+        job = client.post("/solve", json=LONG).json()
         wait_for(lambda: client.get(f"/jobs/{job['id']}").json()["status"] == "running", 60)
         worker.kill9()
-        # Heartbeat 2 s + grace 3 s: the API settles the job itself even with no worker left.
         done = finish(client, job["id"], 30)
         assert done["status"] == "failed"
         assert done["error"]["type"] == "worker_died" and "died" in done["error"]["detail"]
@@ -151,16 +177,20 @@ def test_worker_killed_mid_job_fails_with_a_reason(redis_server, start_worker) -
         wait_for(lambda: client.get("/readyz").status_code == 503, 20)
 
 
-def test_sigterm_lets_the_worker_finish_its_job(redis_server, start_worker) -> None:
+def test_sigterm_hands_the_job_back(redis_server, start_worker) -> None:
     queue = "odeserve-term"
-    worker = start_worker(queue)
+    worker = start_worker(queue, ODESERVE_CHECKPOINT_S="0.5")
     with make_client(redis_server.url, queue) as client:
         wait_for(lambda: client.get("/readyz").status_code == 200, 60)
-        job = client.post("/solve", json=with_options(PROBLEMS["lagaris2"], max_iterations=400)).json()
-        wait_for(lambda: client.get(f"/jobs/{job['id']}").json()["status"] == "running", 60)
+        job = client.post("/solve", json=LONG).json()
+        wait_for(lambda: client.get(f"/jobs/{job['id']}").json()["progress"]["iteration"] > 200, 90)
         worker.proc.send_signal(15)
-        assert worker.proc.wait(120) == 0
-        assert client.get(f"/jobs/{job['id']}").json()["status"] == "succeeded"
+        assert worker.proc.wait(30) == 0  # it does not train to the end
+        assert client.get(f"/jobs/{job['id']}").json()["status"] == "queued"
+        start_worker(queue)
+        done = finish(client, job["id"], 180)
+        assert done["status"] == "succeeded" and done["progress"]["iteration"] == 1500
+        assert _rq_meta(redis_server.url, job["id"])["resumed_from"] > 200
 
 
 def test_redis_down_gives_503_and_recovers(tmp_path) -> None:
@@ -260,12 +290,17 @@ def test_api_keys_ownership_and_quotas(redis_server) -> None:
         ka = client.post("/solve", json=spec, headers=alpha | {"Idempotency-Key": "k1"}).json()["id"]
         kb = client.post("/solve", json=spec, headers=beta | {"Idempotency-Key": "k1"}).json()["id"]
         assert ka != kb
-        # alpha now has 2 queued jobs: the third is refused with Retry-After.
+        # alpha now has 2 queued jobs: the third is refused with Retry-After, and a refused
+        # idempotent submit leaves its key free for the retry.
         r = client.post("/solve", json=spec, headers=alpha)
         assert r.status_code == 429 and int(r.headers["retry-after"]) > 0 and "limit is 2" in r.json()["detail"]
-        # Canceling one frees a slot.
+        retry_key = alpha | {"Idempotency-Key": "after-429"}
+        assert client.post("/solve", json=spec, headers=retry_key).status_code == 429
+        # Canceling one frees a slot; the idempotent retry now gets a real job.
         assert client.delete(f"/jobs/{jid}", headers=alpha).status_code == 202
-        assert client.post("/solve", json=spec, headers=alpha).status_code == 202
+        retried = client.post("/solve", json=spec, headers=retry_key)
+        assert retried.status_code == 202
+        assert client.get(f"/jobs/{retried.json()['id']}", headers=alpha).status_code == 200
         # Rate: 5 submissions per minute per key (beta has used 1).
         codes = [client.post("/solve", json=spec, headers=beta).status_code for _ in range(5)]
         assert 429 in codes

@@ -144,3 +144,31 @@ def test_large_domain_and_magnitude_are_scaled() -> None:
         "exact": {"y": "1000*exp(-x/20)"},
     }
     assert solve(with_options(spec, max_iterations=800)).metrics()["error"]["y"]["rel_l2"] < 1e-6
+
+
+@pytest.mark.parametrize("stop_at", [40, 400])  # inside the Adam phase, inside the LM phase
+def test_interrupted_and_resumed_training_matches_an_uninterrupted_run(stop_at: int) -> None:
+    import io
+
+    import torch
+
+    spec = with_options(PROBLEMS["lagaris3_ivp"], max_iterations=700)
+    straight = solve(spec)
+    calls = iter(range(stop_at - 1, -1, -1))
+    first = solve(spec, should_stop=lambda: next(calls) == 0)
+    assert first.outcome is Outcome.CANCELED and first.result.iterations == stop_at
+    # The state survives serialisation with weights_only loading (what the worker stores).
+    buf = io.BytesIO()
+    torch.save(first.result.state, buf)
+    state = torch.load(io.BytesIO(buf.getvalue()), weights_only=True)
+    resumed = solve(spec, resume=state)
+    assert resumed.result.iterations == straight.result.iterations == 700
+    assert torch.allclose(resumed.trial.theta, straight.trial.theta, rtol=0, atol=1e-10)
+    assert [h[0] for h in resumed.result.history] == list(range(1, 701))
+
+
+def test_periodic_checkpoints() -> None:
+    states = []
+    solve(with_options(PROBLEMS["lagaris2"], max_iterations=300), checkpoint=states.append, checkpoint_every_s=0.0)
+    assert len(states) >= 250 and states[-1]["iteration"] > states[0]["iteration"]
+    assert {"theta", "iteration", "elapsed", "best_loss", "history", "phase"} <= set(states[-1])

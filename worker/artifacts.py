@@ -19,6 +19,8 @@ HISTORY = "history.json"
 TORCHSCRIPT = "model.pt"
 EXPORT = "model.pt2"
 CANCEL = "cancel"
+CHECKPOINT = "checkpoint.pt"
+HANDBACK = "handback"
 
 
 def key(job_id: str, name: str) -> str:
@@ -47,6 +49,23 @@ def request_cancel(redis: Redis, job_id: str, ttl_s: int) -> None:
 
 def cancel_requested(redis: Redis, job_id: str) -> bool:
     return bool(redis.exists(key(job_id, CANCEL)))
+
+
+def request_handback(redis: Redis, job_id: str, ttl_s: int = 600) -> None:
+    """Ask the job to checkpoint and give itself back to the queue (worker shutdown)."""
+    redis.set(key(job_id, HANDBACK), b"1", ex=ttl_s)
+
+
+def handback_requested(redis: Redis, job_id: str) -> bool:
+    return bool(redis.exists(key(job_id, HANDBACK)))
+
+
+def clear_handback(redis: Redis, job_id: str) -> None:
+    redis.delete(key(job_id, HANDBACK))
+
+
+def delete(redis: Redis, job_id: str, name: str) -> None:
+    redis.delete(key(job_id, name))
 
 
 STATS = "odeserve:stats"

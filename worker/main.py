@@ -10,6 +10,7 @@ initialising it) nor runs autograd, both of which break in a forked child. ``spa
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -22,28 +23,43 @@ from rq.job import Job
 
 from service.logs import configure_logging
 from service.settings import Settings, get_settings
+from worker import artifacts
 from worker.queueing import make_queue
 
 
-class OdeWorker(Worker):
-    """A worker whose job heartbeat expires soon after it dies, so abandoned jobs are settled
-    (failed with a reason) within ``heartbeat_s + heartbeat_grace_s`` instead of RQ's 60 s+."""
+class OdeWorkerMixin:
+    """What odeserve changes in RQ's workers.
+
+    * The job heartbeat expires soon after a worker dies, so an abandoned job is requeued (and
+      resumes from its checkpoint) within ``heartbeat_s + heartbeat_grace_s`` plus the next
+      registry cleanup, instead of RQ's 60 s+.
+    * SIGTERM hands the running job back: the job is flagged, checkpoints within
+      ``CANCEL_POLL_S`` and raises ``HandedBack``, RQ's retry requeues it, and this worker
+      exits after that (warm shutdown), instead of training to the end.
+    """
 
     grace_s: int = 10
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
-        return int(self.job_monitoring_interval) + self.grace_s
+        return int(self.job_monitoring_interval) + self.grace_s  # type: ignore[attr-defined]
+
+    def request_stop(self, signum, frame) -> None:  # noqa: ANN001 - RQ's signal-handler signature
+        job_id = self.get_current_job_id()  # type: ignore[attr-defined]
+        if job_id:
+            with contextlib.suppress(Exception):
+                artifacts.request_handback(self.connection, job_id)  # type: ignore[attr-defined]
+        super().request_stop(signum, frame)  # type: ignore[misc]
+
+
+class OdeWorker(OdeWorkerMixin, Worker):
+    pass
 
 
 def worker_class(settings: Settings) -> type[Worker]:
     if settings.worker_class == "spawn":
         from rq.worker import SpawnWorker
 
-        return type(
-            "OdeSpawnWorker",
-            (SpawnWorker,),
-            {"get_heartbeat_ttl": OdeWorker.get_heartbeat_ttl, "grace_s": settings.heartbeat_grace_s},
-        )
+        return type("OdeSpawnWorker", (OdeWorkerMixin, SpawnWorker), {"grace_s": settings.heartbeat_grace_s})
     return type("OdeForkWorker", (OdeWorker,), {"grace_s": settings.heartbeat_grace_s})
 
 

@@ -14,7 +14,7 @@ from odeserve.solver.constraints import plan_constraints
 from odeserve.solver.residual import Residual
 from odeserve.solver.solution import Solution
 from odeserve.solver.taylor import parameter_count
-from odeserve.solver.train import ObserveFn, ProgressFn, StopFn, train
+from odeserve.solver.train import CheckpointFn, ObserveFn, ProgressFn, State, StopFn, train
 from odeserve.solver.trial import Trial
 from odeserve.spec import ProblemSpec
 
@@ -71,6 +71,9 @@ def solve(
     progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
     observe: ObserveFn | None = None,
+    checkpoint: CheckpointFn | None = None,
+    checkpoint_every_s: float = 5.0,
+    resume: State | None = None,
 ) -> Solution:
     """Solve an ODE problem with a physics-informed network.
 
@@ -81,6 +84,10 @@ def solve(
         should_stop: polled after every iteration; True cancels and keeps the best model so far.
         observe: called with (iteration, current weights) after every iteration; evaluate them
             with ``solution.trial``-style ``Trial.derivatives`` (benchmarks, checkpoints).
+        checkpoint: called every ``checkpoint_every_s`` seconds with a resumable training state
+            (tensors and plain values: save it with ``torch.save``).
+        resume: such a state (or ``solution.result.state``) to continue training from, for the
+            same problem; the continued run ends exactly where an uninterrupted one would.
 
     Returns:
         A :class:`Solution`; its ``outcome`` says how training ended (never an exception for
@@ -94,6 +101,8 @@ def solve(
     x = torch.as_tensor(chebyshev_points(*problem.domain, problem.options.points), dtype=dtype, device=dev)
     eq_scales = np.array([scales[min(i, len(scales) - 1)] for i in range(len(problem.equations))])
     residual = Residual(problem, trial, plan, x, eq_scales)
-    result = train(residual, trial.theta, problem.options, progress, should_stop, observe)
+    result = train(
+        residual, trial.theta, problem.options, progress, should_stop, observe, checkpoint, checkpoint_every_s, resume
+    )
     trial.theta.copy_(result.theta)
     return Solution(problem, trial, plan, result)

@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -21,6 +22,9 @@ from odeserve.spec import Options
 
 ProgressFn = Callable[[int, float, float], None]
 ObserveFn = Callable[[int, Tensor], None]
+#: A resumable training state: tensors and plain values only (``torch.load(weights_only=True)``).
+State = dict[str, Any]
+CheckpointFn = Callable[[State], None]
 StopFn = Callable[[], bool]
 ResidualFn = Callable[[Tensor], Tensor]
 
@@ -34,24 +38,55 @@ class TrainResult:
     loss: float
     elapsed: float
     history: list[tuple[int, float, float]] = field(default_factory=list)
+    state: State | None = None  # where training stopped, to resume from
 
 
 class _Run:
     """Bookkeeping shared by the phases: budget, clock, best weights, history, callbacks."""
 
     def __init__(
-        self, options: Options, progress: ProgressFn | None, should_stop: StopFn | None, observe: ObserveFn | None
+        self,
+        options: Options,
+        progress: ProgressFn | None,
+        should_stop: StopFn | None,
+        observe: ObserveFn | None,
+        checkpoint: CheckpointFn | None = None,
+        checkpoint_every_s: float = 5.0,
+        resume: State | None = None,
     ) -> None:
         self.options = options
         self.progress = progress
         self.observe = observe
         self.should_stop = should_stop
+        self.checkpoint = checkpoint
+        self.checkpoint_every_s = checkpoint_every_s
         self.start = time.perf_counter()
         self.iteration = 0
         self.best_loss = math.inf
         self.best_theta: Tensor | None = None
         self.history: list[tuple[int, float, float]] = []
         self.stop: tuple[Outcome, str] | None = None
+        #: The running phase's own state (optimizer moments, damping), for checkpoints.
+        self.phase_state: Callable[[], State] = dict
+        if resume is not None:
+            self.iteration = int(resume["iteration"])
+            self.start -= float(resume["elapsed"])
+            self.best_loss = float(resume["best_loss"])
+            self.best_theta = resume.get("best_theta")
+            self.history = [(int(i), float(v), float(t)) for i, v, t in resume["history"].tolist()]
+        self.last_checkpoint = time.perf_counter()
+
+    def state(self) -> State:
+        """Everything needed to continue exactly here (see ``train(resume=...)``)."""
+        history = torch.tensor(self.history, dtype=torch.float64).reshape(-1, 3)
+        return {
+            "iteration": self.iteration,
+            "elapsed": self.elapsed,
+            "best_loss": self.best_loss,
+            "best_theta": self.best_theta,
+            "history": history,
+            **self.phase_state(),
+        }
 
     @property
     def elapsed(self) -> float:
@@ -87,6 +122,15 @@ class _Run:
             self.stop = (Outcome.TIME_LIMIT, f"reached the time limit ({opts.time_limit_s:g} s)")
         return self.stop is not None
 
+    def maybe_checkpoint(self) -> None:
+        """Hand a resumable state to the checkpoint callback when one is due. Phases call this
+        where their state is consistent (after the optimizer step of the recorded iteration)."""
+        if self.checkpoint is not None and self.stop is None:
+            now = time.perf_counter()
+            if now - self.last_checkpoint >= self.checkpoint_every_s:
+                self.last_checkpoint = now
+                self.checkpoint(self.state())
+
 
 def _loss(r: Tensor) -> Tensor:
     return torch.mean(r * r)
@@ -102,29 +146,43 @@ def _value_and_grad(residual: ResidualFn) -> Callable[[Tensor], tuple[Tensor, Te
     return torch.compile(fn, dynamic=False)
 
 
-def _adam(residual: ResidualFn, theta: Tensor, run: _Run, steps: int) -> Tensor:
+def _adam(residual: ResidualFn, theta: Tensor, run: _Run, steps: int, resume: State | None) -> Tensor:
     theta = theta.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([theta], lr=run.options.learning_rate)
     compiled = _value_and_grad(residual) if run.options.compile and steps > 0 else None
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(
         opt, T_max=max(steps, 1), eta_min=run.options.learning_rate * 0.05
     )
-    for _ in range(steps):
+    if resume is not None and resume.get("adam") is not None:
+        opt.load_state_dict(resume["adam"])
+        sched.load_state_dict(resume["sched"])
+    run.phase_state = lambda: {
+        "phase": "adam",
+        "theta": theta.detach().clone(),
+        "adam": opt.state_dict(),
+        "sched": sched.state_dict(),
+    }
+    for _ in range(max(steps - run.iteration, 0)):
         opt.zero_grad(set_to_none=True)
         if compiled is not None:
             loss, theta.grad = compiled(theta.detach())
         else:
             loss = _loss(residual(theta))
             loss.backward()
-        if run.record(theta, float(loss.detach())):
-            break
+        stop = run.record(theta, float(loss.detach()))
+        # The step is taken even when stopping, so that a stopped run's state says "k iterations
+        # done" and a resumed run continues with step k + 1 (the best weights are kept apart).
         opt.step()
         sched.step()
+        if stop:
+            break
+        run.maybe_checkpoint()
     return theta.detach()
 
 
 def _lbfgs(residual: ResidualFn, theta: Tensor, run: _Run) -> Tensor:
     theta = theta.detach().clone().requires_grad_(True)
+    run.phase_state = lambda: {"phase": "second", "theta": theta.detach().clone()}
     opt = torch.optim.LBFGS(
         [theta],
         lr=1.0,
@@ -145,6 +203,7 @@ def _lbfgs(residual: ResidualFn, theta: Tensor, run: _Run) -> Tensor:
         loss = opt.step(closure)
         if run.record(theta, float(loss)):
             break
+        run.maybe_checkpoint()
     return theta.detach()
 
 
@@ -197,7 +256,7 @@ class _DampedSolver:
         return -torch.cholesky_solve(self.g.unsqueeze(1), L).squeeze(1)
 
 
-def _levenberg_marquardt(residual: ResidualFn, theta: Tensor, run: _Run) -> Tensor:
+def _levenberg_marquardt(residual: ResidualFn, theta: Tensor, run: _Run, resume: State | None) -> Tensor:
     theta = theta.detach().clone()
     jac = jacobian_function(residual, run.options.compile)
     if run.options.compile:
@@ -208,6 +267,9 @@ def _levenberg_marquardt(residual: ResidualFn, theta: Tensor, run: _Run) -> Tens
     n = r.numel()
     mu = system.initial_mu()
     nu = 2.0
+    if resume is not None and "mu" in resume:
+        mu, nu = float(resume["mu"]), float(resume["nu"])
+    run.phase_state = lambda: {"phase": "second", "theta": theta.clone(), "mu": mu, "nu": nu}
     stalled = 0
     while run.stop is None:
         step = system.step(mu)
@@ -235,6 +297,7 @@ def _levenberg_marquardt(residual: ResidualFn, theta: Tensor, run: _Run) -> Tens
             stalled += 1
         if run.record(theta, 2.0 * F / n):
             break
+        run.maybe_checkpoint()
         if mu > 1e40 or stalled >= 50:
             run.stop = (Outcome.CONVERGED, "converged: the second-order phase can reduce the loss no further")
     return theta
@@ -247,22 +310,29 @@ def train(
     progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
     observe: ObserveFn | None = None,
+    checkpoint: CheckpointFn | None = None,
+    checkpoint_every_s: float = 5.0,
+    resume: State | None = None,
 ) -> TrainResult:
     """Run the phases the options ask for and return the best weights found.
 
     ``observe(iteration, theta)`` sees the current weights after every iteration (benchmarks,
     checkpoints); ``progress`` and ``should_stop`` are as in :func:`odeserve.solve`.
+    ``checkpoint(state)`` is called every ``checkpoint_every_s`` seconds with a resumable state;
+    ``resume=state`` continues from one (same problem and options) where it stopped.
     """
-    run = _Run(options, progress, should_stop, observe)
-    theta = theta0
+    run = _Run(options, progress, should_stop, observe, checkpoint, checkpoint_every_s, resume)
+    theta = theta0 if resume is None else resume["theta"].to(theta0)
     adam_steps = options.max_iterations if options.optimizer == "adam" else options.adam_iterations
-    theta = _adam(residual, theta, run, adam_steps)
+    in_second = resume is not None and resume.get("phase") == "second"
+    if not in_second:
+        theta = _adam(residual, theta, run, adam_steps, resume)
     if run.stop is None and options.optimizer == "lm":
-        theta = _levenberg_marquardt(residual, theta, run)
+        theta = _levenberg_marquardt(residual, theta, run, resume if in_second else None)
     elif run.stop is None and options.optimizer == "lbfgs":
         theta = _lbfgs(residual, theta, run)
     if run.stop is None:
         run.stop = (Outcome.BUDGET, "finished the first-order phase")
     outcome, message = run.stop
     best = run.best_theta if run.best_theta is not None else theta.detach()
-    return TrainResult(best, outcome, message, run.iteration, run.best_loss, run.elapsed, run.history)
+    return TrainResult(best, outcome, message, run.iteration, run.best_loss, run.elapsed, run.history, run.state())

@@ -1,0 +1,80 @@
+"""Fault suite (marked ``fault``; runs in CI): a stream of jobs through real workers while 20
+workers are killed with SIGKILL and Redis is killed and restarted 5 times. Afterwards every
+accepted job has completed exactly once."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+
+from tests.conftest import make_client, wait_for
+from tests.problems import public_problems, with_options
+
+pytestmark = pytest.mark.fault
+
+JOBS = 24
+WORKER_KILLS = 20
+REDIS_RESTARTS = 5
+FAST_FAILOVER = {"ODESERVE_CHECKPOINT_S": "0.5", "ODESERVE_HEARTBEAT_S": "1", "ODESERVE_HEARTBEAT_GRACE_S": "2"}
+
+
+def test_kills_and_restarts_lose_and_duplicate_nothing(tmp_path, start_worker) -> None:
+    from redis import Redis
+    from rq.job import Job
+    from rq.results import Result
+    from rq.serializers import JSONSerializer
+
+    from service.redis_server import RedisServer, free_port
+
+    rng = random.Random(7)
+    server = RedisServer(free_port(), tmp_path / "redis").start()
+    queue = "odeserve-faults"
+    spec = with_options(public_problems()["lagaris2"], max_iterations=250)
+    workers = [start_worker(queue, ODESERVE_REDIS_URL=server.url, **FAST_FAILOVER) for _ in range(3)]
+    accepted: list[str] = []
+    try:
+        with make_client(server.url, queue, max_retries=100, heartbeat_s=1, heartbeat_grace_s=2) as client:
+            wait_for(lambda: client.get("/readyz").status_code == 200, 60)
+
+            def submit() -> None:
+                r = client.post("/solve", json=with_options(spec, seed=len(accepted)))
+                if r.status_code == 202:
+                    accepted.append(r.json()["id"])
+                else:
+                    assert r.status_code == 503, r.text  # only while Redis is down
+
+            restarts_at = set(rng.sample(range(WORKER_KILLS), REDIS_RESTARTS))
+            for kill in range(WORKER_KILLS):
+                for _ in range(JOBS // WORKER_KILLS + 1):
+                    if len(accepted) < JOBS:
+                        submit()
+                time.sleep(rng.uniform(0.8, 2.0))
+                victim = rng.choice([w for w in workers if w.alive()])
+                victim.kill9()
+                workers.remove(victim)
+                workers.append(start_worker(queue, ODESERVE_REDIS_URL=server.url, **FAST_FAILOVER))
+                if kill in restarts_at:
+                    server.stop(kill=True)
+                    time.sleep(rng.uniform(0.2, 1.5))
+                    server.start()
+            while len(accepted) < JOBS:
+                submit()
+
+            def all_done() -> bool:
+                statuses = [client.get(f"/jobs/{j}").json()["status"] for j in accepted]
+                return all(s not in ("queued", "running") for s in statuses)
+
+            wait_for(all_done, 600, interval=1.0)
+            statuses = {j: client.get(f"/jobs/{j}").json()["status"] for j in accepted}
+        assert len(accepted) == JOBS
+        assert list(statuses.values()).count("succeeded") == JOBS, statuses
+        redis = Redis.from_url(server.url)
+        for job_id in accepted:
+            job = Job.fetch(job_id, connection=redis, serializer=JSONSerializer)
+            successes = [r for r in job.results() if r.type == Result.Type.SUCCESSFUL]
+            assert len(successes) == 1, (job_id, len(successes))
+            assert redis.exists(f"odeserve:job:{job_id}:model.pt")
+    finally:
+        server.stop()
