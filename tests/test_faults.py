@@ -63,8 +63,11 @@ def test_kills_and_restarts_lose_and_duplicate_nothing(tmp_path, start_worker) -
                 submit()
 
             def all_done() -> bool:
-                statuses = [client.get(f"/jobs/{j}").json()["status"] for j in accepted]
-                return all(s not in ("queued", "running") for s in statuses)
+                for j in accepted:
+                    r = client.get(f"/jobs/{j}")
+                    if r.status_code != 200 or r.json()["status"] in ("queued", "running"):
+                        return False
+                return True
 
             wait_for(all_done, 600, interval=1.0)
             statuses = {j: client.get(f"/jobs/{j}").json()["status"] for j in accepted}
