@@ -8,6 +8,74 @@ from bench.common import RESULTS, ROOT
 from bench.run import accuracy_table, target_table
 
 
+def service_section(data: dict) -> list[str]:
+    lat, start = data["submit_latency"], data["submit_to_start"]
+    lines = [
+        "## Service",
+        "",
+        f"`python -m bench.service_load --complete` against `odeserve serve` (embedded Redis, "
+        f"{data['workers']} workers, this machine). Small problems (`y' = -y`, 20 iterations).",
+        "",
+        "| figure | value |",
+        "|---|---:|",
+        f"| submissions / concurrent clients | {lat['submissions']} / {lat['clients']} |",
+        f"| status codes | {', '.join(f'{k}: {v}' for k, v in sorted(lat['status_codes'].items()))} |",
+        f"| submit latency p50 | {lat['p50_ms']:.1f} ms |",
+        f"| submit latency p99 | {lat['p99_ms']:.1f} ms |",
+        f"| submit latency max | {lat['max_ms']:.1f} ms |",
+        f"| submissions per second | {lat['submissions_per_s']:.0f} |",
+        f"| submit to RQ start, idle worker (median) | {start['rq_start_s_median'] * 1e3:.0f} ms |",
+        f"| submit to first progress report, idle worker (median) | {start['first_progress_s_median'] * 1e3:.0f} ms |",
+    ]
+    done = data.get("completion")
+    if done:
+        lines += [
+            f"| jobs completed | {done['statuses']} of {done['jobs']}, unfinished {done['unfinished']} |",
+            f"| throughput | {done['jobs_per_minute']:.0f} jobs/minute |",
+        ]
+    return [*lines, ""]
+
+
+def gpu_section(data: dict) -> list[str]:
+    info = data["info"]
+    lines = [
+        "## GPU",
+        "",
+        f"`scripts/gpu_check.sh` on {info['gpu']} (torch {info['torch']}, {info['cpu_threads']} CPU threads on that "
+        "machine); its full output is in `bench/results/gpu/`. One Levenberg-Marquardt iteration (Jacobian + "
+        "damped solve) and one gradient step, float64:",
+        "",
+        "| width x depth | points | parameters | CPU LM iteration ms | GPU LM iteration ms | CPU grad step ms | "
+        "GPU grad step ms |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    by = {(r["device"], r["width"]): r for r in data["iteration"]}
+    for r in (r for r in data["iteration"] if r["device"] == "cpu"):
+        g = by.get(("cuda", r["width"]))
+        lines.append(
+            f"| {r['width']} x {r['depth']} | {r['points']} | {r['parameters']} | "
+            f"{r['lm_iteration_ms']:.2f} | {g['lm_iteration_ms']:.2f} | {r['grad_step_ms']:.2f} | "
+            f"{g['grad_step_ms']:.2f} |"
+        )
+    lines += [
+        "",
+        "The public problems on the GPU (default options):",
+        "",
+        "| problem | rel. L2 | wall s | iterations |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {p['problem']} | {p['rel_l2']:.1e} | {p['wall_s']:.1f} | {p['iterations']} |" for p in data["problems"]
+    ]
+    lines += [
+        "",
+        "At the default size (673 weights) the GPU is launch-bound and slower than the CPU; from a few "
+        "thousand weights and points on it is far faster.",
+        "",
+    ]
+    return lines
+
+
 def main() -> None:
     acc = json.loads((RESULTS / "accuracy.json").read_text())
     meta = acc["meta"]
@@ -49,9 +117,12 @@ def main() -> None:
             it_table(rows),
             "",
         ]
-    extra = ROOT / "bench" / "results" / "extra.md"
-    if extra.exists():
-        parts += [extra.read_text()]
+    service = RESULTS / "service.json"
+    if service.exists():
+        parts += service_section(json.loads(service.read_text()))
+    gpu = RESULTS / "gpu" / "gpu.json"
+    if gpu.exists():
+        parts += gpu_section(json.loads(gpu.read_text()))
     (ROOT / "BENCHMARKS.md").write_text("\n".join(parts))
     print("wrote BENCHMARKS.md")
 

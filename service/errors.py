@@ -97,7 +97,24 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         titles = {401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed", 413: "Content Too Large"}
-        return problem_response(request, exc.status_code, titles.get(exc.status_code, "Error"), str(exc.detail))
+        if exc.status_code == 400:
+            # FastAPI's "error parsing the body" (e.g. bytes that are not UTF-8): an invalid body,
+            # reported like every other one.
+            return problem_response(request, 422, "Invalid problem", "body: could not be parsed as UTF-8 JSON", "body")
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Allow must list every method of the resource; Starlette names only the first
+            # route's (GET /jobs/{id} and DELETE /jobs/{id} are two routes).
+            methods = {
+                m
+                for r in request.app.router.routes
+                if getattr(r, "path_regex", None) is not None and r.path_regex.match(request.url.path)
+                for m in (getattr(r, "methods", None) or ())
+            }
+            headers["Allow"] = ", ".join(sorted(methods))
+        return problem_response(
+            request, exc.status_code, titles.get(exc.status_code, "Error"), str(exc.detail), headers=headers or None
+        )
 
     @app.exception_handler(RedisConnectionError)
     @app.exception_handler(RedisTimeoutError)

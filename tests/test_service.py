@@ -96,6 +96,12 @@ def test_errors_are_problem_json(service) -> None:
     big = {"equations": ["y' = y"], "domain": [0, 1], "conditions": ["y(0) = 1"], "pad": "x" * 2_000_000}
     r = service.post("/solve", content=json.dumps(big), headers={"content-type": "application/json"})
     assert r.status_code == 413 and r.headers["content-type"] == "application/problem+json"
+    r = service.post("/solve", content=b"\n\xff\xfea\xf1z", headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["field"] == "body"
+    r = service.delete("/healthz")
+    assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD"
+    r = service.put("/jobs/abc")
+    assert r.status_code == 405 and r.headers["allow"] == "DELETE, GET, HEAD"
     for body in ("[]", '"x"', "null"):
         r = service.post("/solve", content=body, headers={"content-type": "application/json"})
         assert r.status_code == 422 and r.json()["field"] == "body"
