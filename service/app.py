@@ -210,9 +210,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get(
         "/jobs/{job_id}/model",
         name="get_model",
+        response_class=Response,  # bytes, not JSON: keeps application/json out of the 200 response
         responses={
             **responses(401, 404, 409, 422, 503),
-            200: {"content": {"application/octet-stream": {}}, "description": "The model file."},
+            200: {
+                "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+                "description": "The model file (TorchScript .pt or torch.export .pt2).",
+            },
         },
     )
     def get_model(

@@ -55,6 +55,8 @@ class WorkerProcess:
         return self.proc.poll() is None
 
     def kill9(self) -> None:
+        """SIGKILL the worker, like a crash or an OOM kill. Its work horse, which RQ puts in a
+        process group of its own, dies with it (the job asks for PR_SET_PDEATHSIG)."""
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
 

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.fault
 JOBS = 24
 WORKER_KILLS = 20
 REDIS_RESTARTS = 5
-FAST_FAILOVER = {"ODESERVE_CHECKPOINT_S": "0.5", "ODESERVE_HEARTBEAT_S": "1", "ODESERVE_HEARTBEAT_GRACE_S": "2"}
+FAST_FAILOVER = {"ODESERVE_CHECKPOINT_S": "0.5", "ODESERVE_HEARTBEAT_S": "1", "ODESERVE_HEARTBEAT_GRACE_S": "4"}
 
 
 def test_kills_and_restarts_lose_and_duplicate_nothing(tmp_path, start_worker) -> None:
@@ -35,7 +35,7 @@ def test_kills_and_restarts_lose_and_duplicate_nothing(tmp_path, start_worker) -
     workers = [start_worker(queue, ODESERVE_REDIS_URL=server.url, **FAST_FAILOVER) for _ in range(3)]
     accepted: list[str] = []
     try:
-        with make_client(server.url, queue, max_retries=100, heartbeat_s=1, heartbeat_grace_s=2) as client:
+        with make_client(server.url, queue, max_retries=100, heartbeat_s=1, heartbeat_grace_s=4) as client:
             wait_for(lambda: client.get("/readyz").status_code == 200, 60)
 
             def submit() -> None:

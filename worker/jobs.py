@@ -12,9 +12,12 @@ same way. Short Redis outages during training only skip progress reports.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
+import signal
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -48,6 +51,22 @@ def choose_device(setting: str) -> str:
     if setting == "cuda" or (setting == "auto" and torch.cuda.is_available()):
         return "cuda"
     return "cpu"
+
+
+def die_with_parent() -> None:
+    """Linux: have the kernel kill this work horse if its worker dies. Without it, a horse
+    orphaned by a killed worker trains on unwatched while its job, whose heartbeat has expired,
+    is requeued elsewhere: the job would run twice."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    parent = os.getppid()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # the worker died before the request took effect
+        os._exit(1)
 
 
 def _tolerant(fn: Callable[[], Any]) -> Any:
@@ -92,6 +111,7 @@ def solve_job(spec: dict[str, Any]) -> dict[str, Any]:
     from odeserve.problem import load_problem
     from odeserve.solver.solve import solve
 
+    die_with_parent()
     settings = get_settings()
     torch.set_num_threads(settings.torch_threads or os.cpu_count() or 1)
     job = get_current_job()

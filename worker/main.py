@@ -43,6 +43,15 @@ class OdeWorkerMixin:
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         return int(self.job_monitoring_interval) + self.grace_s  # type: ignore[attr-defined]
 
+    def maintain_heartbeats(self, job: Job, execution) -> None:  # noqa: ANN001 - RQ's signature
+        # A Redis blip must not end the monitoring of a running horse: RQ would leave the horse
+        # unwatched, its heartbeat would expire and the job would be run twice. Skip this beat;
+        # the next one (heartbeat_s later) renews everything once Redis answers again.
+        try:
+            super().maintain_heartbeats(job, execution)  # type: ignore[misc]
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            logging.getLogger("odeserve.worker").warning("heartbeat skipped, Redis unavailable: %s", exc)
+
     def request_stop(self, signum, frame) -> None:  # noqa: ANN001 - RQ's signal-handler signature
         job_id = self.get_current_job_id()  # type: ignore[attr-defined]
         if job_id:
