@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install serve test test-fast lint format openapi bench gpu-check clean
+.PHONY: install serve test test-fast fuzz-long lint format openapi bench gpu-check clean
 
 # A venv with the CPU build of torch installed first (an open range would pull a CUDA build).
 $(BIN)/odeserve: pyproject.toml
@@ -33,6 +33,9 @@ lint: install
 format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+fuzz-long: install  ## the fuzz properties with 10x the CI-sized example counts
+	ODESERVE_FUZZ_EXAMPLES=100000 $(BIN)/python -m pytest tests/test_fuzz.py $(PYTEST_ARGS)
 
 openapi: install
 	$(BIN)/python scripts/write_openapi.py

@@ -355,3 +355,27 @@ def test_metrics(service) -> None:
     ):
         assert name in text, name
     assert 'odeserve_job_outcomes_total{outcome="budget_reached"}' in text
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"options": {"max_iterations": 10**6}}, "options.max_iterations"),
+        ({"options": {"time_limit_s": 10**4}}, "options.time_limit_s"),
+        ({"output": {"points": 50_000}}, "output.points"),
+        ({"options": {"points": 10_000}}, "options.points"),
+        ({"options": {"network": {"width": 512, "depth": 8}}}, "options.network"),
+        ({"equations": ["y' = y"] * 17}, "equations"),
+        ({"conditions": ["y(0) = 1"] * 65}, "conditions"),
+        ({"parameters": {f"p{i}": 1.0 for i in range(65)}}, "parameters"),
+        ({"equations": ["y' = " + "+".join(["y"] * 1200)]}, "equations[0]"),
+        ({"equations": ["y' = " + "(" * 100 + "y" + ")" * 100]}, "equations[0]"),
+        ({"exact": {"y": "x" * 3000}}, "exact.y"),
+    ],
+)
+def test_limits_are_422_naming_the_field(redis_server, change: dict, field: str) -> None:
+    base = {"equations": ["y' = y"], "domain": [0, 1], "conditions": ["y(0) = 1"]}
+    with make_client(redis_server.url, "odeserve-limits") as client:
+        r = client.post("/solve", json=base | change)
+        assert r.status_code == 422, r.text
+        assert r.json()["field"] == field and r.json()["detail"].startswith(field)
