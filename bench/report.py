@@ -120,6 +120,29 @@ def main() -> None:
     service = RESULTS / "service.json"
     if service.exists():
         parts += service_section(json.loads(service.read_text()))
+    compile_runs = RESULTS / "compile_cache.json"
+    if compile_runs.exists():
+        data = json.loads(compile_runs.read_text())
+        parts += [
+            "## torch.compile and its cache",
+            "",
+            f"`python -m bench.compile_cache`: {data['problem']}, default options, whole `solve()` wall time "
+            "with and without `options.compile`, in two fresh processes sharing one inductor cache.",
+            "",
+            "| process | eager s | compiled s | eager rel. L2 | compiled rel. L2 |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        parts += [
+            f"| {r['run']} | {r['eager_s']:.1f} | {r['compiled_s']:.1f} | {r['eager_rel_l2']:.2e} | "
+            f"{r['compiled_rel_l2']:.2e} |"
+            for r in data["runs"]
+        ]
+        parts += [
+            "",
+            "Cold, the compile costs more than it saves on a default run; with a warm cache the compiled "
+            "run is faster. Hence `compile` is opt-in, for long runs and repeated problem shapes.",
+            "",
+        ]
     gpu = RESULTS / "gpu" / "gpu.json"
     if gpu.exists():
         parts += gpu_section(json.loads(gpu.read_text()))

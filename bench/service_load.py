@@ -18,7 +18,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
@@ -91,16 +93,19 @@ def start_delay(client: httpx.Client, runs: int = 5) -> dict[str, float]:
 
 def submit_latency(base: str, submissions: int, clients: int, ids: list[str]) -> dict[str, Any]:
     latencies: list[float] = []
-    codes: dict[int, int] = {}
+    codes: Counter[int] = Counter()
+    lock = threading.Lock()
 
     def one(_: int) -> None:
         with httpx.Client(base_url=base, timeout=30) as c:
             t = time.perf_counter()
             r = c.post("/solve", json=SMALL)
-            latencies.append(time.perf_counter() - t)
-            codes[r.status_code] = codes.get(r.status_code, 0) + 1
-            if r.status_code == 202:
-                ids.append(r.json()["id"])
+            elapsed = time.perf_counter() - t
+            with lock:
+                latencies.append(elapsed)
+                codes[r.status_code] += 1
+                if r.status_code == 202:
+                    ids.append(r.json()["id"])
 
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=clients) as pool:
