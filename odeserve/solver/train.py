@@ -201,7 +201,7 @@ def _lbfgs(residual: ResidualFn, theta: Tensor, run: _Run) -> Tensor:
 
     while run.stop is None:
         loss = opt.step(closure)
-        if run.record(theta, float(loss)):
+        if run.record(theta, float(loss.detach())):
             break
         run.maybe_checkpoint()
     return theta.detach()
@@ -272,18 +272,18 @@ def _levenberg_marquardt(residual: ResidualFn, theta: Tensor, run: _Run, resume:
     run.phase_state = lambda: {"phase": "second", "theta": theta.clone(), "mu": mu, "nu": nu}
     stalled = 0
     while run.stop is None:
+        # Every pass counts as an iteration, a failed factorisation included, so the budget and
+        # the time limit always apply (in float32 the damped system can fail to factor for a while).
         step = system.step(mu)
-        if step is None:
-            mu *= nu
-            nu *= 2.0
-            continue
-        candidate = theta + step
-        with torch.no_grad():
-            r_new = residual(candidate)
-        F_new = 0.5 * float(r_new @ r_new)
-        predicted = 0.5 * float(step @ (mu * step - system.g))
-        rho = (F - F_new) / predicted if predicted > 0 else -1.0
-        if math.isfinite(F_new) and rho > 0:
+        rho = -1.0
+        if step is not None:
+            candidate = theta + step
+            with torch.no_grad():
+                r_new = residual(candidate)
+            F_new = 0.5 * float(r_new @ r_new)
+            predicted = 0.5 * float(step @ (mu * step - system.g))
+            rho = (F - F_new) / predicted if predicted > 0 and math.isfinite(F_new) else -1.0
+        if rho > 0:
             improved = (F - F_new) / max(F, 1e-300)
             stalled = stalled + 1 if improved < 1e-6 else 0
             theta = candidate
@@ -298,7 +298,7 @@ def _levenberg_marquardt(residual: ResidualFn, theta: Tensor, run: _Run, resume:
         if run.record(theta, 2.0 * F / n):
             break
         run.maybe_checkpoint()
-        if mu > 1e40 or stalled >= 50:
+        if not mu < 1e40 or stalled >= 50:  # also catches an infinite or NaN damping
             run.stop = (Outcome.CONVERGED, "converged: the second-order phase can reduce the loss no further")
     return theta
 
