@@ -112,9 +112,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.queue = make_queue(redis, settings)
     app.state.keys = auth.KeyRing.from_settings(settings)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    metrics = Metrics(lambda: getattr(app.state, "queue", None), settings)
-    app.add_middleware(metrics.middleware)
-    app.add_middleware(RequestIdMiddleware)
+    metrics = Metrics(app.state.queue, settings)
+    app.add_middleware(RequestIdMiddleware, on_done=metrics.observe_request)
     install_handlers(app)
 
     @app.post(

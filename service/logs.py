@@ -13,6 +13,7 @@ import re
 import secrets
 import sys
 import time
+from collections.abc import Callable
 from contextvars import ContextVar
 
 from starlette.requests import Request
@@ -58,10 +59,12 @@ def new_request_id(given: str | None) -> str:
 
 
 class RequestIdMiddleware:
-    """Assigns the request id, echoes it as ``X-Request-ID`` and logs the request."""
+    """Assigns the request id, echoes it as ``X-Request-ID``, logs the request and hands its
+    status and duration to ``on_done`` (the metrics), so each request is timed once."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, on_done: Callable[[Scope, str, int, float], None] | None = None) -> None:
         self.app = app
+        self.on_done = on_done
         self.log = logging.getLogger("odeserve.http")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -84,6 +87,7 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, with_header)
         finally:
+            seconds = time.perf_counter() - start
             self.log.info(
                 "request",
                 extra={
@@ -91,7 +95,9 @@ class RequestIdMiddleware:
                     "method": request.method,
                     "path": request.url.path,
                     "status": status["code"],
-                    "duration_ms": round((time.perf_counter() - start) * 1e3, 2),
+                    "duration_ms": round(seconds * 1e3, 2),
                 },
             )
+            if self.on_done is not None:
+                self.on_done(scope, request.method, status["code"], seconds)
             request_id.reset(token)

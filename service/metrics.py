@@ -7,7 +7,6 @@ replica reports the same job figures. One registry per app: no global state.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -15,24 +14,21 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from rq import Queue
 from rq.registry import StartedJobRegistry
-from starlette.requests import Request
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
 from service.settings import Settings
 from worker import artifacts
 
 
 class JobCollector(Collector):
-    def __init__(self, queue_getter, settings: Settings) -> None:
-        self.queue_getter = queue_getter
+    def __init__(self, queue: Queue, settings: Settings) -> None:
+        self.queue = queue
         self.settings = settings
 
     def collect(self) -> Iterable[Metric]:
         from service.jobs import live_workers
 
-        q: Queue | None = self.queue_getter()
-        if q is None:
-            return
+        q = self.queue
         yield GaugeMetricFamily("odeserve_queue_depth", "Jobs waiting in the queue.", value=q.count)
         yield GaugeMetricFamily(
             "odeserve_jobs_running", "Jobs being trained now.", value=StartedJobRegistry(queue=q).count
@@ -54,9 +50,10 @@ class JobCollector(Collector):
 
 
 class Metrics:
-    """The app's registry and the HTTP middleware that feeds it."""
+    """The app's registry. HTTP requests are fed in by the request-id middleware, which already
+    times every request (``observe_request``)."""
 
-    def __init__(self, queue_getter, settings: Settings) -> None:
+    def __init__(self, queue: Queue, settings: Settings) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "odeserve_http_requests", "HTTP requests.", ["method", "route", "status"], registry=self.registry
@@ -64,33 +61,12 @@ class Metrics:
         self.latency = Histogram(
             "odeserve_http_request_seconds", "HTTP request latency.", ["method", "route"], registry=self.registry
         )
-        self.registry.register(JobCollector(queue_getter, settings))
+        self.registry.register(JobCollector(queue, settings))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
-    def middleware(self, app: ASGIApp) -> ASGIApp:
-        metrics = self
-
-        async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] != "http":
-                await app(scope, receive, send)
-                return
-            start = time.perf_counter()
-            status = {"code": 500}
-
-            async def capture(message) -> None:
-                if message["type"] == "http.response.start":
-                    status["code"] = message["status"]
-                await send(message)
-
-            try:
-                await app(scope, receive, capture)
-            finally:
-                route = scope.get("route")
-                path = getattr(route, "path", None) or "unmatched"
-                method = Request(scope).method
-                metrics.requests.labels(method, path, str(status["code"])).inc()
-                metrics.latency.labels(method, path).observe(time.perf_counter() - start)
-
-        return wrapped
+    def observe_request(self, scope: Scope, method: str, status: int, seconds: float) -> None:
+        route = getattr(scope.get("route"), "path", None) or "unmatched"  # the template, not the raw path
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(method, route).observe(seconds)
