@@ -26,9 +26,10 @@ test: install  ## the whole suite, slow tests included (what CI runs)
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-lint: install
+lint: install  ## ruff (lint + format) and the type checker
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: install
 	$(BIN)/ruff format .

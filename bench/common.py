@@ -3,7 +3,6 @@ measures error and time-to-accuracy without counting its own evaluations."""
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
@@ -14,18 +13,13 @@ from typing import Any
 
 import numpy as np
 
+from odeserve.evaluate import exact_values as _exact_values
 from odeserve.problem import Problem, load_problem
-from odeserve.solver.residual import NUMPY, run_on
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 EVAL_POINTS = 1001
 THRESHOLDS = (1e-3, 1e-5, 1e-7)
-
-
-def public_problems() -> dict[str, dict[str, Any]]:
-    shared = Path(os.environ.get("ODESERVE_SHARED", ROOT.parent / "shared"))
-    return json.loads((shared / "problems" / "public.json").read_text())["problems"]
 
 
 def eval_grid(problem: Problem) -> np.ndarray:
@@ -34,8 +28,8 @@ def eval_grid(problem: Problem) -> np.ndarray:
 
 def exact_values(problem: Problem, xs: np.ndarray) -> np.ndarray:
     """(len(xs), m): the exact solution of every unknown."""
-    env = {problem.variable: xs}
-    return np.stack([run_on(problem.exact[u], env, NUMPY, xs) for u in problem.unknowns], axis=1)
+    exact = _exact_values(problem.exact, problem.variable, xs)
+    return np.stack([exact[u] for u in problem.unknowns], axis=1)
 
 
 def errors(pred: np.ndarray, exact: np.ndarray) -> tuple[float, float]:

@@ -17,14 +17,14 @@ from bench.common import ROOT
 CHILD = r"""
 import json, time, torch
 torch.set_num_threads(2)
-from bench.common import public_problems
+from odeserve.examples import public_problems
 from odeserve import solve
 spec = public_problems()["lagaris3_ivp"]
 t = time.perf_counter(); eager = solve(spec); t_eager = time.perf_counter() - t
 t = time.perf_counter(); comp = solve(spec | {"options": {"compile": True}}); t_comp = time.perf_counter() - t
 print(json.dumps({"eager_s": t_eager, "compiled_s": t_comp,
-                  "eager_rel_l2": eager.metrics()["error"]["y"]["rel_l2"],
-                  "compiled_rel_l2": comp.metrics()["error"]["y"]["rel_l2"]}))
+                  "eager_rel_l2": eager.metrics().error["y"].rel_l2,
+                  "compiled_rel_l2": comp.metrics().error["y"].rel_l2}))
 """
 
 

@@ -11,8 +11,9 @@ from typing import Any
 
 import torch
 
-from bench.common import errors, eval_grid, exact_values, public_problems
+from bench.common import errors, eval_grid, exact_values
 from bench.iteration import best_ms
+from odeserve.examples import public_problems
 from odeserve.problem import load_problem
 from odeserve.solver.residual import Residual
 from odeserve.solver.solve import build_trial, chebyshev_points, solve

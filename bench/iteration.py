@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from bench.common import public_problems
 from bench.solvers.peer_common import equation_residuals
+from odeserve.examples import public_problems
 from odeserve.problem import load_problem
 from odeserve.solver.residual import Residual
 from odeserve.solver.solve import build_trial, chebyshev_points
@@ -41,7 +41,7 @@ def best_ms(fn: Callable[[], Any], repeat: int = 7, number: int = 20) -> float:
 def nested_residual_fn(problem, trial, x):
     """The textbook PINN residual: the same MLP, derivatives by nested autograd.grad."""
     sizes = trial.sizes
-    mid, half = trial.mid, trial.half
+    mid, half = trial.center, trial.half_width
     order = problem.max_order
 
     def residual(theta: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,8 @@ import sys
 
 import torch
 
-from bench.common import Result, public_problems
+from bench.common import Result
+from odeserve.examples import public_problems
 
 SOLVERS = {
     "odeserve": "bench.solvers.ode_odeserve",

@@ -18,8 +18,9 @@ from typing import Any
 
 import torch
 
-from bench.common import RESULTS, ROOT, Result, machine, public_problems
+from bench.common import RESULTS, ROOT, Result, machine
 from bench.one import MARK, SOLVERS
+from odeserve.examples import public_problems
 
 PINN_PEERS = ("deepxde", "neurodiffeq", "plain_torch")
 #: A bound on one (solver, problem) run; a run past it is reported as skipped.

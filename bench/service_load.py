@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 
 from bench.common import RESULTS, ROOT, machine
-from service.redis_server import free_port
+from common.redis_server import free_port
 
 SMALL = {
     "equations": ["y' = -y"],

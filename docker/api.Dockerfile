@@ -3,6 +3,7 @@ FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY odeserve ./odeserve
+COPY common ./common
 COPY service ./service
 COPY worker ./worker
 RUN pip install --no-cache-dir ".[service]"

@@ -3,6 +3,7 @@ FROM pytorch/pytorch:2.7.1-cuda12.6-cudnn9-runtime
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY odeserve ./odeserve
+COPY common ./common
 COPY service ./service
 COPY worker ./worker
 # torch is already installed (CUDA build); the solver extra's range accepts it.

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from odeserve.errors import OdeserveError, SpecError
+from odeserve.hooks import Hooks, Step, TrainState
 from odeserve.outcome import Outcome
 from odeserve.problem import Problem, load_problem
 from odeserve.spec import ProblemSpec
@@ -36,7 +37,10 @@ def derivative(fun: Any, order: int = 1) -> Any:
 
 
 __all__ = [
+    "Hooks",
     "Outcome",
+    "Step",
+    "TrainState",
     "OdeserveError",
     "Problem",
     "ProblemSpec",

@@ -1,14 +1,38 @@
-"""The ``odeserve`` command: ``solve`` locally, ``serve`` everything, run a ``worker``."""
+"""The ``odeserve`` command.
+
+The core provides ``solve`` (local, no Redis). Other subcommands come from the packages that own
+them, through the ``odeserve.commands`` entry-point group (``serve`` from ``service``, ``worker``
+from ``worker``): the core never imports the apps, and a command whose extra is not installed
+says which one to install.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from odeserve.errors import SpecError
+
+if TYPE_CHECKING:
+    from odeserve.hooks import Step
+    from odeserve.report import Metrics
+
+#: Entry points of this group are ``register(subparsers)`` functions adding one subcommand.
+COMMANDS_GROUP = "odeserve.commands"
+
+
+def missing_extra(command: str, extra: str, exc: ImportError) -> int:
+    """What a subcommand prints when its optional dependencies are not installed (exit 2)."""
+    print(
+        f"error: `odeserve {command}` needs the '{extra}' extra ({exc.name or exc} is not installed): "
+        f"pip install 'odeserve[{extra}]'",
+        file=sys.stderr,
+    )
+    return 2
 
 
 def _solve(args: argparse.Namespace) -> int:
@@ -22,27 +46,35 @@ def _solve(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"error: cannot read {args.problem}: {exc.strerror}", file=sys.stderr)
         return 2
+    try:
+        import torch
+        from tqdm import tqdm
 
-    import torch
-    from tqdm import tqdm
+        from odeserve.hooks import Hooks
+        from odeserve.solver.solve import solve
+    except ImportError as exc:
+        return missing_extra("solve", "solver", exc)
 
-    from odeserve.solver.solve import solve
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    bar = tqdm(total=problem.options.max_iterations, unit="it", file=sys.stderr, disable=args.quiet, dynamic_ncols=True)
 
-    torch.set_num_threads(args.threads) if args.threads else None
-    opts = problem.options
-    bar = tqdm(total=opts.max_iterations, unit="it", file=sys.stderr, disable=args.quiet, dynamic_ncols=True)
+    def on_step(step: Step) -> None:
+        bar.n = step.iteration
+        bar.set_postfix(loss=f"{step.loss:.3e}", refresh=False)
+        if step.iteration % 25 == 0:
+            bar.refresh()
 
-    def progress(iteration: int, loss: float, elapsed: float) -> None:
-        bar.n = iteration
-        bar.set_postfix(loss=f"{loss:.3e}", refresh=False)
-        bar.refresh() if iteration % 25 == 0 else None
-
-    solution = solve(problem, device=args.device, progress=progress)
+    solution = solve(problem, device=args.device, hooks=Hooks(on_step=on_step))
     bar.close()
     metrics = solution.metrics()
     _print_metrics(metrics)
     if args.out:
-        result = {"metrics": metrics, "samples": solution.samples(), "history": solution.history()}
+        result = {
+            "metrics": metrics.model_dump(mode="json"),
+            "samples": solution.samples().model_dump(mode="json"),
+            "history": [h.model_dump(mode="json") for h in solution.history()],
+        }
         Path(args.out).write_text(json.dumps(result, indent=1))
         print(f"wrote {args.out}")
     if args.model:
@@ -59,33 +91,18 @@ def _solve(args: argparse.Namespace) -> int:
     return 0 if solution.outcome.ok else 1
 
 
-def _print_metrics(m: dict[str, Any]) -> None:
-    print(f"outcome: {m['outcome']} ({m['message']})")
-    print(f"iterations: {m['iterations']}  time: {m['train_time_s']:.2f} s  loss: {m['loss']:.3e}")
-    for name, r in m["residual"].items():
-        print(f"residual {name}: max {r['max_abs']:.3e}  rms {r['rms']:.3e}")
-    for name, e in m["conditions"].items():
+def _print_metrics(m: Metrics) -> None:
+    print(f"outcome: {m.outcome.value} ({m.message})")
+    print(f"iterations: {m.iterations}  time: {m.train_time_s:.2f} s  loss: {m.loss:.3e}")
+    for name, r in m.residual.items():
+        print(f"residual {name}: max {r.max_abs:.3e}  rms {r.rms:.3e}")
+    for name, e in m.conditions.items():
         print(f"error of {name}: {e:.3e}")
-    for name, e in m.get("error", {}).items():
-        print(f"error of {name} vs exact: max {e['max_abs']:.3e}  relative L2 {e['rel_l2']:.3e}")
+    for name, err in (m.error or {}).items():
+        print(f"error of {name} vs exact: max {err.max_abs:.3e}  relative L2 {err.rel_l2:.3e}")
 
 
-def _serve(args: argparse.Namespace) -> int:
-    from service.runner import serve
-
-    return serve(host=args.host, port=args.port, workers=args.workers, example=args.example)
-
-
-def _worker(args: argparse.Namespace) -> int:
-    from worker.main import run_worker
-
-    return run_worker(burst=args.burst)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="odeserve", description="Solve ODEs with physics-informed neural networks.")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_solve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("solve", help="solve a problem file locally (no Redis needed)")
     p.add_argument("problem", help="problem spec v1, JSON")
     p.add_argument("--out", help="write metrics, samples and loss history here (JSON)")
@@ -97,16 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_solve)
 
-    p = sub.add_parser("serve", help="run Redis (embedded unless configured), workers and the API")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--example", action="store_true", help="submit the seed example once ready and print its result")
-    p.set_defaults(func=_serve)
 
-    p = sub.add_parser("worker", help="run one worker against the configured Redis")
-    p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
-    p.set_defaults(func=_worker)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="odeserve", description="Solve ODEs with physics-informed neural networks.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_solve(sub)
+    for ep in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
+        ep.load()(sub)
     return parser
 
 

@@ -7,6 +7,31 @@ outcomes (budget reached, diverged, canceled) are results, never exceptions.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+#: Pydantic inserts the tag of the union member it tried into error locations ("float",
+#: "constrained-str", ...); they are not part of a field's path.
+PYDANTIC_UNION_TAGS = frozenset({"float", "str", "int", "constrained-str", "list[float]", "none"})
+
+
+def pydantic_loc(loc: Iterable[str | int], drop: Iterable[str] = ()) -> tuple[str | int, ...]:
+    """A pydantic error location without union tags (and without the parts in ``drop``, such
+    as FastAPI's ``body``)."""
+    dropped = PYDANTIC_UNION_TAGS | frozenset(drop)
+    return tuple(p for p in loc if isinstance(p, int) or p not in dropped)
+
+
+def field_path(loc: Iterable[str | int]) -> str:
+    """A location as people write it: ``("equations", 0)`` -> ``equations[0]``,
+    ``("options", "seed")`` -> ``options.seed``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
 
 class OdeserveError(Exception):
     """Base class of every error odeserve raises on purpose."""
@@ -30,13 +55,7 @@ class SpecError(OdeserveError, ValueError):
     @property
     def field(self) -> str:
         """The field path as text: ``equations[0]``, ``options.seed``."""
-        out = ""
-        for part in self.loc:
-            if isinstance(part, int):
-                out += f"[{part}]"
-            else:
-                out += ("." if out else "") + part
-        return out or "expression"
+        return field_path(self.loc) or "expression"
 
     @property
     def message(self) -> str:
@@ -50,8 +69,7 @@ class SpecError(OdeserveError, ValueError):
 
     def at(self, *prefix: str | int) -> SpecError:
         """The same error with ``prefix`` put in front of its location."""
-        err = type(self)((*prefix, *self.loc), self.reason, self.column)
-        return err
+        return type(self)((*prefix, *self.loc), self.reason, self.column)
 
 
 class ExpressionSyntaxError(SpecError):
@@ -68,3 +86,11 @@ class LimitError(SpecError):
 
 class IllPosedError(SpecError):
     """A well-formed problem that cannot have a unique solution as written."""
+
+
+class ConstantError(SpecError):
+    """A constant part of an expression has no finite value (``1/0``, ``log(-1)``, ``9^9^9``)."""
+
+
+class EvaluationError(OdeserveError, ArithmeticError):
+    """Float evaluation of a constant program failed: a domain error or a non-finite value."""

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from odeserve.solver.residual import NUMPY, run_on
+from odeserve.evaluate import exact_values
 
 if TYPE_CHECKING:
     from odeserve.solver.solution import Solution
@@ -22,12 +22,12 @@ def plot_solution(solution: Solution, path: str) -> None:
     a, b = problem.domain
     xs = np.linspace(a, b, 501)
     values = solution(xs)
+    exact = exact_values(problem.exact, problem.variable, xs)
     fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 4.2))
     for j, u in enumerate(problem.unknowns):
         ax1.plot(xs, values[:, j], label=f"{u} (PINN)")
-        if u in problem.exact:
-            exact = run_on(problem.exact[u], {problem.variable: xs}, NUMPY, xs)
-            ax1.plot(xs, exact, "--", label=f"{u} (exact)")
+        if u in exact:
+            ax1.plot(xs, exact[u], "--", label=f"{u} (exact)")
     ax1.set_xlabel(problem.variable)
     ax1.set_title("solution")
     ax1.legend()
@@ -38,7 +38,7 @@ def plot_solution(solution: Solution, path: str) -> None:
     ax2.set_title("|residual|")
     ax2.legend()
     hist = solution.history()
-    ax3.semilogy([h["iteration"] for h in hist], [h["loss"] for h in hist])
+    ax3.semilogy([h.iteration for h in hist], [h.loss for h in hist])
     ax3.set_xlabel("iteration")
     ax3.set_title("loss")
     fig.suptitle(f"{', '.join(problem.spec.equations)}  —  {solution.outcome.value}")

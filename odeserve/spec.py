@@ -19,7 +19,7 @@ MAX_PARAMETERS = 64
 MAX_OUTPUT_POINTS = 100_000
 MAX_COLLOCATION_POINTS = 20_000
 MAX_WIDTH = 512
-MAX_DEPTH = 8
+MAX_HIDDEN_LAYERS = 8
 
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 Expression = Annotated[str, StringConstraints(max_length=MAX_EXPRESSION_LENGTH)]
@@ -34,7 +34,7 @@ class NetworkOptions(_Strict):
     """The multilayer perceptron that represents the unknowns (one output per unknown)."""
 
     width: int = Field(24, ge=1, le=MAX_WIDTH, description="Neurons per hidden layer.")
-    depth: int = Field(2, ge=0, le=MAX_DEPTH, description="Hidden layers; 0 gives a linear (affine) network.")
+    depth: int = Field(2, ge=0, le=MAX_HIDDEN_LAYERS, description="Hidden layers; 0 gives a linear (affine) network.")
     activation: Literal["tanh", "sin"] = Field("tanh", description="Smooth activation of the hidden layers.")
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU check (< 5 minutes): the gpu-marked tests, then the public problems on the GPU and
 # per-iteration times on CPU and GPU side by side. Run from the repo root on a CUDA machine.
-# On the lent device machine (no network) carry .gpu/ (pydantic wheels + shared problems):
+# On the lent device machine (no network) carry .gpu/ (pydantic wheels):
 #   mkdir -p .gpu && pip download ... -d .gpu/whl pydantic pydantic_core annotated_types typing_inspection
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +10,6 @@ export OUT PYTHONUNBUFFERED=1
 if [ -d .gpu/whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/whl/*.whl || exit 1
   export PYTHONPATH=/tmp/site:$PWD
-  export ODESERVE_SHARED=$PWD/.gpu/shared
 else
   export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 fi

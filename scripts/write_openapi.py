@@ -9,8 +9,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from common.settings import Settings  # noqa: E402
 from service.app import create_app  # noqa: E402
-from service.settings import Settings  # noqa: E402
 
 
 def render() -> str:

@@ -19,10 +19,11 @@ from redis import Redis
 from rq.job import Job as RQJob
 from rq.job import JobStatus as RQStatus
 
-from service.errors import ApiError
-from service.settings import Settings
+from common import keys as rkeys
+from common.records import ANONYMOUS, JobMeta
+from common.settings import Settings
+from service.errors import ApiError, not_found
 
-ANONYMOUS = "anonymous"
 _ACTIVE = (RQStatus.QUEUED, RQStatus.STARTED, RQStatus.DEFERRED, RQStatus.SCHEDULED)
 
 
@@ -48,13 +49,11 @@ class KeyRing:
     def enabled(self) -> bool:
         return bool(self.digests)
 
-    def owner(self, authorization: str | None, x_api_key: str | None) -> str:
+    def owner(self, bearer: str | None, x_api_key: str | None) -> str:
         """The owner id (the key's digest) for a request, or 401."""
         if not self.enabled:
             return ANONYMOUS
-        presented = x_api_key
-        if presented is None and authorization and authorization.lower().startswith("bearer "):
-            presented = authorization[7:].strip()
+        presented = x_api_key or bearer
         if presented:
             d = digest(presented)
             if any(hmac.compare_digest(d, known) for known in self.digests):
@@ -69,21 +68,15 @@ class KeyRing:
 
 def check_owner(job: RQJob, owner: str) -> None:
     """404 unless ``owner`` created the job (indistinguishable from a missing job)."""
-    if (job.meta or {}).get("owner", ANONYMOUS) != owner:
-        from service.errors import not_found
-
+    if JobMeta.of(job.meta).owner != owner:
         raise not_found(job.id)
-
-
-def _active_key(owner: str) -> str:
-    return f"odeserve:owner:{owner}:active"
 
 
 def enforce_quotas(redis: Redis, owner: str, settings: Settings, queue_serializer: object) -> None:
     """429 with Retry-After when the owner is over its request rate or active-job limit."""
     if settings.rate_limit_per_minute:
         window = int(time.time() // 60)
-        key = f"odeserve:owner:{owner}:rate:{window}"
+        key = rkeys.owner_rate(owner, window)
         count = redis.incr(key)
         if count == 1:
             redis.expire(key, 120)
@@ -96,7 +89,7 @@ def enforce_quotas(redis: Redis, owner: str, settings: Settings, queue_serialize
                 headers={"Retry-After": str(max(retry, 1))},
             )
     if settings.max_active_jobs_per_key:
-        active_key = _active_key(owner)
+        active_key = rkeys.owner_active(owner)
         active = 0
         for raw in redis.smembers(active_key):
             job_id = raw.decode() if isinstance(raw, bytes) else raw
@@ -119,5 +112,5 @@ def enforce_quotas(redis: Redis, owner: str, settings: Settings, queue_serialize
 
 
 def record_active(redis: Redis, owner: str, job_id: str, settings: Settings) -> None:
-    redis.sadd(_active_key(owner), job_id)
-    redis.expire(_active_key(owner), settings.result_ttl_s)
+    redis.sadd(rkeys.owner_active(owner), job_id)
+    redis.expire(rkeys.owner_active(owner), settings.result_ttl_s)

@@ -12,8 +12,9 @@ from pydantic import BaseModel, Field
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
-from odeserve.errors import SpecError
+from odeserve.errors import SpecError, field_path, pydantic_loc
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("odeserve.service")
@@ -60,78 +61,88 @@ def problem_response(
     )
 
 
-def _loc_to_field(loc: tuple[Any, ...]) -> str:
-    parts = [p for p in loc if p not in ("body", "query", "path")]
-    from odeserve.problem import _UNION_TAGS
+def _validation_field(loc: tuple[Any, ...]) -> str:
+    return field_path(pydantic_loc(loc, drop=("body", "query", "path"))) or "body"
 
-    out = ""
-    for p in parts:
-        if isinstance(p, int):
-            out += f"[{p}]"
-        elif p not in _UNION_TAGS:
-            out += ("." if out else "") + str(p)
-    return out or "body"
+
+async def _api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return problem_response(request, exc.status, exc.title, exc.detail, exc.field, exc.headers)
+
+
+async def _spec_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, SpecError)
+    return problem_response(request, 422, "Invalid problem", exc.message, exc.field)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    err = exc.errors()[0]
+    field = _validation_field(tuple(err.get("loc", ())))
+    msg = str(err.get("msg", "invalid"))
+    if err.get("type") == "extra_forbidden":
+        msg = "unknown field"
+    elif err.get("type") == "json_invalid":
+        msg = f"body is not valid JSON ({err.get('ctx', {}).get('error', 'parse error')})"
+        field = "body"
+    return problem_response(request, 422, "Invalid problem", f"{field}: {msg[0].lower() + msg[1:]}", field)
+
+
+_TITLES = {401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed", 413: "Content Too Large"}
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method of the resource: Starlette's 405 names only the first route's (GET
+    /jobs/{id} and DELETE /jobs/{id} are two routes). Asks the router which methods match."""
+    allowed = [
+        method
+        for method in _METHODS
+        if any(r.matches({**request.scope, "method": method})[0] == Match.FULL for r in request.app.router.routes)
+    ]
+    return ", ".join(m for m in allowed if m != "HEAD")
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:
+        # FastAPI's "error parsing the body" (e.g. bytes that are not UTF-8): an invalid body,
+        # reported like every other one.
+        return problem_response(request, 422, "Invalid problem", "body: could not be parsed as UTF-8 JSON", "body")
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = _allowed_methods(request)
+    title = _TITLES.get(exc.status_code, "Error")
+    return problem_response(request, exc.status_code, title, str(exc.detail), headers=headers or None)
+
+
+async def _redis_error(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("redis unavailable: %s", exc)
+    return problem_response(
+        request,
+        503,
+        "Service Unavailable",
+        "the job store (Redis) is unreachable; retry shortly",
+        headers={"Retry-After": "5"},
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:  # pragma: no cover - bugs only
+    log.exception("unexpected error")
+    return problem_response(request, 500, "Internal Server Error", "an unexpected error occurred; it was logged")
 
 
 def install_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def _api(request: Request, exc: ApiError) -> JSONResponse:
-        return problem_response(request, exc.status, exc.title, exc.detail, exc.field, exc.headers)
-
-    @app.exception_handler(SpecError)
-    async def _spec(request: Request, exc: SpecError) -> JSONResponse:
-        return problem_response(request, 422, "Invalid problem", exc.message, exc.field)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        err = exc.errors()[0]
-        field = _loc_to_field(tuple(err.get("loc", ())))
-        msg = str(err.get("msg", "invalid"))
-        if err.get("type") == "extra_forbidden":
-            msg = "unknown field"
-        elif err.get("type") == "json_invalid":
-            msg = f"body is not valid JSON ({err.get('ctx', {}).get('error', 'parse error')})"
-            field = "body"
-        return problem_response(request, 422, "Invalid problem", f"{field}: {msg[0].lower() + msg[1:]}", field)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        titles = {401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed", 413: "Content Too Large"}
-        if exc.status_code == 400:
-            # FastAPI's "error parsing the body" (e.g. bytes that are not UTF-8): an invalid body,
-            # reported like every other one.
-            return problem_response(request, 422, "Invalid problem", "body: could not be parsed as UTF-8 JSON", "body")
-        headers = dict(exc.headers or {})
-        if exc.status_code == 405:
-            # Allow must list every method of the resource; Starlette names only the first
-            # route's (GET /jobs/{id} and DELETE /jobs/{id} are two routes).
-            methods = {
-                m
-                for r in request.app.router.routes
-                if getattr(r, "path_regex", None) is not None and r.path_regex.match(request.url.path)
-                for m in (getattr(r, "methods", None) or ())
-            }
-            headers["Allow"] = ", ".join(sorted(methods))
-        return problem_response(
-            request, exc.status_code, titles.get(exc.status_code, "Error"), str(exc.detail), headers=headers or None
-        )
-
-    @app.exception_handler(RedisConnectionError)
-    @app.exception_handler(RedisTimeoutError)
-    async def _redis(request: Request, exc: Exception) -> JSONResponse:
-        log.warning("redis unavailable: %s", exc)
-        return problem_response(
-            request,
-            503,
-            "Service Unavailable",
-            "the job store (Redis) is unreachable; retry shortly",
-            headers={"Retry-After": "5"},
-        )
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:  # pragma: no cover - bugs only
-        log.exception("unexpected error")
-        return problem_response(request, 500, "Internal Server Error", "an unexpected error occurred; it was logged")
+    """Every error becomes problem+json, mapped here and nowhere else."""
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(SpecError, _spec_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RedisConnectionError, _redis_error)
+    app.add_exception_handler(RedisTimeoutError, _redis_error)
+    app.add_exception_handler(Exception, _unexpected)
 
 
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
+from common.settings import Settings
 from odeserve.errors import LimitError
+from odeserve.network import layer_sizes, parameter_count
 from odeserve.problem import Problem
-from service.settings import Settings
-
-
-def network_parameters(width: int, depth: int, outputs: int) -> int:
-    sizes = [1, *([width] * depth), outputs]
-    return sum(sizes[i] * sizes[i + 1] + sizes[i + 1] for i in range(len(sizes) - 1))
 
 
 def enforce_limits(problem: Problem, settings: Settings) -> None:
@@ -24,7 +20,7 @@ def enforce_limits(problem: Problem, settings: Settings) -> None:
         raise LimitError(field, f"at most {settings.max_sample_points} sample points on this server")
     if o.points > settings.max_collocation_points:
         raise LimitError(("options", "points"), f"must be at most {settings.max_collocation_points} on this server")
-    n = network_parameters(o.network.width, o.network.depth, len(problem.unknowns))
+    n = parameter_count(layer_sizes(o.network, 1, len(problem.unknowns)))
     if n > settings.max_network_parameters:
         raise LimitError(
             ("options", "network"), f"{n} parameters is over this server's limit of {settings.max_network_parameters}"

@@ -16,8 +16,9 @@ from rq import Queue
 from rq.registry import StartedJobRegistry
 from starlette.types import Scope
 
-from service.settings import Settings
-from worker import artifacts
+from common.settings import Settings
+from common.store import read_stats
+from service.jobs import live_workers
 
 
 class JobCollector(Collector):
@@ -26,8 +27,6 @@ class JobCollector(Collector):
         self.settings = settings
 
     def collect(self) -> Iterable[Metric]:
-        from service.jobs import live_workers
-
         q = self.queue
         yield GaugeMetricFamily("odeserve_queue_depth", "Jobs waiting in the queue.", value=q.count)
         yield GaugeMetricFamily(
@@ -36,16 +35,16 @@ class JobCollector(Collector):
         yield GaugeMetricFamily(
             "odeserve_workers", "Workers with a fresh heartbeat.", value=live_workers(q, self.settings)
         )
-        stats = artifacts.read_stats(q.connection)
+        stats = read_stats(q.connection)
         outcomes = CounterMetricFamily("odeserve_job_outcomes", "Finished jobs by outcome.", labels=["outcome"])
-        for outcome, count in sorted(stats["outcomes"].items()):
+        for outcome, count in sorted(stats.outcomes.items()):
             outcomes.add_metric([outcome], count)
         yield outcomes
         yield SummaryMetricFamily(
             "odeserve_job_duration_seconds",
             "Training time of finished jobs.",
-            count_value=stats["duration_count"],
-            sum_value=stats["duration_sum"],
+            count_value=stats.duration_count,
+            sum_value=stats.duration_sum,
         )
 
 

@@ -13,11 +13,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from service.redis_server import RedisServer, env_with_redis, free_port
-from service.settings import get_settings
+from common.redis_server import RedisServer, env_with_redis, free_port
+from common.settings import Settings, get_settings
 
 EXAMPLE: dict[str, Any] = {
     "equations": ["y'' + y'/5 + y = -exp(-x/5)*cos(x)/5"],
@@ -80,16 +81,65 @@ def run_example(base: str) -> bool:
     return True
 
 
+@dataclass
+class _Processes:
+    """The children of ``serve``: the embedded Redis (if any), the workers and the API."""
+
+    env: dict[str, str]
+    redis: RedisServer | None = None
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    api: subprocess.Popen[bytes] | None = None
+    started: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start_worker(self) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen([sys.executable, "-m", "odeserve", "worker"], env=self.env)
+        self.started.append(proc)
+        return proc
+
+    def start_api(self, host: str, port: int) -> None:
+        cmd = [sys.executable, "-m", "uvicorn", "service.app:app_factory", "--factory"]
+        cmd += ["--host", host, "--port", str(port), "--log-level", "warning"]
+        self.api = subprocess.Popen(cmd, env=self.env)
+        self.started.append(self.api)
+
+    def core_alive(self) -> bool:
+        """The API and the embedded Redis: if either dies, the whole service ends."""
+        redis_alive = self.redis is None or (self.redis.process is not None and self.redis.process.poll() is None)
+        return self.api is not None and self.api.poll() is None and redis_alive
+
+    def replace_dead_workers(self) -> None:
+        """A worker that exits (crash, OOM kill) is replaced."""
+        for i, w in enumerate(self.workers):
+            if w.poll() is not None:
+                print(f"worker {w.pid} exited with {w.returncode}; starting a new one")
+                self.workers[i] = self.start_worker()
+
+    def stop(self) -> None:
+        """Workers and the API first (SIGTERM, then SIGKILL after 15 s), then Redis."""
+        for c in self.started:
+            if c.poll() is None:
+                c.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for c in self.started:
+            try:
+                c.wait(max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                c.kill()
+                c.wait(5)
+        if self.redis is not None:
+            self.redis.stop()
+
+
+def _redis(settings: Settings) -> tuple[str, RedisServer | None]:
+    if settings.redis_url:
+        return settings.redis_url, None
+    redis = RedisServer(free_port(), Path(settings.data_dir) / "redis").start()
+    print(f"embedded Redis on {redis.url} (data and AOF in {redis.data_dir})")
+    return redis.url, redis
+
+
 def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, example: bool = False) -> int:
     settings = get_settings()
-    redis: RedisServer | None = None
-    children: list[subprocess.Popen] = []
-    url = settings.redis_url
-    if not url:
-        redis = RedisServer(free_port(), Path(settings.data_dir) / "redis").start()
-        url = redis.url
-        print(f"embedded Redis on {url} (data and AOF in {redis.data_dir})")
-    env = env_with_redis(url)
     stopping = False
 
     def stop(*_: Any) -> None:
@@ -98,27 +148,11 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, example: 
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    worker_cmd = [sys.executable, "-m", "odeserve", "worker"]
+    url, redis = _redis(settings)
+    procs = _Processes(env=env_with_redis(url), redis=redis)
     try:
-        workers_running = [subprocess.Popen(worker_cmd, env=env) for _ in range(workers)]
-        children.extend(workers_running)
-        api = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "service.app:app_factory",
-                "--factory",
-                "--host",
-                host,
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-            ],
-            env=env,
-        )
-        children.append(api)
+        procs.workers = [procs.start_worker() for _ in range(workers)]
+        procs.start_api(host, port)
         base = f"http://{host}:{port}"
         if not wait_ready(base):
             print("the service did not become ready")
@@ -126,28 +160,11 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, example: 
         print(f"odeserve is ready on {base}  (OpenAPI: {base}/docs); Ctrl-C stops everything")
         if example and not run_example(base):
             return 1
-        # Supervise: a worker that exits (crash, OOM kill) is replaced; the API or Redis dying
-        # ends the whole service.
-        while not stopping and api.poll() is None and (redis is None or redis.process.poll() is None):
-            for i, w in enumerate(workers_running):
-                if w.poll() is not None and not stopping:
-                    print(f"worker {w.pid} exited with {w.returncode}; starting a new one")
-                    workers_running[i] = subprocess.Popen(worker_cmd, env=env)
-                    children.append(workers_running[i])
+        while not stopping and procs.core_alive():
+            procs.replace_dead_workers()
             time.sleep(0.2)
         return 0
     finally:
         print("stopping ...")
-        for c in children:
-            if c.poll() is None:
-                c.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for c in children:
-            try:
-                c.wait(max(deadline - time.monotonic(), 0.1))
-            except subprocess.TimeoutExpired:
-                c.kill()
-                c.wait(5)
-        if redis is not None:
-            redis.stop()
+        procs.stop()
         print("stopped")

@@ -1,25 +1,26 @@
-"""Wire schemas of the HTTP API (responses; the request body is odeserve.spec.ProblemSpec)."""
+"""Wire schemas of the HTTP API (responses; the request body is odeserve.spec.ProblemSpec).
+
+The records that cross Redis (progress, metrics, samples) are the shared ones, so the API
+documents exactly what the workers write.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from common.records import Progress
+from odeserve.outcome import Outcome
+from odeserve.report import HistoryPoint as LossPoint
+from odeserve.report import Metrics, Samples
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "canceled"]
 
 
 class _Out(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class Progress(_Out):
-    iteration: int = 0
-    max_iterations: int
-    loss: float | None = None
-    elapsed_s: float = 0.0
-    eta_s: float | None = Field(None, description="Estimate from the iteration budget and the time limit.")
 
 
 class JobErrorInfo(_Out):
@@ -31,6 +32,7 @@ class Links(_Out):
     self: str
     solution: str
     model: str
+    history: str
 
 
 class Job(_Out):
@@ -40,19 +42,15 @@ class Job(_Out):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     progress: Progress
-    outcome: str | None = Field(None, description="converged | budget_reached | time_limit | diverged | canceled")
+    outcome: Outcome | None = None
     message: str | None = None
-    metrics: dict[str, Any] | None = None
+    metrics: Metrics | None = None
+    device: str | None = Field(None, description="Where the job trained: cpu or cuda.")
+    resumed_from: int | None = Field(
+        None, description="Set when a worker died or shut down mid-job: the iteration another worker resumed from."
+    )
     error: JobErrorInfo | None = None
     links: Links
-
-
-class Solution(_Out):
-    variable: str
-    x: list[float]
-    values: dict[str, list[float]]
-    derivatives: dict[str, list[float]]
-    residuals: dict[str, list[float]]
 
 
 class Health(_Out):
@@ -63,3 +61,11 @@ class Ready(_Out):
     status: Literal["ready"]
     workers: int
     queued: int
+
+
+class Solution(Samples):
+    """The solution on the output grid: values, derivatives and equation residuals."""
+
+
+class HistoryPoint(LossPoint):
+    """One entry of a job's loss history."""

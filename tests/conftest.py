@@ -18,7 +18,7 @@ from tests.problems import ROOT
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    from service.redis_server import RedisServer, free_port
+    from common.redis_server import RedisServer, free_port
 
     server = RedisServer(free_port(), tmp_path_factory.mktemp("redis")).start()
     yield server
@@ -100,8 +100,8 @@ def wait_for(predicate, timeout: float, interval: float = 0.2):
 def make_client(redis_url: str, queue: str, **overrides):
     from fastapi.testclient import TestClient
 
+    from common.settings import Settings
     from service.app import create_app
-    from service.settings import Settings
 
     settings = Settings(redis_url=redis_url, queue=queue, **overrides)
     return TestClient(create_app(settings), raise_server_exceptions=False)

@@ -1,24 +1,25 @@
-"""The shared public problems (../shared/problems/public.json) with their exact solutions."""
+"""The problems the tests use: the public set shipped in ``odeserve.examples`` (one loader for the
+tests, the benchmarks and the playground) and a helper to change options."""
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
+from odeserve.examples import public_problems
+
 ROOT = Path(__file__).resolve().parents[1]
 
-
-def shared_dir() -> Path:
-    return Path(os.environ.get("ODESERVE_SHARED", ROOT.parent / "shared"))
+__all__ = ["NO_TIME_LIMIT_S", "ROOT", "public_problems", "with_options"]
 
 
-def public_problems() -> dict[str, dict[str, Any]]:
-    return json.loads((shared_dir() / "problems" / "public.json").read_text())["problems"]
+#: Tests never depend on how busy the machine is: unless a test sets a time limit itself, the
+#: iteration budget decides when training ends (timing belongs in bench/).
+NO_TIME_LIMIT_S = 3600
 
 
 def with_options(spec: dict[str, Any], **options: Any) -> dict[str, Any]:
+    """``spec`` with these options (and no effective time limit unless one is given)."""
     out = dict(spec)
-    out["options"] = {**spec.get("options", {}), **options}
+    out["options"] = {"time_limit_s": NO_TIME_LIMIT_S, **spec.get("options", {}), **options}
     return out

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from odeserve import derivative
-from odeserve.solver.taylor import SIN, TANH, mlp_taylor, parameter_count
+from odeserve.network import parameter_count
+from odeserve.solver.taylor import SIN, TANH, mlp_taylor
 
 
 def nested_autograd(theta, sizes, t, dt, order, activation):

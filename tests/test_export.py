@@ -58,7 +58,17 @@ def test_round_trip_in_a_process_without_odeserve(system_solution, tmp_path) -> 
 
 
 def test_export_metadata_and_dynamic_batch(system_solution) -> None:
-    program = torch.export.load(io.BytesIO(system_solution.export_bytes()))
+    s = system_solution
+    extra = {"metadata.json": ""}
+    program = torch.export.load(io.BytesIO(s.export_bytes()), extra_files=extra)
+    meta = json.loads(extra["metadata.json"])
+    assert meta == s.metadata()
+    assert meta["format"] == "odeserve-model/1"
+    assert meta["unknowns"] == ["u", "v"] and meta["variable"] == "x"
+    assert meta["domain"] == pytest.approx([0.0, 2 * np.pi])
+    assert meta["spec_hash"] == s.problem.spec_hash and len(meta["spec_hash"]) == 64
+    assert meta["dtype"] == "float64"
+    assert meta["versions"]["torch"] == torch.__version__ and meta["versions"]["odeserve"]
     for n in (1, 5, 1000):
         x = torch.linspace(0, 1, n, dtype=torch.float64).reshape(-1, 1)
         assert program.module()(x).shape == (n, 2)

@@ -26,7 +26,7 @@ def test_kills_and_restarts_lose_and_duplicate_nothing(tmp_path, start_worker) -
     from rq.results import Result
     from rq.serializers import JSONSerializer
 
-    from service.redis_server import RedisServer, free_port
+    from common.redis_server import RedisServer, free_port
 
     rng = random.Random(7)
     server = RedisServer(free_port(), tmp_path / "redis").start()

@@ -9,17 +9,47 @@ import pytest
 import torch
 
 from odeserve import solve
-from odeserve.solver.taylor import TANH, mlp_taylor, parameter_count
+from odeserve.network import parameter_count
+from odeserve.solver.taylor import TANH, mlp_taylor
 from tests.problems import public_problems
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-def test_device_choice_falls_back_to_cpu() -> None:
+def test_device_choice_falls_back_to_cpu_without_a_gpu() -> None:
+    """In a process that sees no GPU (CUDA_VISIBLE_DEVICES empty, on any machine), 'auto' and
+    even 'cuda' choose the CPU, and a solve on the chosen device trains there."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.problems import ROOT
+
+    code = (
+        "import torch\n"
+        "from worker.jobs import choose_device\n"
+        "from odeserve import solve\n"
+        "from odeserve.examples import public_problems\n"
+        "assert not torch.cuda.is_available()\n"
+        "choices = [choose_device(s) for s in ('auto', 'cuda', 'cpu')]\n"
+        "spec = public_problems()['lagaris2'] | {'options': {'max_iterations': 5}}\n"
+        "s = solve(spec, device=choices[0])\n"
+        "print(choices, s.trial.theta.device.type)\n"
+    )
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(ROOT))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[-2] == "['cpu', 'cpu', 'cpu'] cpu"
+    assert "no CUDA device" in out.stderr  # 'cuda' without a GPU is logged, not silent
+
+
+@pytest.mark.gpu
+@cuda
+def test_device_choice_takes_the_gpu_when_there_is_one() -> None:
     from worker.jobs import choose_device
 
+    assert choose_device("auto") == choose_device("cuda") == "cuda"
     assert choose_device("cpu") == "cpu"
-    assert choose_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 @pytest.mark.gpu
@@ -40,7 +70,7 @@ def test_taylor_mode_on_gpu_matches_cpu() -> None:
 def test_public_problems_on_gpu(name: str) -> None:
     solution = solve(public_problems()[name], device="cuda")
     m = solution.metrics()
-    assert all(e["rel_l2"] <= 1e-6 for e in m["error"].values()), m["error"]
+    assert m.error is not None and all(e.rel_l2 <= 1e-6 for e in m.error.values()), m.error
     assert solution.trial.theta.is_cuda
     # The exported model is a CPU float64 model whatever the training device.
     scripted = torch.jit.load(io.BytesIO(solution.torchscript_bytes()))

@@ -10,10 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from odeserve.errors import ExpressionSyntaxError, LimitError, SpecError
+from odeserve.evaluate import NUMPY, evaluate
 from odeserve.expr.nodes import Binary, Deriv, Name, Unary
 from odeserve.expr.parser import parse_equation, parse_expression
 from odeserve.expr.program import compile_node, run_float
-from odeserve.solver.residual import NUMPY, TORCH, run_on
+from odeserve.solver.residual import run_torch
 
 
 def const(text: str) -> float:
@@ -203,8 +204,8 @@ def test_compiled_expressions_agree_with_numpy(case) -> None:
     program = compile_node(parse_expression(text), lambda n: math.pi if n.name == "pi" else "x")
     xs = np.linspace(-2, 2, 17)
     expected = reference(xs)
-    got_numpy = run_on(program, {"x": xs}, NUMPY, xs)
-    got_torch = run_on(program, {"x": torch.as_tensor(xs)}, TORCH, torch.as_tensor(xs)).numpy()
+    got_numpy = evaluate(program, {"x": xs}, xs)
+    got_torch = run_torch(program, {"x": torch.as_tensor(xs)}, torch.as_tensor(xs)).numpy()
     scale = 1 + np.abs(expected)
     assert np.all(np.abs(got_numpy - expected) <= 1e-9 * scale)
     assert np.all(np.abs(got_torch - expected) <= 1e-9 * scale)

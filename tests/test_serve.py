@@ -27,7 +27,7 @@ def _port_open(port: int) -> bool:
 
 
 def test_serve_starts_everything_and_ctrl_c_stops_everything(tmp_path) -> None:
-    from service.redis_server import free_port
+    from common.redis_server import free_port
 
     port = free_port()
     env = dict(os.environ, ODESERVE_DATA_DIR=str(tmp_path / "var"), PYTHONPATH=str(ROOT))

@@ -200,7 +200,7 @@ def test_sigterm_hands_the_job_back(redis_server, start_worker) -> None:
 
 
 def test_redis_down_gives_503_and_recovers(tmp_path) -> None:
-    from service.redis_server import RedisServer, free_port
+    from common.redis_server import RedisServer, free_port
 
     server = RedisServer(free_port(), tmp_path).start()
     spec = with_options(PROBLEMS["lagaris2"], max_iterations=10)
@@ -244,7 +244,7 @@ def test_idempotency_key(service) -> None:
 
 
 def test_worker_reconnects_after_a_redis_restart(tmp_path, start_worker) -> None:
-    from service.redis_server import RedisServer, free_port
+    from common.redis_server import RedisServer, free_port
 
     server = RedisServer(free_port(), tmp_path).start()
     try:

@@ -124,5 +124,17 @@ def test_linear_condition_forms() -> None:
 
 
 def test_spec_hash_is_stable_and_sensitive() -> None:
-    assert load_problem(BASE).spec_hash == load_problem(dict(BASE)).spec_hash
+    import json
+
+    # The same problem written two ways: other key order, JSON text, defaults spelled out.
+    explicit = {
+        "options": {"seed": 0, "precision": "float64", "points": 128},
+        "conditions": ["y(0) = 0", "y'(0) = 1"],
+        "variable": "x",
+        "domain": [0.0, 1.0],
+        "equations": ["y'' = -y"],
+        "output": {"points": 201},
+    }
+    assert load_problem(BASE).spec_hash == load_problem(json.dumps(explicit)).spec_hash
     assert load_problem(BASE).spec_hash != load_problem(spec(domain=[0, 2])).spec_hash
+    assert load_problem(BASE).spec_hash != load_problem(spec(options={"seed": 1})).spec_hash

@@ -13,31 +13,21 @@ same way. Short Redis outages during training only skip progress reports.
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
 import signal
 import sys
-import time
-from collections.abc import Callable
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import get_current_job
 
-from service.settings import get_settings
-from worker import artifacts
+from common.keys import Artifact
+from common.records import JobResult, Progress
+from common.settings import get_settings
+from common.store import ArtifactStore, record_outcome
+from worker.reporter import JobReporter, persistent, tolerant
 
 log = logging.getLogger("odeserve.job")
-
-#: At most this many progress writes per second (RQ writes only the meta field).
-PROGRESS_INTERVAL_S = 0.5
-#: How often the cancel and hand-back flags are read.
-CANCEL_POLL_S = 0.25
-#: How long final writes keep retrying while Redis is unreachable.
-WRITE_RETRY_S = 120.0
-REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError)
 
 
 class HandedBack(Exception):
@@ -46,10 +36,16 @@ class HandedBack(Exception):
 
 
 def choose_device(setting: str) -> str:
+    """``cuda`` on ``auto`` or ``cuda`` when a GPU is visible; else ``cpu`` (a ``cuda`` setting
+    without a GPU is logged: the jobs still run, on the CPU, and say so in their ``device``)."""
     import torch
 
-    if setting == "cuda" or (setting == "auto" and torch.cuda.is_available()):
+    if setting == "cpu":
+        return "cpu"
+    if torch.cuda.is_available():
         return "cuda"
+    if setting == "cuda":
+        log.warning("ODESERVE_DEVICE=cuda but no CUDA device is visible; training on the CPU")
     return "cpu"
 
 
@@ -69,43 +65,9 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
-def _tolerant(fn: Callable[[], Any]) -> Any:
-    """Best-effort Redis call during training: an outage must not kill the job."""
-    try:
-        return fn()
-    except REDIS_ERRORS as exc:
-        log.warning("redis unavailable during training: %s", exc)
-        return None
-
-
-def _persistent(fn: Callable[[], Any]) -> Any:
-    """A write that must happen (results): retry until Redis is back, within WRITE_RETRY_S."""
-    deadline = time.monotonic() + WRITE_RETRY_S
-    delay = 0.5
-    while True:
-        try:
-            return fn()
-        except REDIS_ERRORS:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
-
-
-def _load_checkpoint(redis, job_id: str) -> dict[str, Any] | None:
-    import torch
-
-    data = _tolerant(lambda: artifacts.get(redis, job_id, artifacts.CHECKPOINT))
-    if not data:
-        return None
-    try:
-        return torch.load(io.BytesIO(data), weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - a damaged checkpoint means starting over, not failing
-        log.warning("ignoring an unreadable checkpoint: %s", exc)
-        return None
-
-
 def solve_job(spec: dict[str, Any]) -> dict[str, Any]:
+    """Solve ``spec`` (a ProblemSpec as JSON), store samples, history and models, return a
+    :class:`JobResult` as a dict."""
     import torch
 
     from odeserve.problem import load_problem
@@ -115,100 +77,46 @@ def solve_job(spec: dict[str, Any]) -> dict[str, Any]:
     settings = get_settings()
     torch.set_num_threads(settings.torch_threads or os.cpu_count() or 1)
     job = get_current_job()
-    assert job is not None, "solve_job runs inside an RQ job"
-    redis = job.connection
+    if job is None:
+        raise RuntimeError("solve_job runs inside an RQ job")
     problem = load_problem(spec)
     opts = problem.options
     device = choose_device(settings.device)
-    ttl, cap = settings.result_ttl_s, settings.max_artifact_bytes
-    last_write = 0.0
-    last_poll = 0.0
-    stop_reason: list[str] = []
-
-    def progress(iteration: int, loss: float, elapsed: float) -> None:
-        nonlocal last_write
-        now = time.monotonic()
-        if now - last_write < PROGRESS_INTERVAL_S and iteration < opts.max_iterations:
-            return
-        last_write = now
-        rate = elapsed / max(iteration, 1)
-        eta = min(rate * (opts.max_iterations - iteration), max(opts.time_limit_s - elapsed, 0.0))
-        job.meta["progress"] = {
-            "iteration": iteration,
-            "max_iterations": opts.max_iterations,
-            "loss": loss,
-            "elapsed_s": elapsed,
-            "eta_s": eta,
-        }
-        job.meta["device"] = device
-        _tolerant(job.save_meta)
-
-    def should_stop() -> bool:
-        nonlocal last_poll
-        now = time.monotonic()
-        if now - last_poll < CANCEL_POLL_S:
-            return False
-        last_poll = now
-        if _tolerant(lambda: artifacts.cancel_requested(redis, job.id)):
-            stop_reason.append("cancel")
-        elif _tolerant(lambda: artifacts.handback_requested(redis, job.id)):
-            stop_reason.append("handback")
-        return bool(stop_reason)
-
-    def save_checkpoint(state: dict[str, Any]) -> None:
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        _tolerant(lambda: artifacts.put(redis, job.id, artifacts.CHECKPOINT, buf.getvalue(), ttl, cap))
-
-    resume = _load_checkpoint(redis, job.id)
-    context = {"request_id": job.meta.get("request_id"), "job_id": job.id, "device": device}
-    if resume is not None:
-        job.meta["resumed_from"] = int(resume["iteration"])
-        _tolerant(job.save_meta)
+    store = ArtifactStore.from_settings(job.connection, settings)
+    reporter = JobReporter(job, store, opts.max_iterations, opts.time_limit_s)
+    resume = reporter.load_checkpoint()
+    context: dict[str, object] = {"request_id": reporter.meta.request_id, "job_id": job.id, "device": device}
     log.info("job started", extra=context | {"iterations": int(resume["iteration"]) if resume else 0})
-    solution = solve(
-        problem,
-        device=device,
-        progress=progress,
-        should_stop=should_stop,
-        checkpoint=save_checkpoint,
-        checkpoint_every_s=settings.checkpoint_s,
-        resume=resume,
-    )
+    solution = solve(problem, device=device, hooks=reporter.hooks(settings.checkpoint_s), resume=resume)
     r = solution.result
-    if stop_reason and stop_reason[0] == "handback":
-        _persistent(lambda: save_checkpoint(r.state or {}))
-        _persistent(lambda: artifacts.clear_handback(redis, job.id))
+    if reporter.stop_reason == "handback":
+        persistent(lambda: reporter.checkpoint(r.state or {}))
+        persistent(lambda: store.delete(job.id, Artifact.HANDBACK))
         log.info("job handed back", extra=context | {"iterations": r.iterations})
         raise HandedBack(f"handed back at iteration {r.iterations} (worker shutting down); it resumes elsewhere")
 
     metrics = solution.metrics()
     samples, history = solution.samples(), solution.history()
-    ts_bytes, pt2_bytes = solution.torchscript_bytes(), solution.export_bytes()
-    stored = _persistent(
-        lambda: {
-            "samples": artifacts.put_json(redis, job.id, artifacts.SAMPLES, samples, ttl, cap),
-            "history": artifacts.put_json(redis, job.id, artifacts.HISTORY, history, ttl, cap),
-            "torchscript": artifacts.put(redis, job.id, artifacts.TORCHSCRIPT, ts_bytes, ttl, cap),
-            "export": artifacts.put(redis, job.id, artifacts.EXPORT, pt2_bytes, ttl, cap),
-        }
-    )
-    _persistent(lambda: artifacts.record_outcome(redis, solution.outcome.value, r.elapsed))
-    _tolerant(lambda: artifacts.delete(redis, job.id, artifacts.CHECKPOINT))
+    models = {Artifact.TORCHSCRIPT: solution.torchscript_bytes(), Artifact.EXPORT: solution.export_bytes()}
+
+    def store_all() -> None:
+        stored = [
+            store.put_model(job.id, Artifact.SAMPLES, samples),
+            store.put_model(job.id, Artifact.HISTORY, history),
+        ]
+        stored += [store.put(job.id, name, data) for name, data in models.items()]
+        if not all(stored):
+            log.warning("an artifact was over ODESERVE_MAX_ARTIFACT_BYTES and was not stored", extra=context)
+
+    persistent(store_all)
+    persistent(lambda: record_outcome(job.connection, solution.outcome.value, r.elapsed))
+    tolerant(lambda: store.delete(job.id, Artifact.CHECKPOINT))
     done = {"outcome": solution.outcome.value, "iterations": r.iterations, "duration_ms": round(r.elapsed * 1e3, 1)}
     log.info("job finished", extra=context | done)
-    job.meta["progress"] = {
-        "iteration": r.iterations,
-        "max_iterations": opts.max_iterations,
-        "loss": r.loss,
-        "elapsed_s": r.elapsed,
-        "eta_s": 0.0,
-    }
-    _persistent(job.save_meta)
-    return {
-        "outcome": solution.outcome.value,
-        "message": solution.message,
-        "metrics": metrics,
-        "device": device,
-        "stored": stored,
-    }
+    final = Progress(
+        iteration=r.iterations, max_iterations=opts.max_iterations, loss=r.loss, elapsed_s=r.elapsed, eta_s=0.0
+    )
+    reporter.write_progress(final, must=True)
+    return JobResult(outcome=solution.outcome, message=solution.message, metrics=metrics, device=device).model_dump(
+        mode="json"
+    )

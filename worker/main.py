@@ -14,6 +14,8 @@ import contextlib
 import logging
 import os
 import time
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -21,13 +23,19 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Worker
 from rq.job import Job
 
-from service.logs import configure_logging
-from service.settings import Settings, get_settings
-from worker import artifacts
-from worker.queueing import make_queue
+from common.keys import Artifact
+from common.logs import configure_logging
+from common.queue import make_queue
+from common.settings import ConfigError, Settings, get_settings
+from common.store import HANDBACK_TTL_S, set_flag
+
+if TYPE_CHECKING:
+    _WorkerBase = Worker  # the mixin's methods run on RQ's workers
+else:
+    _WorkerBase = object
 
 
-class OdeWorkerMixin:
+class OdeWorkerMixin(_WorkerBase):
     """What odeserve changes in RQ's workers.
 
     * The job heartbeat expires soon after a worker dies, so an abandoned job is requeued (and
@@ -41,23 +49,23 @@ class OdeWorkerMixin:
     grace_s: int = 10
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
-        return int(self.job_monitoring_interval) + self.grace_s  # type: ignore[attr-defined]
+        return int(self.job_monitoring_interval) + self.grace_s
 
-    def maintain_heartbeats(self, job: Job, execution) -> None:  # noqa: ANN001 - RQ's signature
+    def maintain_heartbeats(self, job: Job, execution: Any) -> None:
         # A Redis blip must not end the monitoring of a running horse: RQ would leave the horse
         # unwatched, its heartbeat would expire and the job would be run twice. Skip this beat;
         # the next one (heartbeat_s later) renews everything once Redis answers again.
         try:
-            super().maintain_heartbeats(job, execution)  # type: ignore[misc]
+            super().maintain_heartbeats(job, execution)
         except (RedisConnectionError, RedisTimeoutError) as exc:
             logging.getLogger("odeserve.worker").warning("heartbeat skipped, Redis unavailable: %s", exc)
 
-    def request_stop(self, signum, frame) -> None:  # noqa: ANN001 - RQ's signal-handler signature
-        job_id = self.get_current_job_id()  # type: ignore[attr-defined]
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
+        job_id = self.get_current_job_id()
         if job_id:
             with contextlib.suppress(Exception):
-                artifacts.request_handback(self.connection, job_id)  # type: ignore[attr-defined]
-        super().request_stop(signum, frame)  # type: ignore[misc]
+                set_flag(self.connection, job_id, Artifact.HANDBACK, HANDBACK_TTL_S)
+        super().request_stop(signum, frame)
 
 
 class OdeWorker(OdeWorkerMixin, Worker):
@@ -74,8 +82,10 @@ def worker_class(settings: Settings) -> type[Worker]:
 
 def run_worker(burst: bool = False, settings: Settings | None = None) -> int:
     settings = settings or get_settings()
-    if not settings.redis_url:
-        print("error: set ODESERVE_REDIS_URL (or use `odeserve serve`, which starts Redis)")
+    try:
+        redis_url = settings.require_redis_url()
+    except ConfigError as exc:
+        print(f"error: {exc}")
         return 2
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
     if settings.worker_class == "fork":
@@ -86,7 +96,7 @@ def run_worker(burst: bool = False, settings: Settings | None = None) -> int:
     cls = worker_class(settings)
     delay = 1.0
     while True:
-        redis = Redis.from_url(settings.redis_url, socket_connect_timeout=5, health_check_interval=10)
+        redis = Redis.from_url(redis_url, socket_connect_timeout=5, health_check_interval=10)
         queue = make_queue(redis, settings)
         worker = cls(
             [queue],

@@ -8,8 +8,9 @@ import numpy as np
 import torch
 
 from bench.common import Result, Tracker
+from odeserve.hooks import Hooks, Step
 from odeserve.problem import load_problem
-from odeserve.solver.solve import solve
+from odeserve.solver.solve import DTYPES, build_trial, solve
 
 CHECK_EVERY = 5
 
@@ -27,16 +28,14 @@ def run(name: str, spec: dict[str, Any], device: str = "cpu") -> Result:
 
         return predict
 
-    def observe(iteration: int, theta: torch.Tensor) -> None:
-        if iteration % CHECK_EVERY == 0 and "trial" in state:
-            tracker.check(predictor(state["trial"], theta))
+    def on_step(step: Step) -> None:
+        if step.iteration % CHECK_EVERY == 0 and "trial" in state:
+            tracker.check(predictor(state["trial"], step.theta))
 
-    # solve() builds the trial itself; the first observe call needs it, so build it the same way.
-    from odeserve.solver.solve import DTYPES, build_trial
-
+    # solve() builds the trial itself; the first step needs it, so build it the same way.
     state["trial"], _, _ = build_trial(problem, torch.device(device), DTYPES[problem.options.precision])
     tracker.start = __import__("time").perf_counter()
-    solution = solve(problem, device=device, observe=observe)
+    solution = solve(problem, device=device, hooks=Hooks(on_step=on_step))
     return tracker.result(
         "odeserve", name, lambda xs: solution(xs), solution.result.iterations, note=solution.outcome.value
     )

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from bench.common import Result, errors, eval_grid, exact_values
+from odeserve.evaluate import evaluate
 from odeserve.problem import load_problem
-from odeserve.solver.residual import NUMPY, run_on
 
 
 def _highest(problem, x, state):
@@ -26,7 +26,7 @@ def _highest(problem, x, state):
                 env[(u, k)] = state[i]
                 i += 1
             env[(u, orders[u])] = top[j]
-        return np.stack([np.broadcast_to(run_on(e.residual, env, NUMPY, np.zeros(n)), (n,)) for e in problem.equations])
+        return np.stack([np.broadcast_to(evaluate(e.residual, env, np.zeros(n)), (n,)) for e in problem.equations])
 
     zero = [np.zeros(n)] * len(us)
     base = residuals(zero)
@@ -100,7 +100,7 @@ def run(name: str, spec: dict[str, Any]) -> Result:
                 for key in cond.residual.keys:
                     vec = ya if key[2] == a else yb
                     env[key] = vec[slots.index(key[:2])]
-                out.append(float(run_on(cond.residual, env, NUMPY, np.zeros(1))[0]))
+                out.append(float(evaluate(cond.residual, env, np.zeros(1))[0]))
             return np.array(out)
 
         mesh = np.linspace(a, b, 50)

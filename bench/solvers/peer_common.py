@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from odeserve.problem import Condition, Problem
-from odeserve.solver.residual import TORCH, run_on
+from odeserve.solver.residual import run_torch
 
 #: derivs(j, k) -> the k-th derivative of unknown j at the points, shape (N,)
 DerivFn = Callable[[int, int], torch.Tensor]
@@ -20,7 +20,7 @@ def equation_residuals(problem: Problem, x: torch.Tensor, derivs: DerivFn) -> li
     for j, u in enumerate(problem.unknowns):
         for k in range(problem.orders[u] + 1):
             env[(u, k)] = derivs(j, k)
-    return [run_on(eq.residual, env, TORCH, x) for eq in problem.equations]
+    return [run_torch(eq.residual, env, x) for eq in problem.equations]
 
 
 def condition_residual(
@@ -29,7 +29,7 @@ def condition_residual(
     """``at(j, k, point)`` -> the k-th derivative of unknown j at the point (a scalar tensor)."""
     env = {key: at(problem.unknowns.index(key[0]), key[1], key[2]) for key in cond.residual.keys}
     like = next(iter(env.values()))
-    return run_on(cond.residual, env, TORCH, like)
+    return run_torch(cond.residual, env, like)
 
 
 def single_point_conditions(problem: Problem) -> bool:

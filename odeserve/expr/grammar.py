@@ -7,13 +7,16 @@ all read it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 #: Longest expression accepted, in characters. Checked before tokenising.
 MAX_EXPRESSION_LENGTH = 2000
 #: Deepest nesting accepted (parentheses, unary signs, powers and calls all count). Checked while
 #: parsing, so a 10,000-deep input stops at this depth instead of exhausting the stack.
-MAX_DEPTH = 64
-#: Highest derivative order of an unknown.
+MAX_NESTING = 64
+#: Highest derivative order of an unknown, everywhere: the grammar, the spec's output orders, the
+#: Taylor-mode network (its Faa di Bruno formulas are written out to this order) and the exports.
 MAX_ORDER = 4
 
 #: Canonical function names. Aliases map onto these.
@@ -44,12 +47,15 @@ RESERVED: frozenset[str] = frozenset((*FUNCTIONS, *ALIASES, *CONSTANTS, DIFF))
 C_NAMES: dict[str, str] = {"arcsin": "asin", "arccos": "acos", "arctan": "atan"}
 
 
-def function_table(module: object, c_names: bool) -> dict[str, object]:
+def function_table(module: object, c_names: bool) -> dict[str, Callable[[Any], Any]]:
     """Every whitelisted function taken from ``module`` (``abs`` falls back to the builtin)."""
-    table: dict[str, object] = {}
+    table: dict[str, Callable[[Any], Any]] = {}
     for name in FUNCTIONS:
         attr = C_NAMES.get(name, name) if c_names else name
-        table[name] = getattr(module, attr, abs if name == "abs" else None)
+        fn = getattr(module, attr, abs if name == "abs" else None)
+        if not callable(fn):
+            raise AttributeError(f"{module!r} has no function {attr!r}")
+        table[name] = fn
     return table
 
 

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from odeserve.expr.program import Instr, Key, Program, run_float
+from odeserve.errors import EvaluationError
+from odeserve.expr.keys import PointKey
+from odeserve.expr.program import Instr, Program, run_float
 
 
 @dataclass
 class LinearForm:
     """``sum(coeffs[k] * value(k)) + constant``."""
 
-    coeffs: dict[Key, float] = field(default_factory=dict)
+    coeffs: dict[PointKey, float] = field(default_factory=dict)
     constant: float = 0.0
 
     @property
@@ -66,7 +68,10 @@ def linear_form(program: Program) -> LinearForm | None:
             if not all(a.is_constant for a in args):
                 return None
             tail = Program((*(Instr("const", a.constant) for a in args), ins))
-            stack.append(LinearForm(constant=run_float(tail)))
+            try:
+                stack.append(LinearForm(constant=run_float(tail)))
+            except EvaluationError:  # e.g. log(y(0) - y(0)): no linear form; the penalty says the rest
+                return None
     form = stack[0]
     form.coeffs = {k: v for k, v in form.coeffs.items() if v != 0.0}
     return form

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 
@@ -54,7 +55,7 @@ class Call:
 Node = Num | Name | Deriv | Unary | Binary | Call
 
 
-def walk(node: Node):
+def walk(node: Node) -> Iterator[Node]:
     """Yield every node of the tree, parents first (iterative: trees may be deep)."""
     stack: list[Node] = [node]
     while stack:

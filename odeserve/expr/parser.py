@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from odeserve.errors import ExpressionSyntaxError, LimitError, UnknownNameError
 from odeserve.expr.grammar import (
     DIFF,
-    MAX_DEPTH,
     MAX_EXPRESSION_LENGTH,
+    MAX_NESTING,
     MAX_ORDER,
     RESERVED,
     canonical_function,
@@ -104,18 +104,18 @@ class _Parser:
 
     def enter(self, col: int) -> None:
         self.depth += 1
-        if self.depth > MAX_DEPTH:
-            raise LimitError((), f"expression nests deeper than {MAX_DEPTH} levels", col)
+        if self.depth > MAX_NESTING:
+            raise LimitError((), f"expression nests deeper than {MAX_NESTING} levels", col)
 
     # -- grammar -------------------------------------------------------------------------------
-    def equation(self) -> tuple[Node, Node, int]:
+    def equation(self) -> tuple[Node, Node]:
         lhs = self.expr()
         if not self.at_op("="):
             raise ExpressionSyntaxError((), f"expected '=', found {self._describe(self.tok)}", self.tok.col)
-        eq_col = self.take().col
+        self.take()
         rhs = self.expr()
         self.finish()
-        return lhs, rhs, eq_col
+        return lhs, rhs
 
     def finish(self) -> None:
         if self.tok.kind != "end":
@@ -267,8 +267,7 @@ def parse_equation(text: str, variable: str = "x") -> tuple[Node, Node]:
     p = _Parser(text, variable)
     if p.tok.kind == "end":
         raise ExpressionSyntaxError((), "equation is empty", 1)
-    lhs, rhs, _ = p.equation()
-    return lhs, rhs
+    return p.equation()
 
 
 def suggest(name: str, candidates: list[str] | tuple[str, ...]) -> str:

@@ -9,16 +9,14 @@ tensors in the solver, numpy arrays for metrics. Nothing here executes user text
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from odeserve.errors import ConstantError, EvaluationError
 from odeserve.expr.grammar import function_table
+from odeserve.expr.keys import Key
 from odeserve.expr.nodes import Binary, Call, Deriv, Name, Node, Num, Unary
-
-#: A load key: the variable or a parameter (``str``), an unknown's derivative ``(name, order)``,
-#: or an unknown's derivative at a point ``(name, order, point)``.
-Key = Hashable
 
 
 @dataclass(frozen=True)
@@ -35,9 +33,9 @@ class Program:
     def keys(self) -> frozenset[Key]:
         return frozenset(i.arg for i in self.instrs if i.op == "load")
 
-    @property
-    def is_constant(self) -> bool:
-        return not any(i.op == "load" for i in self.instrs)
+    def then(self, other: Program, op: str) -> Program:
+        """``self op other`` as one program (``-`` gives an equation's residual lhs - rhs)."""
+        return Program((*self.instrs, *other.instrs, Instr(op)))
 
     def run(self, env: Mapping[Key, Any], backend: Backend) -> Any:
         stack: list[Any] = []
@@ -89,7 +87,7 @@ def _float_div(a: float, b: float) -> float:
 
 
 FLOAT = Backend(
-    funcs=function_table(math, c_names=True),  # type: ignore[arg-type]
+    funcs=function_table(math, c_names=True),
     pow=_float_pow,
     div=_float_div,
     const=float,
@@ -97,13 +95,14 @@ FLOAT = Backend(
 
 
 def run_float(program: Program, env: Mapping[Key, float] | None = None) -> float:
-    """Run on Python floats. Raises ValueError for a domain error or a non-finite result."""
+    """Run on Python floats. Raises :class:`EvaluationError` for a domain error or a non-finite
+    result."""
     try:
         value = float(program.run(env or {}, FLOAT))
     except (ValueError, OverflowError, ZeroDivisionError) as exc:
-        raise ValueError(str(exc) or type(exc).__name__) from None
+        raise EvaluationError(str(exc) or type(exc).__name__) from None
     if not math.isfinite(value):
-        raise ValueError("the value is not finite")
+        raise EvaluationError("the value is not finite")
     return value
 
 
@@ -115,8 +114,8 @@ def compile_node(root: Node, resolve: Resolver) -> Program:
     """Flatten a tree to postfix, folding constant subtrees with bounded float arithmetic.
 
     ``resolve`` raises :class:`SpecError` for names it does not know. A constant subtree whose
-    value is undefined or not finite (``log(-1)``, ``9^9^9``, ``1/0``) raises ValueError with the
-    offending node's column in ``args[1]``.
+    value is undefined or not finite (``log(-1)``, ``9^9^9``, ``1/0``) raises
+    :class:`ConstantError` at the offending node's column.
     """
     out: list[Instr] = []
     # Iterative post-order walk: (node, visited?)
@@ -167,6 +166,6 @@ def _fold_tail(out: list[Instr], arity: int, node: Node) -> None:
     tail = Program((*(Instr("const", v) for v in operands), op))
     try:
         value = run_float(tail)
-    except ValueError as exc:
-        raise ValueError(f"constant part is undefined or not finite ({exc})", node.col) from None
+    except EvaluationError as exc:
+        raise ConstantError((), f"constant part is undefined or not finite ({exc})", node.col) from None
     out.append(Instr("const", value))

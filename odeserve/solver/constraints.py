@@ -20,10 +20,12 @@ penalty terms in the loss.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from odeserve.expr.keys import PointKey
 from odeserve.problem import Problem
 
 #: M must be at least this well conditioned for its conditions to be built in.
@@ -63,81 +65,116 @@ def _phi(degree: int, order: int, t: float, dt: float) -> float:
     return coef * t ** (degree - order) * dt**order
 
 
-def plan_constraints(problem: Problem, scales: np.ndarray) -> ConstraintPlan:
+def plan_constraints(problem: Problem) -> ConstraintPlan:
     """Choose which conditions to build in and how (see the module docstring)."""
-    unknown_index = {u: i for i, u in enumerate(problem.unknowns)}
-    a, b = problem.domain
-    mid, half = 0.5 * (a + b), 0.5 * (b - a)
-    notes: list[str] = []
     conds = problem.conditions
-    all_linear = all(c.linear is not None for c in conds)
     if not problem.options.hard_constraints or not conds:
-        return _empty(len(conds), notes)
-    if all_linear:
-        hard = list(range(len(conds)))
-        counts = {u: problem.orders[u] for u in problem.unknowns}
-    else:
-        # Keep the linear conditions on a single unknown; the rest become penalties.
-        hard = [i for i, c in enumerate(conds) if c.linear is not None and len({k[0] for k in c.linear.coeffs}) == 1]
-        counts = {u: 0 for u in problem.unknowns}
-        for i in hard:
-            counts[next(iter(conds[i].linear.coeffs))[0]] += 1  # type: ignore[union-attr]
-        notes.append("conditions that are not linear are imposed as penalties")
+        return _empty(len(conds), [])
+    hard, counts, notes = _hard_conditions(problem)
     if not hard:
         return _empty(len(conds), notes)
-
-    keys = sorted({k for i in hard for k in conds[i].linear.coeffs})  # type: ignore[union-attr]
-    points = sorted({k[2] for k in keys})
-    G = np.zeros((len(hard), len(keys)))
-    beta = np.zeros(len(hard))
-    for r, i in enumerate(hard):
-        form = conds[i].linear
-        assert form is not None
-        beta[r] = form.constant
-        for k, v in form.coeffs.items():
-            G[r, keys.index(k)] = v
-
-    def matrix(choice: dict[str, tuple[int, ...]]) -> tuple[np.ndarray, list[int], list[int]]:
-        degrees: list[int] = []
-        owner: list[int] = []
-        for u in problem.unknowns:
-            degrees += list(choice[u])
-            owner += [unknown_index[u]] * len(choice[u])
-        M = np.zeros((len(hard), len(degrees)))
-        for col, (d, o) in enumerate(zip(degrees, owner)):
-            for c_idx, k in enumerate(keys):
-                if unknown_index[k[0]] == o:
-                    t = (k[2] - mid) / half
-                    M[:, col] += G[:, c_idx] * _phi(d, k[1], t, 1.0 / half)
-        return M, degrees, owner
-
-    options = {
-        u: sorted(itertools.combinations(range(counts[u] + _EXTRA_DEGREES), counts[u]), key=sum)
-        for u in problem.unknowns
-    }
-    for n_tried, combo in enumerate(itertools.product(*(options[u] for u in problem.unknowns))):
-        if n_tried > 500:
-            break
-        choice = dict(zip(problem.unknowns, combo))
-        M, degrees, owner = matrix(choice)
-        if M.shape[0] == M.shape[1] and np.linalg.cond(M) < _MAX_CONDITION_NUMBER:
-            Minv = np.linalg.inv(M)
-            # n holds S_u N_u^(k)(p); G acts on y values, so it sees the scaled network directly.
-            return ConstraintPlan(
-                hard=tuple(hard),
-                penalty=tuple(i for i in range(len(conds)) if i not in hard),
-                degrees=np.array(degrees, dtype=np.int64),
-                owner=np.array(owner, dtype=np.int64),
-                points=np.array(points, dtype=np.float64),
-                key_unknown=np.array([unknown_index[k[0]] for k in keys], dtype=np.int64),
-                key_order=np.array([k[1] for k in keys], dtype=np.int64),
-                key_point=np.array([points.index(k[2]) for k in keys], dtype=np.int64),
-                c0=-Minv @ beta,
-                K=-Minv @ G,
-                notes=notes,
-            )
+    system = _ConditionSystem.build(problem, hard)
+    for choice in _degree_choices(problem.unknowns, counts):
+        plan = system.plan(choice, len(conds), notes)
+        if plan is not None:
+            return plan
     notes.append("the conditions could not be built into the network (singular system); imposed as penalties")
     return _empty(len(conds), notes)
+
+
+def _hard_conditions(problem: Problem) -> tuple[list[int], dict[str, int], list[str]]:
+    """The conditions to build in, how many basis functions each unknown needs, and notes."""
+    conds = problem.conditions
+    if all(c.linear is not None for c in conds):
+        return list(range(len(conds))), dict(problem.orders), []
+    # Keep the linear conditions on a single unknown; the rest become penalties.
+    hard: list[int] = []
+    counts = dict.fromkeys(problem.unknowns, 0)
+    for i, c in enumerate(conds):
+        if c.linear is not None and len({k.unknown for k in c.linear.coeffs}) == 1:
+            hard.append(i)
+            counts[next(iter(c.linear.coeffs)).unknown] += 1
+    return hard, counts, ["conditions that are not linear are imposed as penalties"]
+
+
+def _degree_choices(unknowns: tuple[str, ...], counts: dict[str, int]) -> Iterator[dict[str, tuple[int, ...]]]:
+    """Basis degrees to try per unknown, lowest total degree first, at most 500 combinations."""
+    options = [sorted(itertools.combinations(range(counts[u] + _EXTRA_DEGREES), counts[u]), key=sum) for u in unknowns]
+    for combo in itertools.islice(itertools.product(*options), 501):
+        yield dict(zip(unknowns, combo))
+
+
+@dataclass(frozen=True)
+class _ConditionSystem:
+    """The hard conditions as ``G n + beta = 0`` over the point values n (keys, in order)."""
+
+    hard: list[int]
+    unknown_index: dict[str, int]
+    keys: list[PointKey]
+    points: list[float]
+    G: np.ndarray
+    beta: np.ndarray
+    mid: float
+    half: float
+
+    @classmethod
+    def build(cls, problem: Problem, hard: list[int]) -> _ConditionSystem:
+        forms = [problem.conditions[i].linear for i in hard]
+        keys = sorted({k for form in forms if form is not None for k in form.coeffs})
+        G = np.zeros((len(hard), len(keys)))
+        beta = np.zeros(len(hard))
+        for r, form in enumerate(forms):
+            assert form is not None, "hard conditions are linear"
+            beta[r] = form.constant
+            for k, v in form.coeffs.items():
+                G[r, keys.index(k)] = v
+        a, b = problem.domain
+        return cls(
+            hard=hard,
+            unknown_index={u: i for i, u in enumerate(problem.unknowns)},
+            keys=keys,
+            points=sorted({k.point for k in keys}),
+            G=G,
+            beta=beta,
+            mid=0.5 * (a + b),
+            half=0.5 * (b - a),
+        )
+
+    def basis_matrix(self, choice: dict[str, tuple[int, ...]]) -> tuple[np.ndarray, list[int], list[int]]:
+        """M[r, j]: condition r applied to basis function j (degree d_j of its owner unknown)."""
+        degrees: list[int] = []
+        owner: list[int] = []
+        for u, chosen in choice.items():
+            degrees += list(chosen)
+            owner += [self.unknown_index[u]] * len(chosen)
+        M = np.zeros((len(self.hard), len(degrees)))
+        for col, (d, o) in enumerate(zip(degrees, owner)):
+            for c_idx, k in enumerate(self.keys):
+                if self.unknown_index[k.unknown] == o:
+                    t = (k.point - self.mid) / self.half
+                    M[:, col] += self.G[:, c_idx] * _phi(d, k.order, t, 1.0 / self.half)
+        return M, degrees, owner
+
+    def plan(self, choice: dict[str, tuple[int, ...]], n_conditions: int, notes: list[str]) -> ConstraintPlan | None:
+        """The plan for one choice of degrees, or None when M is singular or ill conditioned."""
+        M, degrees, owner = self.basis_matrix(choice)
+        if M.shape[0] != M.shape[1] or not np.linalg.cond(M) < _MAX_CONDITION_NUMBER:
+            return None
+        Minv = np.linalg.inv(M)
+        # n holds S_u N_u^(k)(p); G acts on y values, so it sees the scaled network directly.
+        return ConstraintPlan(
+            hard=tuple(self.hard),
+            penalty=tuple(i for i in range(n_conditions) if i not in self.hard),
+            degrees=np.array(degrees, dtype=np.int64),
+            owner=np.array(owner, dtype=np.int64),
+            points=np.array(self.points, dtype=np.float64),
+            key_unknown=np.array([self.unknown_index[k.unknown] for k in self.keys], dtype=np.int64),
+            key_order=np.array([k.order for k in self.keys], dtype=np.int64),
+            key_point=np.array([self.points.index(k.point) for k in self.keys], dtype=np.int64),
+            c0=-Minv @ self.beta,
+            K=-Minv @ self.G,
+            notes=notes,
+        )
 
 
 def _empty(n_conditions: int, notes: list[str]) -> ConstraintPlan:

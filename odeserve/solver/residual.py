@@ -9,7 +9,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from odeserve.evaluate import equation_env
 from odeserve.expr.grammar import function_table
+from odeserve.expr.keys import Key, PointKey
 from odeserve.expr.program import Backend, Program
 from odeserve.problem import Problem
 from odeserve.solver.constraints import ConstraintPlan
@@ -28,35 +30,17 @@ def _tpow(a: Any, b: Any) -> Any:
 
 
 TORCH = Backend(
-    funcs=function_table(torch, c_names=True),  # type: ignore[arg-type]
+    funcs=function_table(torch, c_names=True),
     pow=_tpow,
     div=lambda a, b: a / b,
     const=float,
 )
 
-NUMPY = Backend(
-    funcs=function_table(np, c_names=False),  # type: ignore[arg-type]
-    pow=np.power,
-    div=np.divide,
-    const=float,
-)
 
-
-def run_on(program: Program, env: Mapping[Any, Any], backend: Backend, like: Any) -> Any:
-    """Run a program; a constant result is broadcast to the shape of ``like``."""
-    out = program.run(env, backend)
-    if isinstance(like, Tensor):
-        return out if isinstance(out, Tensor) else torch.full_like(like, float(out))
-    return np.broadcast_to(np.asarray(out, dtype=float), np.shape(like)).copy()
-
-
-def equation_env(problem: Problem, x: Any, derivs: list[Any]) -> dict[Any, Any]:
-    """Load keys of the equations: the variable and every (unknown, order)."""
-    env: dict[Any, Any] = {problem.variable: x}
-    for j, u in enumerate(problem.unknowns):
-        for k in range(len(derivs)):
-            env[(u, k)] = derivs[k][:, j]
-    return env
+def run_torch(program: Program, env: Mapping[Key, Any], like: Tensor) -> Tensor:
+    """Run a program on tensors; a constant result is broadcast to the shape of ``like``."""
+    out = program.run(env, TORCH)
+    return out if isinstance(out, Tensor) else torch.full_like(like, float(out))
 
 
 class Residual:
@@ -71,31 +55,31 @@ class Residual:
         # The constraint basis at the collocation points does not depend on the weights.
         self.phi = trial.basis(x, self.order) if trial.has_constraints else None
         self.penalty = [problem.conditions[i] for i in plan.penalty]
-        keys = sorted({k for c in self.penalty for k in c.residual.keys})
-        self.pen_points = sorted({k[2] for k in keys})
+        keys = sorted({k for c in self.penalty for k in c.keys})
+        self.pen_points = sorted({k.point for k in keys})
         self.pen_x = torch.tensor(self.pen_points, dtype=x.dtype, device=x.device)
-        self.pen_order = max((k[1] for k in keys), default=0)
+        self.pen_order = max((k.order for k in keys), default=0)
         # A penalty row weighs as much as a whole equation's rows together.
         self.pen_weight = float(np.sqrt(len(x)))
 
     def equations(self, theta: Tensor) -> list[Tensor]:
         """Scaled residual of each equation at the collocation points (theta (P,) or (n, P))."""
         derivs = self.trial.derivatives(theta, self.x, self.order, self.phi)
-        env = equation_env(self.problem, self.x, derivs)
-        return [run_on(eq.residual, env, TORCH, self.x) / s for eq, s in zip(self.problem.equations, self.eq_scales)]
+        env = equation_env(self.problem.variable, self.problem.unknowns, self.x, derivs)
+        return [run_torch(eq.residual, env, self.x) / s for eq, s in zip(self.problem.equations, self.eq_scales)]
 
     def penalties(self, theta: Tensor) -> list[Tensor]:
         """One weighted residual per penalty condition."""
         if not self.penalty:
             return []
         pd = self.trial.derivatives(theta, self.pen_x, self.pen_order)
-        penv: dict[Any, Any] = {}
+        penv: dict[Key, Tensor] = {}
         for j, u in enumerate(self.problem.unknowns):
             for k in range(self.pen_order + 1):
                 for i, p in enumerate(self.pen_points):
-                    penv[(u, k, p)] = pd[k][i, j]
+                    penv[PointKey(u, k, p)] = pd[k][i, j]
         return [
-            run_on(c.residual, penv, TORCH, self.pen_x[:1]).reshape(1) * (self.pen_weight / self.eq_scales[0])
+            run_torch(c.residual, penv, self.pen_x[:1]).reshape(1) * (self.pen_weight / self.eq_scales[0])
             for c in self.penalty
         ]
 

@@ -10,10 +10,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from odeserve.evaluate import equation_env, evaluate, exact_values
+from odeserve.expr.grammar import MAX_ORDER
+from odeserve.expr.keys import Key
 from odeserve.outcome import Outcome
 from odeserve.problem import Problem
+from odeserve.report import ErrorStats, HistoryPoint, Metrics, ResidualStats, Samples
 from odeserve.solver.constraints import ConstraintPlan
-from odeserve.solver.residual import NUMPY, equation_env, run_on
 from odeserve.solver.train import TrainResult
 from odeserve.solver.trial import Trial
 
@@ -49,8 +52,8 @@ class Solution:
 
     def derivatives(self, x: Any, order: int = 0) -> list[np.ndarray]:
         """``[y, y', ..., y^(order)]`` at the points x, each of shape (len(x), m)."""
-        if not 0 <= order <= 4:
-            raise ValueError("order must be between 0 and 4")
+        if not 0 <= order <= MAX_ORDER:
+            raise ValueError(f"order must be between 0 and {MAX_ORDER}")
         xt = torch.as_tensor(
             np.asarray(x, dtype=np.float64).reshape(-1), dtype=self.trial.theta.dtype, device=self.trial.theta.device
         )
@@ -66,82 +69,81 @@ class Solution:
         """Equation residuals (lhs - rhs, unscaled) at x, shape (len(x), n_equations)."""
         xs = np.asarray(x, dtype=np.float64).reshape(-1)
         derivs = self.derivatives(xs, self.problem.max_order)
-        env = equation_env(self.problem, xs, derivs)
-        return np.stack([run_on(eq.residual, env, NUMPY, xs) for eq in self.problem.equations], axis=1)
+        env = equation_env(self.problem.variable, self.unknowns, xs, derivs)
+        return np.stack([evaluate(eq.residual, env, xs) for eq in self.problem.equations], axis=1)
 
     # -- metrics -----------------------------------------------------------------------------
     def condition_errors(self) -> list[float]:
         """|lhs - rhs| of every condition, evaluated on the trained model."""
         errors = []
         for c in self.problem.conditions:
-            keys = c.residual.keys
-            env: dict[Any, float] = {}
-            for name, order, point in keys:  # type: ignore[misc]
-                j = self.unknowns.index(name)
-                env[(name, order, point)] = float(self.derivatives([point], order)[order][0, j])
-            errors.append(abs(float(run_on(c.residual, env, NUMPY, np.zeros(1))[0])))
+            env: dict[Key, float] = {}
+            for key in c.keys:
+                j = self.unknowns.index(key.unknown)
+                env[key] = float(self.derivatives([key.point], key.order)[key.order][0, j])
+            errors.append(abs(float(evaluate(c.residual, env, np.zeros(1))[0])))
         return errors
 
-    def metrics(self) -> dict[str, Any]:
-        a, b = self.problem.domain
-        # A uniform grid: not the (Chebyshev) training grid, apart from the two ends.
-        xs = np.linspace(a, b, METRIC_POINTS)
+    def metrics(self) -> Metrics:
+        """Residuals, condition errors and (with an exact solution) errors, on a uniform grid of
+        METRIC_POINTS points: not the (Chebyshev) training grid, apart from the two ends."""
+        xs = np.linspace(*self.problem.domain, METRIC_POINTS)
         res = self.residuals(xs)
-        out: dict[str, Any] = {
-            "outcome": self.outcome.value,
-            "message": self.message,
-            "loss": self.result.loss,
-            "iterations": self.result.iterations,
-            "train_time_s": self.result.elapsed,
-            "residual": {
-                f"equations[{i}]": {
-                    "max_abs": float(np.max(np.abs(res[:, i]))),
-                    "rms": float(np.sqrt(np.mean(res[:, i] ** 2))),
-                }
+        return Metrics(
+            outcome=self.outcome,
+            message=self.message,
+            loss=self.result.loss,
+            iterations=self.result.iterations,
+            train_time_s=self.result.elapsed,
+            residual={
+                f"equations[{i}]": ResidualStats(
+                    max_abs=float(np.max(np.abs(res[:, i]))), rms=float(np.sqrt(np.mean(res[:, i] ** 2)))
+                )
                 for i in range(res.shape[1])
             },
-            "conditions": {f"conditions[{i}]": e for i, e in enumerate(self.condition_errors())},
-            "hard_conditions": [f"conditions[{i}]" for i in self.plan.hard],
-            "notes": list(self.plan.notes),
-        }
-        if self.problem.exact:
-            values = self(xs)
-            env = {self.problem.variable: xs}
-            errs: dict[str, Any] = {}
-            for name, prog in self.problem.exact.items():
-                exact = run_on(prog, env, NUMPY, xs)
-                err = values[:, self.unknowns.index(name)] - exact
-                norm = float(np.linalg.norm(exact))
-                errs[name] = {
-                    "max_abs": float(np.max(np.abs(err))),
-                    "rel_l2": float(np.linalg.norm(err) / norm) if norm > 0 else float(np.linalg.norm(err)),
-                }
-            out["error"] = errs
+            conditions={f"conditions[{i}]": e for i, e in enumerate(self.condition_errors())},
+            hard_conditions=[f"conditions[{i}]" for i in self.plan.hard],
+            notes=list(self.plan.notes),
+            error=self._exact_errors(xs) if self.problem.exact else None,
+        )
+
+    def _exact_errors(self, xs: np.ndarray) -> dict[str, ErrorStats]:
+        values = self(xs)
+        out: dict[str, ErrorStats] = {}
+        for name, exact in exact_values(self.problem.exact, self.problem.variable, xs).items():
+            err = values[:, self.unknowns.index(name)] - exact
+            norm = float(np.linalg.norm(exact))
+            out[name] = ErrorStats(
+                max_abs=float(np.max(np.abs(err))),
+                rel_l2=float(np.linalg.norm(err) / norm) if norm > 0 else float(np.linalg.norm(err)),
+            )
         return out
 
-    def history(self) -> list[dict[str, float]]:
+    def history(self) -> list[HistoryPoint]:
+        """The loss per iteration, evenly thinned to at most MAX_HISTORY entries (the last kept)."""
         h = self.result.history
         step = max(1, len(h) // MAX_HISTORY)
         keep = h[::step] + ([h[-1]] if h and (len(h) - 1) % step else [])
-        return [{"iteration": i, "loss": loss, "elapsed_s": t} for i, loss, t in keep]
+        return [HistoryPoint(iteration=i, loss=loss, elapsed_s=t) for i, loss, t in keep]
 
-    def samples(self, x: Any = None, derivatives: int | None = None) -> dict[str, Any]:
-        """The solution resource: ``{variable, x, values, derivatives, residuals}``."""
+    def samples(self, x: Any = None, derivatives: int | None = None) -> Samples:
+        """The solution resource: ``{variable, x, values, derivatives, residuals}`` on the output
+        grid (or at ``x``)."""
         xs = np.asarray(self.problem.output_x if x is None else x, dtype=np.float64)
         nd = self.problem.output_derivatives if derivatives is None else derivatives
         derivs = self.derivatives(xs, nd)
         res = self.residuals(xs)
-        return {
-            "variable": self.problem.variable,
-            "x": xs.tolist(),
-            "values": {u: derivs[0][:, j].tolist() for j, u in enumerate(self.unknowns)},
-            "derivatives": {
+        return Samples(
+            variable=self.problem.variable,
+            x=xs.tolist(),
+            values={u: derivs[0][:, j].tolist() for j, u in enumerate(self.unknowns)},
+            derivatives={
                 prime_name(u, k): derivs[k][:, j].tolist()
                 for k in range(1, nd + 1)
                 for j, u in enumerate(self.unknowns)
             },
-            "residuals": {f"equations[{i}]": res[:, i].tolist() for i in range(res.shape[1])},
-        }
+            residuals={f"equations[{i}]": res[:, i].tolist() for i in range(res.shape[1])},
+        )
 
     # -- export --------------------------------------------------------------------------------
     def metadata(self) -> dict[str, Any]:

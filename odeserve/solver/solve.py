@@ -9,12 +9,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from odeserve.hooks import Hooks, TrainState
+from odeserve.network import layer_sizes, parameter_count
 from odeserve.problem import Problem, load_problem
-from odeserve.solver.constraints import plan_constraints
+from odeserve.solver.constraints import ConstraintPlan, plan_constraints
 from odeserve.solver.residual import Residual
 from odeserve.solver.solution import Solution
-from odeserve.solver.taylor import parameter_count
-from odeserve.solver.train import CheckpointFn, ObserveFn, ProgressFn, State, StopFn, train
+from odeserve.solver.train import train
 from odeserve.solver.trial import Trial
 from odeserve.spec import ProblemSpec
 
@@ -27,7 +28,7 @@ def output_scales(problem: Problem) -> np.ndarray:
     for c in problem.conditions:
         if c.linear is None:
             continue
-        names = {k[0] for k in c.linear.coeffs}
+        names = {k.unknown for k in c.linear.coeffs}
         if len(names) == 1:
             (name,) = names
             j = problem.unknowns.index(name)
@@ -50,17 +51,20 @@ def initial_theta(sizes: list[int], seed: int, dtype: torch.dtype) -> torch.Tens
         std = math.sqrt(2.0 / (n_in + n_out))
         parts.append(torch.randn(n_out * n_in, generator=gen, dtype=torch.float64) * std)
         parts.append(torch.zeros(n_out, dtype=torch.float64))
-    return torch.cat(parts).to(dtype)
+    theta = torch.cat(parts).to(dtype)
+    assert theta.numel() == parameter_count(sizes), "one layout for the weights"
+    return theta
 
 
-def build_trial(problem: Problem, device: torch.device, dtype: torch.dtype) -> tuple[Trial, Any, np.ndarray]:
+def build_trial(problem: Problem, device: torch.device, dtype: torch.dtype) -> tuple[Trial, ConstraintPlan, np.ndarray]:
+    """The untrained trial function (initial weights from the seed), its constraint plan and
+    output scales."""
     net = problem.options.network
-    sizes = [1, *([net.width] * net.depth), len(problem.unknowns)]
+    sizes = layer_sizes(net, 1, len(problem.unknowns))
     scales = output_scales(problem)
-    plan = plan_constraints(problem, scales)
+    plan = plan_constraints(problem)
     theta0 = initial_theta(sizes, problem.options.seed, dtype)
     trial = Trial(sizes, net.activation, problem.domain, scales, plan, theta0).to(device)
-    assert trial.theta.numel() == parameter_count(sizes)
     return trial, plan, scales
 
 
@@ -68,26 +72,19 @@ def solve(
     problem: Problem | ProblemSpec | Mapping[str, Any] | str,
     *,
     device: str | torch.device | None = None,
-    progress: ProgressFn | None = None,
-    should_stop: StopFn | None = None,
-    observe: ObserveFn | None = None,
-    checkpoint: CheckpointFn | None = None,
-    checkpoint_every_s: float = 5.0,
-    resume: State | None = None,
+    hooks: Hooks | None = None,
+    resume: TrainState | None = None,
 ) -> Solution:
     """Solve an ODE problem with a physics-informed network.
 
     Args:
         problem: a spec (dict, JSON text or model) or an analysed :class:`Problem`.
         device: torch device; CPU when not given.
-        progress: called with (iteration, loss, elapsed seconds) after every iteration.
-        should_stop: polled after every iteration; True cancels and keeps the best model so far.
-        observe: called with (iteration, current weights) after every iteration; evaluate them
-            with ``solution.trial``-style ``Trial.derivatives`` (benchmarks, checkpoints).
-        checkpoint: called every ``checkpoint_every_s`` seconds with a resumable training state
-            (tensors and plain values: save it with ``torch.save``).
-        resume: such a state (or ``solution.result.state``) to continue training from, for the
-            same problem; the continued run ends exactly where an uninterrupted one would.
+        hooks: callbacks that watch every step, may cancel the run and receive checkpoints
+            (:class:`odeserve.Hooks`).
+        resume: a :class:`TrainState` (from a checkpoint, or ``solution.result.state``) to
+            continue from, for the same problem; the continued run ends exactly where an
+            uninterrupted one would.
 
     Returns:
         A :class:`Solution`; its ``outcome`` says how training ended (never an exception for
@@ -101,8 +98,6 @@ def solve(
     x = torch.as_tensor(chebyshev_points(*problem.domain, problem.options.points), dtype=dtype, device=dev)
     eq_scales = np.array([scales[min(i, len(scales) - 1)] for i in range(len(problem.equations))])
     residual = Residual(problem, trial, plan, x, eq_scales)
-    result = train(
-        residual, trial.theta, problem.options, progress, should_stop, observe, checkpoint, checkpoint_every_s, resume
-    )
+    result = train(residual, trial.theta, problem.options, hooks=hooks, resume=resume)
     trial.theta.copy_(result.theta)
     return Solution(problem, trial, plan, result)

@@ -11,7 +11,8 @@ through each layer together with the values: for ``z = W h + b`` the k-th deriva
     a'''' = s4 z'^4 + 6 s3 z'^2 z'' + s2 (3 z''^2 + 4 z' z''') + s1 z''''
 
 with ``s_k`` the activation's k-th derivative at z. One forward pass yields every order up to
-4; a network whose derivative does not depend on x simply produces exact zeros. Everything
+``odeserve.expr.grammar.MAX_ORDER`` (4); a network whose derivative does not depend on x simply
+produces exact zeros. Everything
 here is TorchScript- and ``torch.export``-compatible: the exported models run this same code.
 """
 
@@ -22,7 +23,6 @@ from typing import Final
 import torch
 from torch import Tensor
 
-MAX_ORDER: Final[int] = 4
 TANH: Final[int] = 0
 SIN: Final[int] = 1
 
@@ -143,7 +143,3 @@ def mlp_taylor(theta: Tensor, sizes: list[int], t: Tensor, dt: float, order: int
         zs = list(z.unbind(1))
         zs[0] = zs[0] + b.reshape(-1, n_out)
     return zs
-
-
-def parameter_count(sizes: list[int]) -> int:
-    return sum(sizes[i] * sizes[i + 1] + sizes[i + 1] for i in range(len(sizes) - 1))

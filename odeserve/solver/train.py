@@ -2,8 +2,12 @@
 
 Levenberg-Marquardt minimises 0.5 ||r(theta)||^2 with steps (J^T J + mu I) d = -J^T r and the
 damping update of Nielsen (1999): cheap for networks of a few thousand weights and a few hundred
-points, and it reaches residuals that first-order methods do not. The Jacobian J = dr/dtheta is
-computed in one vectorised pass (``torch.func.jacrev``), not one backward pass per row.
+points, and it reaches residuals that first-order methods do not. The Jacobian J = dr/dtheta
+comes from the residual's own one-pass method (:meth:`ResidualModel.jacobian`).
+
+Every phase can stop at any iteration and continue exactly there: :class:`TrainState` holds the
+weights, the optimiser's state (Adam moments and schedule, L-BFGS curvature history, the
+damping and stall count of Levenberg-Marquardt) and the bookkeeping.
 """
 
 from __future__ import annotations
@@ -12,21 +16,33 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
+from odeserve.hooks import Hooks, Phase, Step, TrainState
 from odeserve.outcome import Outcome
 from odeserve.spec import Options
 
-ProgressFn = Callable[[int, float, float], None]
-ObserveFn = Callable[[int, Tensor], None]
-#: A resumable training state: tensors and plain values only (``torch.load(weights_only=True)``).
-State = dict[str, Any]
-CheckpointFn = Callable[[State], None]
-StopFn = Callable[[], bool]
-ResidualFn = Callable[[Tensor], Tensor]
+#: A Levenberg-Marquardt pass that lowers the loss by less than this fraction makes no progress.
+_LM_PROGRESS = 1e-6
+#: This many passes in a row without progress end the second-order phase.
+_LM_PATIENCE = 50
+
+
+class ResidualModel(Protocol):
+    """The residual vector r(theta) of a problem, with its Jacobian."""
+
+    def __call__(self, theta: Tensor) -> Tensor: ...
+
+    def jacobian(self, theta: Tensor) -> tuple[Tensor, Tensor]:
+        """(r, J = dr/dtheta) at theta."""
+        ...
+
+    def jacobian_functional(self, theta: Tensor) -> tuple[Tensor, Tensor]:
+        """The same, written with ``torch.func`` only so that ``torch.compile`` can trace it."""
+        ...
 
 
 @dataclass
@@ -38,28 +54,15 @@ class TrainResult:
     loss: float
     elapsed: float
     history: list[tuple[int, float, float]] = field(default_factory=list)
-    state: State | None = None  # where training stopped, to resume from
+    state: TrainState | None = None  # where training stopped, to resume from
 
 
 class _Run:
-    """Bookkeeping shared by the phases: budget, clock, best weights, history, callbacks."""
+    """Bookkeeping shared by the phases: budget, clock, best weights, history, hooks."""
 
-    def __init__(
-        self,
-        options: Options,
-        progress: ProgressFn | None,
-        should_stop: StopFn | None,
-        observe: ObserveFn | None,
-        checkpoint: CheckpointFn | None = None,
-        checkpoint_every_s: float = 5.0,
-        resume: State | None = None,
-    ) -> None:
+    def __init__(self, options: Options, hooks: Hooks, resume: TrainState | None) -> None:
         self.options = options
-        self.progress = progress
-        self.observe = observe
-        self.should_stop = should_stop
-        self.checkpoint = checkpoint
-        self.checkpoint_every_s = checkpoint_every_s
+        self.hooks = hooks
         self.start = time.perf_counter()
         self.iteration = 0
         self.best_loss = math.inf
@@ -67,7 +70,7 @@ class _Run:
         self.history: list[tuple[int, float, float]] = []
         self.stop: tuple[Outcome, str] | None = None
         #: The running phase's own state (optimizer moments, damping), for checkpoints.
-        self.phase_state: Callable[[], State] = dict
+        self.phase_state: Callable[[], TrainState] = TrainState
         if resume is not None:
             self.iteration = int(resume["iteration"])
             self.start -= float(resume["elapsed"])
@@ -76,23 +79,23 @@ class _Run:
             self.history = [(int(i), float(v), float(t)) for i, v, t in resume["history"].tolist()]
         self.last_checkpoint = time.perf_counter()
 
-    def state(self) -> State:
+    def state(self) -> TrainState:
         """Everything needed to continue exactly here (see ``train(resume=...)``)."""
-        history = torch.tensor(self.history, dtype=torch.float64).reshape(-1, 3)
-        return {
-            "iteration": self.iteration,
-            "elapsed": self.elapsed,
-            "best_loss": self.best_loss,
-            "best_theta": self.best_theta,
-            "history": history,
-            **self.phase_state(),
-        }
+        state = TrainState(
+            iteration=self.iteration,
+            elapsed=self.elapsed,
+            best_loss=self.best_loss,
+            best_theta=self.best_theta,
+            history=torch.tensor(self.history, dtype=torch.float64).reshape(-1, 3),
+        )
+        state.update(self.phase_state())
+        return state
 
     @property
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
 
-    def record(self, theta: Tensor, loss: float) -> bool:
+    def record(self, theta: Tensor, loss: float, phase: Phase) -> bool:
         """Count one iteration; return True when training must stop."""
         self.iteration += 1
         elapsed = self.elapsed
@@ -107,14 +110,13 @@ class _Run:
             self.best_loss = loss
             self.best_theta = theta.detach().clone()
         self.history.append((self.iteration, loss, elapsed))
-        if self.observe is not None:
-            self.observe(self.iteration, theta.detach())
-        if self.progress is not None:
-            self.progress(self.iteration, loss, elapsed)
+        hooks = self.hooks
+        if hooks.on_step is not None:
+            hooks.on_step(Step(self.iteration, loss, elapsed, phase, theta.detach()))
         opts = self.options
         if loss <= opts.target_loss:
             self.stop = (Outcome.CONVERGED, f"reached the target loss {opts.target_loss:g}")
-        elif self.should_stop is not None and self.should_stop():
+        elif hooks.should_stop is not None and hooks.should_stop():
             self.stop = (Outcome.CANCELED, "canceled; the best model reached so far is kept")
         elif self.iteration >= opts.max_iterations:
             self.stop = (Outcome.BUDGET, f"used the iteration budget ({opts.max_iterations})")
@@ -123,20 +125,20 @@ class _Run:
         return self.stop is not None
 
     def maybe_checkpoint(self) -> None:
-        """Hand a resumable state to the checkpoint callback when one is due. Phases call this
+        """Hand a resumable state to the checkpoint hook when one is due. Phases call this
         where their state is consistent (after the optimizer step of the recorded iteration)."""
-        if self.checkpoint is not None and self.stop is None:
+        if self.hooks.checkpoint is not None and self.stop is None:
             now = time.perf_counter()
-            if now - self.last_checkpoint >= self.checkpoint_every_s:
+            if now - self.last_checkpoint >= self.hooks.checkpoint_every_s:
                 self.last_checkpoint = now
-                self.checkpoint(self.state())
+                self.hooks.checkpoint(self.state())
 
 
 def _loss(r: Tensor) -> Tensor:
     return torch.mean(r * r)
 
 
-def _value_and_grad(residual: ResidualFn) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+def _value_and_grad(residual: ResidualModel) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
     """(loss, dloss/dtheta), functional so that torch.compile can trace it."""
 
     def fn(theta: Tensor) -> tuple[Tensor, Tensor]:
@@ -146,22 +148,19 @@ def _value_and_grad(residual: ResidualFn) -> Callable[[Tensor], tuple[Tensor, Te
     return torch.compile(fn, dynamic=False)
 
 
-def _adam(residual: ResidualFn, theta: Tensor, run: _Run, steps: int, resume: State | None) -> Tensor:
+def _adam(residual: ResidualModel, theta: Tensor, run: _Run, steps: int, resume: TrainState | None) -> Tensor:
     theta = theta.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([theta], lr=run.options.learning_rate)
     compiled = _value_and_grad(residual) if run.options.compile and steps > 0 else None
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(
         opt, T_max=max(steps, 1), eta_min=run.options.learning_rate * 0.05
     )
-    if resume is not None and resume.get("adam") is not None:
+    if resume is not None and "adam" in resume:
         opt.load_state_dict(resume["adam"])
         sched.load_state_dict(resume["sched"])
-    run.phase_state = lambda: {
-        "phase": "adam",
-        "theta": theta.detach().clone(),
-        "adam": opt.state_dict(),
-        "sched": sched.state_dict(),
-    }
+    run.phase_state = lambda: TrainState(
+        phase="adam", theta=theta.detach().clone(), adam=opt.state_dict(), sched=sched.state_dict()
+    )
     for _ in range(max(steps - run.iteration, 0)):
         opt.zero_grad(set_to_none=True)
         if compiled is not None:
@@ -169,7 +168,7 @@ def _adam(residual: ResidualFn, theta: Tensor, run: _Run, steps: int, resume: St
         else:
             loss = _loss(residual(theta))
             loss.backward()
-        stop = run.record(theta, float(loss.detach()))
+        stop = run.record(theta, float(loss.detach()), "adam")
         # The step is taken even when stopping, so that a stopped run's state says "k iterations
         # done" and a resumed run continues with step k + 1 (the best weights are kept apart).
         opt.step()
@@ -180,9 +179,8 @@ def _adam(residual: ResidualFn, theta: Tensor, run: _Run, steps: int, resume: St
     return theta.detach()
 
 
-def _lbfgs(residual: ResidualFn, theta: Tensor, run: _Run) -> Tensor:
+def _lbfgs(residual: ResidualModel, theta: Tensor, run: _Run, resume: TrainState | None) -> Tensor:
     theta = theta.detach().clone().requires_grad_(True)
-    run.phase_state = lambda: {"phase": "second", "theta": theta.detach().clone()}
     opt = torch.optim.LBFGS(
         [theta],
         lr=1.0,
@@ -192,6 +190,9 @@ def _lbfgs(residual: ResidualFn, theta: Tensor, run: _Run) -> Tensor:
         tolerance_grad=0.0,
         tolerance_change=0.0,
     )
+    if resume is not None and "lbfgs" in resume:
+        opt.load_state_dict(resume["lbfgs"])
+    run.phase_state = lambda: TrainState(phase="lbfgs", theta=theta.detach().clone(), lbfgs=opt.state_dict())
 
     def closure() -> Tensor:
         opt.zero_grad(set_to_none=True)
@@ -201,32 +202,10 @@ def _lbfgs(residual: ResidualFn, theta: Tensor, run: _Run) -> Tensor:
 
     while run.stop is None:
         loss = opt.step(closure)
-        if run.record(theta, float(loss.detach())):
+        if run.record(theta, float(loss.detach()), "lbfgs"):
             break
         run.maybe_checkpoint()
     return theta.detach()
-
-
-def jacobian_function(residual: ResidualFn, compile_: bool) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
-    """theta -> (r, J): the residual's own one-pass Jacobian (compiled on request), else jacrev."""
-    if compile_ and hasattr(residual, "jacobian_functional"):
-        return torch.compile(residual.jacobian_functional, dynamic=False)
-    return lambda theta: jacobian(residual, theta)
-
-
-def jacobian(residual: ResidualFn, theta: Tensor) -> tuple[Tensor, Tensor]:
-    """(r, J) at theta: the residual's own one-pass Jacobian when it has one, else jacrev."""
-    own = getattr(residual, "jacobian", None)
-    if own is not None:
-        return own(theta)
-    from torch.func import jacrev
-
-    def with_aux(th: Tensor) -> tuple[Tensor, Tensor]:
-        r = residual(th)
-        return r, r
-
-    J, r = jacrev(with_aux, has_aux=True)(theta)
-    return r.detach(), J.detach()
 
 
 class _DampedSolver:
@@ -256,81 +235,99 @@ class _DampedSolver:
         return -torch.cholesky_solve(self.g.unsqueeze(1), L).squeeze(1)
 
 
-def _levenberg_marquardt(residual: ResidualFn, theta: Tensor, run: _Run, resume: State | None) -> Tensor:
+def _jacobian_function(residual: ResidualModel, compile_: bool) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+    """theta -> (r, J): the residual's one-pass Jacobian, compiled on request."""
+    if compile_:
+        return torch.compile(residual.jacobian_functional, dynamic=False)
+    return residual.jacobian
+
+
+class _Damping:
+    """Nielsen's damping update with the stall count, as one resumable value."""
+
+    def __init__(self, mu: float, nu: float = 2.0, stalled: int = 0) -> None:
+        self.mu, self.nu, self.stalled = mu, nu, stalled
+
+    def accepted(self, rho: float, improvement: float) -> None:
+        self.stalled = self.stalled + 1 if improvement < _LM_PROGRESS else 0
+        self.mu *= max(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
+        self.nu = 2.0
+
+    def rejected(self) -> None:
+        self.mu *= self.nu
+        self.nu *= 2.0
+        self.stalled += 1
+
+    @property
+    def exhausted(self) -> bool:
+        return not self.mu < 1e40 or self.stalled >= _LM_PATIENCE  # also catches an infinite or NaN mu
+
+
+def _levenberg_marquardt(residual: ResidualModel, theta: Tensor, run: _Run, resume: TrainState | None) -> Tensor:
     theta = theta.detach().clone()
-    jac = jacobian_function(residual, run.options.compile)
-    if run.options.compile:
-        residual = torch.compile(residual, dynamic=False)
+    jac = _jacobian_function(residual, run.options.compile)
+    evaluate: Callable[[Tensor], Tensor] = torch.compile(residual, dynamic=False) if run.options.compile else residual
     system = _DampedSolver(*jac(theta))
-    r = system.r
-    F = 0.5 * float(r @ r)
-    n = r.numel()
-    mu = system.initial_mu()
-    nu = 2.0
+    F = 0.5 * float(system.r @ system.r)
+    n = system.r.numel()
+    damping = _Damping(system.initial_mu())
     if resume is not None and "mu" in resume:
-        mu, nu = float(resume["mu"]), float(resume["nu"])
-    run.phase_state = lambda: {"phase": "second", "theta": theta.clone(), "mu": mu, "nu": nu}
-    stalled = 0
+        damping = _Damping(float(resume["mu"]), float(resume["nu"]), int(resume.get("stalled", 0)))
+    run.phase_state = lambda: TrainState(
+        phase="lm", theta=theta.clone(), mu=damping.mu, nu=damping.nu, stalled=damping.stalled
+    )
     while run.stop is None:
         # Every pass counts as an iteration, a failed factorisation included, so the budget and
         # the time limit always apply (in float32 the damped system can fail to factor for a while).
-        step = system.step(mu)
-        rho = -1.0
+        step = system.step(damping.mu)
+        rho, F_new = -1.0, math.inf
         if step is not None:
             candidate = theta + step
             with torch.no_grad():
-                r_new = residual(candidate)
+                r_new = evaluate(candidate)
             F_new = 0.5 * float(r_new @ r_new)
-            predicted = 0.5 * float(step @ (mu * step - system.g))
+            predicted = 0.5 * float(step @ (damping.mu * step - system.g))
             rho = (F - F_new) / predicted if predicted > 0 and math.isfinite(F_new) else -1.0
         if rho > 0:
-            improved = (F - F_new) / max(F, 1e-300)
-            stalled = stalled + 1 if improved < 1e-6 else 0
+            damping.accepted(rho, (F - F_new) / max(F, 1e-300))
             theta = candidate
             system = _DampedSolver(*jac(theta))
             F = 0.5 * float(system.r @ system.r)
-            mu *= max(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
-            nu = 2.0
         else:
-            mu *= nu
-            nu *= 2.0
-            stalled += 1
-        if run.record(theta, 2.0 * F / n):
+            damping.rejected()
+        if run.record(theta, 2.0 * F / n, "lm"):
             break
         run.maybe_checkpoint()
-        if not mu < 1e40 or stalled >= 50:  # also catches an infinite or NaN damping
+        if damping.exhausted:
             run.stop = (Outcome.CONVERGED, "converged: the second-order phase can reduce the loss no further")
     return theta
 
 
 def train(
-    residual: ResidualFn,
+    residual: ResidualModel,
     theta0: Tensor,
     options: Options,
-    progress: ProgressFn | None = None,
-    should_stop: StopFn | None = None,
-    observe: ObserveFn | None = None,
-    checkpoint: CheckpointFn | None = None,
-    checkpoint_every_s: float = 5.0,
-    resume: State | None = None,
+    *,
+    hooks: Hooks | None = None,
+    resume: TrainState | None = None,
 ) -> TrainResult:
     """Run the phases the options ask for and return the best weights found.
 
-    ``observe(iteration, theta)`` sees the current weights after every iteration (benchmarks,
-    checkpoints); ``progress`` and ``should_stop`` are as in :func:`odeserve.solve`.
-    ``checkpoint(state)`` is called every ``checkpoint_every_s`` seconds with a resumable state;
-    ``resume=state`` continues from one (same problem and options) where it stopped.
+    ``hooks`` sees every step, may stop the run and receives checkpoints (:class:`Hooks`);
+    ``resume`` continues from a :class:`TrainState` (same problem and options) exactly where it
+    stopped.
     """
-    run = _Run(options, progress, should_stop, observe, checkpoint, checkpoint_every_s, resume)
+    run = _Run(options, hooks or Hooks(), resume)
     theta = theta0 if resume is None else resume["theta"].to(theta0)
     adam_steps = options.max_iterations if options.optimizer == "adam" else options.adam_iterations
-    in_second = resume is not None and resume.get("phase") == "second"
-    if not in_second:
+    phase = resume.get("phase", "adam") if resume is not None else "adam"
+    if phase == "adam":
         theta = _adam(residual, theta, run, adam_steps, resume)
+    second = resume if resume is not None and phase != "adam" else None
     if run.stop is None and options.optimizer == "lm":
-        theta = _levenberg_marquardt(residual, theta, run, resume if in_second else None)
+        theta = _levenberg_marquardt(residual, theta, run, second)
     elif run.stop is None and options.optimizer == "lbfgs":
-        theta = _lbfgs(residual, theta, run)
+        theta = _lbfgs(residual, theta, run, second)
     if run.stop is None:
         run.stop = (Outcome.BUDGET, "finished the first-order phase")
     outcome, message = run.stop

@@ -7,6 +7,8 @@ its ``forward`` with the trained ``theta`` stored as a buffer).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -19,6 +21,20 @@ ACTIVATIONS = {"tanh": TANH, "sin": SIN}
 
 class Trial(nn.Module):
     """x (physical units) -> the unknowns, conditions built in."""
+
+    if TYPE_CHECKING:  # for the type checker only: TorchScript infers buffers itself
+        # Buffers (saved with the exported models): the trained weights, output scales and the
+        # constraint plan as tensors.
+        theta: Tensor
+        scales: Tensor
+        degrees: Tensor
+        owner: Tensor
+        points: Tensor
+        key_unknown: Tensor
+        key_order: Tensor
+        key_point: Tensor
+        c0: Tensor
+        K: Tensor
 
     def __init__(
         self,
@@ -34,8 +50,8 @@ class Trial(nn.Module):
         self.sizes: list[int] = list(sizes)
         self.activation: int = ACTIVATIONS[activation]
         a, b = domain
-        self.mid: float = 0.5 * (a + b)
-        self.half: float = 0.5 * (b - a)
+        self.center: float = 0.5 * (a + b)
+        self.half_width: float = 0.5 * (b - a)
         self.has_constraints: bool = bool(plan.degrees.size)
         self.key_max_order: int = plan.max_key_order
         as_t = lambda arr, dt=dtype: torch.as_tensor(np.asarray(arr), dtype=dt)  # noqa: E731
@@ -55,8 +71,8 @@ class Trial(nn.Module):
     def basis(self, x: Tensor, order: int) -> list[Tensor]:
         """phi^(k)(x) for k = 0..order, each (n, nb): the k-th x-derivative of t^d is
         d!/(d-k)! t^(d-k) dt^k, zero where d < k. Constant in theta: callers may cache it."""
-        t = ((x - self.mid) / self.half).unsqueeze(1)
-        dt = 1.0 / self.half
+        t = ((x - self.center) / self.half_width).unsqueeze(1)
+        dt = 1.0 / self.half_width
         degrees = self.degrees
         out: list[Tensor] = []
         coef = torch.ones_like(degrees)
@@ -73,13 +89,13 @@ class Trial(nn.Module):
         row i depends only on theta[i], which yields the Jacobian in one backward pass).
         ``phi`` is ``basis(x, order)`` when the caller has it cached.
         """
-        t = (x - self.mid) / self.half
-        dt = 1.0 / self.half
+        t = (x - self.center) / self.half_width
+        dt = 1.0 / self.half_width
         n = t.shape[0]
         if not self.has_constraints:
             outs = mlp_taylor(theta, self.sizes, t, dt, order, self.activation)
             return [o * self.scales for o in outs]
-        tp = (self.points - self.mid) / self.half
+        tp = (self.points - self.center) / self.half_width
         n_pts = tp.shape[0]
         scale = self.scales[self.key_unknown]
         k_cond = self.key_max_order

@@ -1,8 +1,8 @@
-"""Settings of the API and the workers, from ``ODESERVE_*`` environment variables."""
+"""Settings of the API and the workers, from ``ODESERVE_*`` environment variables: one class, one
+set of names, for both kinds of process."""
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Literal
 
 from pydantic import Field
@@ -60,7 +60,18 @@ class Settings(BaseSettings):
     max_network_parameters: int = Field(200_000, ge=1)
     max_artifact_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="Cap on one stored artifact.")
 
+    def require_redis_url(self) -> str:
+        """The Redis URL, or a clear error: the API and the workers need one (``odeserve serve``
+        sets it for the processes it starts)."""
+        if not self.redis_url:
+            raise ConfigError("ODESERVE_REDIS_URL is not set (or use `odeserve serve`, which starts Redis)")
+        return self.redis_url
 
-@lru_cache(maxsize=1)
+
+class ConfigError(RuntimeError):
+    """A setting the process cannot run without is missing or invalid."""
+
+
 def get_settings() -> Settings:
+    """The settings of this process, read from the environment (read once, at start-up)."""
     return Settings()

@@ -1,5 +1,5 @@
-"""The queue both sides agree on: name from settings, RQ's JSON serializer, the job's dotted
-path. Imports neither torch nor FastAPI."""
+"""The queue both sides agree on: name from settings, RQ's JSON serializer (never pickle), and
+the job's dotted path, so the API enqueues by name and never imports the solver."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from redis import Redis
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from service.settings import Settings
+from common.settings import Settings
 
-#: Enqueued by dotted path, so the API never imports the solver.
+#: The one function a worker runs: enqueued by dotted path.
 JOB_FUNCTION = "worker.jobs.solve_job"
 
 

@@ -1,0 +1,44 @@
+"""The Redis key layout of odeserve (besides RQ's own ``rq:*`` keys), in one place.
+
+odeserve:job:{id}:{artifact}        artifacts and flags of a job (see ``Artifact``)
+odeserve:idempotency:{owner}:{sha}  Idempotency-Key reservations
+odeserve:owner:{owner}:active       the owner's queued and running job ids (a set)
+odeserve:owner:{owner}:rate:{min}   the owner's submissions in one minute
+odeserve:stats                      outcome counts and training time (for /metrics)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from enum import Enum
+
+PREFIX = "odeserve"
+STATS = f"{PREFIX}:stats"
+
+
+class Artifact(str, Enum):
+    """What a job stores beside RQ's record, each under ``odeserve:job:{id}:{name}``."""
+
+    SAMPLES = "samples.json"
+    HISTORY = "history.json"
+    TORCHSCRIPT = "model.pt"
+    EXPORT = "model.pt2"
+    CHECKPOINT = "checkpoint.pt"
+    CANCEL = "cancel"  # flag: cancel requested
+    HANDBACK = "handback"  # flag: checkpoint and give the job back (worker shutdown)
+
+
+def artifact(job_id: str, name: Artifact) -> str:
+    return f"{PREFIX}:job:{job_id}:{name.value}"
+
+
+def idempotency(owner: str, key: str) -> str:
+    return f"{PREFIX}:idempotency:{owner}:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+def owner_active(owner: str) -> str:
+    return f"{PREFIX}:owner:{owner}:active"
+
+
+def owner_rate(owner: str, minute: int) -> str:
+    return f"{PREFIX}:owner:{owner}:rate:{minute}"

@@ -1,0 +1,53 @@
+"""The typed records a job carries through Redis: written by one side, read by the other.
+
+``JobMeta`` lives in RQ's ``job.meta`` (the API writes owner and request id at enqueue, the worker
+the progress); ``JobResult`` is the job's return value. Both are pydantic models so that a field
+is named once, and validated where it is read.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from odeserve.outcome import Outcome
+from odeserve.report import Metrics
+
+ANONYMOUS = "anonymous"
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # records written by an older version still load
+
+
+class Progress(_Record):
+    """Where training is: written by the worker at most twice a second."""
+
+    iteration: int = 0
+    max_iterations: int
+    loss: float | None = None
+    elapsed_s: float = 0.0
+    eta_s: float | None = Field(None, description="Estimate from the iteration budget and the time limit.")
+
+
+class JobMeta(_Record):
+    """``job.meta``: who submitted the job, how to trace it, and how far it has come."""
+
+    owner: str = ANONYMOUS
+    request_id: str | None = None
+    progress: Progress
+    resumed_from: int | None = Field(None, description="The iteration a resumed run continued from.")
+
+    @classmethod
+    def of(cls, job_meta: dict[str, Any] | None) -> JobMeta:
+        return cls.model_validate(job_meta or {"progress": {"max_iterations": 0}})
+
+
+class JobResult(_Record):
+    """A finished job's return value (small: the samples and models are artifacts)."""
+
+    outcome: Outcome
+    message: str
+    metrics: Metrics
+    device: str
