@@ -47,6 +47,8 @@ class TrainState(TypedDict, total=False):
     nu: float
     stalled: int  # Levenberg-Marquardt passes without real progress
     lbfgs: dict[str, Any]  # torch.optim.LBFGS state (its curvature history)
+    plateau_loss: float  # the plateau rule: best loss at the start of the current window
+    plateau_since: int  # and the iteration that window started
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from enum import Enum
 
 class Outcome(str, Enum):
     CONVERGED = "converged"
+    STALLED = "stalled"
     BUDGET = "budget_reached"
     TIME_LIMIT = "time_limit"
     DIVERGED = "diverged"
@@ -15,4 +16,4 @@ class Outcome(str, Enum):
     @property
     def ok(self) -> bool:
         """Whether the solution is usable as it is (the metrics still say how good it is)."""
-        return self in (Outcome.CONVERGED, Outcome.BUDGET, Outcome.TIME_LIMIT, Outcome.CANCELED)
+        return self in (Outcome.CONVERGED, Outcome.STALLED, Outcome.BUDGET, Outcome.TIME_LIMIT, Outcome.CANCELED)

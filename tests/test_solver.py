@@ -181,8 +181,9 @@ def test_resumed_training_matches_an_uninterrupted_run(optimizer: str, stop_at: 
 
 
 def test_resume_keeps_the_levenberg_marquardt_stall_count() -> None:
-    """Interrupted during the streak of non-improving passes that ends LM, the resumed run
-    stops at the same iteration as the uninterrupted one (the stall count is part of the state)."""
+    """Interrupted just before LM ends for lack of progress, the resumed run stops at the same
+    iteration as the uninterrupted one (the stall count and the plateau window are part of the
+    state)."""
     import torch
 
     spec = with_options(PROBLEMS["lagaris2"], max_iterations=20_000, target_loss=0.0)

@@ -29,6 +29,14 @@ from odeserve.spec import Options
 _LM_PROGRESS = 1e-6
 #: This many passes in a row without progress end the second-order phase.
 _LM_PATIENCE = 50
+#: The plateau rule of the second-order phases: when the best loss has not fallen by this factor
+#: within this many iterations, training has stopped paying and ends (instead of creeping on
+#: by tiny relative gains until the budget is spent).
+_PLATEAU_FACTOR = 2.0
+_PLATEAU_WINDOW = 1000
+#: A run that ends for lack of progress with its loss (mean squared scaled residual) above this
+#: has stalled rather than converged: its residual is far from the network's attainable floor.
+STALL_LOSS = 1e-10
 
 
 class ResidualModel(Protocol):
@@ -77,6 +85,8 @@ class _Run:
             self.best_loss = float(resume["best_loss"])
             self.best_theta = resume.get("best_theta")
             self.history = [(int(i), float(v), float(t)) for i, v, t in resume["history"].tolist()]
+        self.plateau_loss = float(resume.get("plateau_loss", math.inf)) if resume is not None else math.inf
+        self.plateau_since = int(resume.get("plateau_since", self.iteration)) if resume is not None else 0
         self.last_checkpoint = time.perf_counter()
 
     def state(self) -> TrainState:
@@ -87,6 +97,8 @@ class _Run:
             best_loss=self.best_loss,
             best_theta=self.best_theta,
             history=torch.tensor(self.history, dtype=torch.float64).reshape(-1, 3),
+            plateau_loss=self.plateau_loss,
+            plateau_since=self.plateau_since,
         )
         state.update(self.phase_state())
         return state
@@ -122,7 +134,27 @@ class _Run:
             self.stop = (Outcome.BUDGET, f"used the iteration budget ({opts.max_iterations})")
         elif elapsed >= opts.time_limit_s:
             self.stop = (Outcome.TIME_LIMIT, f"reached the time limit ({opts.time_limit_s:g} s)")
+        elif phase != "adam" and self._plateaued():
+            self.stop = self.no_progress(
+                f"the loss fell by less than {_PLATEAU_FACTOR:g}x over the last {_PLATEAU_WINDOW} iterations"
+            )
         return self.stop is not None
+
+    def _plateaued(self) -> bool:
+        """The plateau rule (second-order phases): no factor-2 gain within the window."""
+        if self.best_loss * _PLATEAU_FACTOR <= self.plateau_loss:
+            self.plateau_loss, self.plateau_since = self.best_loss, self.iteration
+            return False
+        return self.iteration - self.plateau_since >= _PLATEAU_WINDOW
+
+    def no_progress(self, why: str) -> tuple[Outcome, str]:
+        """How a run that stopped making progress ended: converged at a small loss, else stalled."""
+        if self.best_loss <= STALL_LOSS:
+            return Outcome.CONVERGED, f"converged: {why} (loss {self.best_loss:.3g})"
+        return Outcome.STALLED, (
+            f"stalled at loss {self.best_loss:.3g}, far above the target: {why}; "
+            "try more collocation points, a larger network, more Adam steps or another seed"
+        )
 
     def maybe_checkpoint(self) -> None:
         """Hand a resumable state to the checkpoint hook when one is due. Phases call this
@@ -299,7 +331,7 @@ def _levenberg_marquardt(residual: ResidualModel, theta: Tensor, run: _Run, resu
             break
         run.maybe_checkpoint()
         if damping.exhausted:
-            run.stop = (Outcome.CONVERGED, "converged: the second-order phase can reduce the loss no further")
+            run.stop = run.no_progress("the second-order phase can reduce the loss no further")
     return theta
 
 
