@@ -44,7 +44,7 @@ def test_taylor_mode_matches_nested_autograd(sizes, activation) -> None:
     gen = torch.Generator().manual_seed(sum(sizes) + activation)
     theta = torch.randn(parameter_count(sizes), generator=gen, dtype=torch.float64)
     t = torch.linspace(-1, 1, 41, dtype=torch.float64)
-    got = mlp_taylor(theta, sizes, t, 0.7, 4, activation)
+    got = mlp_taylor(theta, sizes, t, torch.tensor(0.7, dtype=torch.float64), 4, activation)
     want = nested_autograd(theta, sizes, t, 0.7, 4, activation)
     for k in range(5):
         assert torch.allclose(got[k], want[k], rtol=1e-12, atol=1e-12), f"order {k}"
@@ -55,9 +55,11 @@ def test_per_point_weights_give_the_jacobian() -> None:
     theta = torch.randn(parameter_count(sizes), dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     t = torch.linspace(-1, 1, 9, dtype=torch.float64)
     rows = theta.expand(9, -1).clone().requires_grad_(True)
-    out = mlp_taylor(rows, sizes, t, 1.0, 2, TANH)[2][:, 0]
+    out = mlp_taylor(rows, sizes, t, torch.tensor(1.0, dtype=torch.float64), 2, TANH)[2][:, 0]
     (J,) = torch.autograd.grad(out.sum(), rows)
-    J_ref = torch.func.jacrev(lambda th: mlp_taylor(th, sizes, t, 1.0, 2, TANH)[2][:, 0])(theta)
+    J_ref = torch.func.jacrev(
+        lambda th: mlp_taylor(th, sizes, t, torch.tensor(1.0, dtype=torch.float64), 2, TANH)[2][:, 0]
+    )(theta)
     assert torch.allclose(J, J_ref, rtol=1e-12, atol=1e-13)
 
 
@@ -65,7 +67,7 @@ def test_linear_network_has_exact_zero_higher_derivatives() -> None:
     sizes = [1, 3]  # depth 0: an affine map
     theta = torch.tensor([0.5, -2.0, 3.0, 0.1, 0.2, 0.3], dtype=torch.float64)
     t = torch.linspace(-1, 1, 5, dtype=torch.float64)
-    y, d1, d2, d3, d4 = mlp_taylor(theta, sizes, t, 2.0, 4, TANH)
+    y, d1, d2, d3, d4 = mlp_taylor(theta, sizes, t, torch.tensor(2.0, dtype=torch.float64), 4, TANH)
     assert torch.equal(d1, torch.tensor([[1.0, -4.0, 6.0]], dtype=torch.float64).expand(5, 3))
     for d in (d2, d3, d4):
         assert torch.equal(d, torch.zeros(5, 3, dtype=torch.float64))

@@ -72,3 +72,51 @@ def test_export_metadata_and_dynamic_batch(system_solution) -> None:
     for n in (1, 5, 1000):
         x = torch.linspace(0, 1, n, dtype=torch.float64).reshape(-1, 1)
         assert program.module()(x).shape == (n, 2)
+
+
+def _run_pt2(data: bytes, xs: np.ndarray) -> np.ndarray:
+    program = torch.export.load(io.BytesIO(data))
+    return program.module()(torch.tensor(xs, dtype=torch.float64).reshape(-1, 1)).detach().numpy()
+
+
+def test_export_templates_serve_every_problem_of_one_architecture(tmp_path) -> None:
+    """One traced program per architecture: a second problem with another domain, seed and
+    output scale reuses it (from memory, then from disk in a new cache) and its file answers
+    exactly like the solution itself and like a fresh trace."""
+    from odeserve.solver.templates import ExportTemplates
+
+    base = public_problems()["lagaris2"]
+    a = solve(with_options(base, max_iterations=150))
+    b = solve(with_options({**base, "domain": [0.0, 3.5]}, max_iterations=150, seed=7))
+    templates = ExportTemplates(directory=tmp_path)
+    assert (templates.misses, templates.hits) == (0, 0)
+    for s in (a, b):
+        xs = np.linspace(*s.problem.domain, 41)
+        templated, fresh = _run_pt2(s.export_bytes(templates), xs), _run_pt2(s.export_bytes(), xs)
+        assert np.max(np.abs(templated - fresh)) == 0.0
+        assert np.max(np.abs(templated - s(xs))) <= 1e-12
+    assert (templates.misses, templates.hits) == (1, 1)
+    assert len(list(tmp_path.glob("*.pt2"))) == 1
+
+    other = ExportTemplates(directory=tmp_path)
+    assert other.preload() == 1 and other.preload() == 0
+    xs = np.linspace(0.0, 3.5, 17)
+    assert np.max(np.abs(_run_pt2(b.export_bytes(other), xs) - b(xs))) <= 1e-12
+    assert (other.misses, other.hits) == (0, 1)
+
+    system = solve(with_options(public_problems()["harmonic_system"], max_iterations=50))
+    system.export_bytes(other)  # another architecture (two unknowns): traced, not reused
+    assert other.misses == 1 and len(list(tmp_path.glob("*.pt2"))) == 2
+
+
+def test_a_damaged_template_file_is_traced_again(tmp_path) -> None:
+    from odeserve.solver.templates import ExportTemplates
+
+    s = solve(with_options(public_problems()["lagaris2"], max_iterations=50))
+    s.export_bytes(ExportTemplates(directory=tmp_path))
+    (path,) = tmp_path.glob("*.pt2")
+    path.write_bytes(b"not a zip")
+    fresh = ExportTemplates(directory=tmp_path)
+    xs = np.linspace(0.0, 2.0, 9)
+    assert np.max(np.abs(_run_pt2(s.export_bytes(fresh), xs) - s(xs))) <= 1e-12
+    assert fresh.misses == 1 and path.read_bytes() != b"not a zip"

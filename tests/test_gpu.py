@@ -58,8 +58,8 @@ def test_taylor_mode_on_gpu_matches_cpu() -> None:
     sizes = [1, 32, 32, 2]
     theta = torch.randn(parameter_count(sizes), dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     t = torch.linspace(-1, 1, 257, dtype=torch.float64)
-    cpu = mlp_taylor(theta, sizes, t, 1.5, 4, TANH)
-    gpu = mlp_taylor(theta.cuda(), sizes, t.cuda(), 1.5, 4, TANH)
+    cpu = mlp_taylor(theta, sizes, t, torch.tensor(1.5), 4, TANH)
+    gpu = mlp_taylor(theta.cuda(), sizes, t.cuda(), torch.tensor(1.5), 4, TANH)
     for a, b in zip(cpu, gpu, strict=True):
         assert torch.allclose(a, b.cpu(), rtol=1e-12, atol=1e-12)
 

@@ -17,6 +17,7 @@ from odeserve.outcome import Outcome
 from odeserve.problem import Problem
 from odeserve.report import ErrorStats, HistoryPoint, Metrics, ResidualStats, Samples
 from odeserve.solver.constraints import ConstraintPlan
+from odeserve.solver.templates import ExportTemplates, trace
 from odeserve.solver.train import TrainResult
 from odeserve.solver.trial import Trial
 
@@ -177,12 +178,14 @@ class Solution:
             torch.jit.save(scripted, buf, _extra_files={"metadata.json": json.dumps(self.metadata())})
         return buf.getvalue()
 
-    def export_bytes(self) -> bytes:
-        """A ``torch.export`` program (.pt2); ``torch.export.load`` runs it without odeserve."""
+    def export_bytes(self, templates: ExportTemplates | None = None) -> bytes:
+        """A ``torch.export`` program (.pt2); ``torch.export.load`` runs it without odeserve.
+
+        With ``templates``, a program already traced for this architecture is reused with this
+        solution's buffers (milliseconds instead of a trace).
+        """
         module = self._cpu_module()
-        example = torch.linspace(*self.problem.domain, 8, dtype=torch.float64).reshape(-1, 1)
-        n = torch.export.Dim("n", min=1)
-        program = torch.export.export(module, (example,), dynamic_shapes=({0: n},))
+        program = templates.program(module) if templates is not None else trace(module)
         buf = io.BytesIO()
         torch.export.save(program, buf, extra_files={"metadata.json": json.dumps(self.metadata())})
         return buf.getvalue()

@@ -98,7 +98,7 @@ def _layer(theta: Tensor, offset: int, n_in: int, n_out: int) -> tuple[Tensor, T
     return w.reshape(n_out, n_in).t(), b
 
 
-def mlp_taylor(theta: Tensor, sizes: list[int], t: Tensor, dt: float, order: int, activation: int) -> list[Tensor]:
+def mlp_taylor(theta: Tensor, sizes: list[int], t: Tensor, dt: Tensor, order: int, activation: int) -> list[Tensor]:
     """Values and x-derivatives up to ``order`` of the MLP with flat parameters ``theta``.
 
     Args:
@@ -107,7 +107,7 @@ def mlp_taylor(theta: Tensor, sizes: list[int], t: Tensor, dt: float, order: int
             outputs yields the per-point gradients, i.e. the Jacobian's rows).
         sizes: layer widths ``[1, hidden..., m]``.
         t: the scaled input, shape (n,), already mapped to [-1, 1].
-        dt: dt/dx, the scaling's slope.
+        dt: dt/dx, the scaling's slope (a 0-dim tensor).
         order: highest derivative wanted (0..4).
         activation: TANH or SIN.
 

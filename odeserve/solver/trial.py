@@ -35,6 +35,8 @@ class Trial(nn.Module):
         key_point: Tensor
         c0: Tensor
         K: Tensor
+        center: Tensor
+        half_width: Tensor
 
     def __init__(
         self,
@@ -50,8 +52,6 @@ class Trial(nn.Module):
         self.sizes: list[int] = list(sizes)
         self.activation: int = ACTIVATIONS[activation]
         a, b = domain
-        self.center: float = 0.5 * (a + b)
-        self.half_width: float = 0.5 * (b - a)
         self.has_constraints: bool = bool(plan.degrees.size)
         self.key_max_order: int = plan.max_key_order
         as_t = lambda arr, dt=dtype: torch.as_tensor(np.asarray(arr), dtype=dt)  # noqa: E731
@@ -67,6 +67,10 @@ class Trial(nn.Module):
         self.register_buffer("key_point", torch.as_tensor(plan.key_point, dtype=torch.long))
         self.register_buffer("c0", as_t(plan.c0))
         self.register_buffer("K", as_t(plan.K))
+        # The domain is data, not code: an exported program of one architecture serves every
+        # domain with its buffers swapped (see odeserve.solver.templates).
+        self.register_buffer("center", torch.tensor(0.5 * (a + b), dtype=dtype))
+        self.register_buffer("half_width", torch.tensor(0.5 * (b - a), dtype=dtype))
 
     def basis(self, x: Tensor, order: int) -> list[Tensor]:
         """phi^(k)(x) for k = 0..order, each (n, nb): the k-th x-derivative of t^d is
