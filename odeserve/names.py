@@ -8,7 +8,7 @@ constant value or a load key, or raises a :class:`SpecError` that says what is w
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from odeserve.errors import SpecError, UnknownNameError
 from odeserve.expr.grammar import CONSTANTS
@@ -21,16 +21,34 @@ from odeserve.expr.program import Program, Resolver, compile_node, run_float
 class Names:
     """Resolves names for one problem; builds the resolver for each kind of expression."""
 
-    def __init__(self, variable: str, parameters: Mapping[str, float], unknowns: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        variable: str,
+        parameters: Mapping[str, float],
+        unknowns: tuple[str, ...],
+        estimated: Collection[str] = (),
+    ) -> None:
         self.variable = variable
         self.parameters = parameters
         self.unknowns = unknowns
+        #: Unknown parameters: loaded by name in equations and conditions, never constants.
+        self.estimated = frozenset(estimated)
 
     def known(self) -> list[str]:
-        return [self.variable, *self.parameters, *self.unknowns, *CONSTANTS]
+        return [self.variable, *self.parameters, *self.estimated, *self.unknowns, *CONSTANTS]
+
+    def _estimated(self, node: Node) -> str | None:
+        return node.name if isinstance(node, Name) and node.name in self.estimated else None
 
     def constant(self, node: Node) -> float | Key:
         if isinstance(node, Name):
+            if node.name in self.estimated:
+                raise SpecError(
+                    (),
+                    f"parameter '{node.name}' is estimated from the data, so it cannot appear here: "
+                    "this must be a constant",
+                    node.col,
+                )
             if node.name in CONSTANTS:
                 return CONSTANTS[node.name]
             if node.name in self.parameters:
@@ -63,7 +81,7 @@ class Names:
             return self.variable
         if isinstance(node, Name) and node.name in self.unknowns:
             return DerivKey(node.name, 0)
-        return self.constant(node)
+        return self._estimated(node) or self.constant(node)
 
     def in_exact(self, node: Node) -> float | Key:
         if isinstance(node, Name) and node.name == self.variable:
@@ -77,7 +95,7 @@ class Names:
             return PointKey(node.name, node.order, constant_value(node.at, self.constant))
         if isinstance(node, Name) and node.name in self.unknowns:
             raise SpecError((), f"a condition needs '{node.name}' at a point, e.g. {node.name}(0)", node.col)
-        return self.constant(node)
+        return self._estimated(node) or self.constant(node)
 
 
 def constant_value(node: Node, resolve: Resolver) -> float:

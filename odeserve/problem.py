@@ -23,7 +23,7 @@ from odeserve.expr.nodes import Deriv, Node, walk
 from odeserve.expr.parser import parse_equation, parse_expression, suggest
 from odeserve.expr.program import Program, compile_node
 from odeserve.names import Names, compile_difference, constant_value
-from odeserve.spec import Options, ProblemSpec
+from odeserve.spec import Options, ProblemSpec, UnknownParameter
 
 #: Relative tolerance for a condition point lying on the domain's boundary.
 _EDGE_TOL = 1e-12
@@ -49,6 +49,17 @@ class Condition:
 
 
 @dataclass(frozen=True)
+class Data:
+    """One data set: the ``order``-th derivative of ``unknown`` measured at ``x``."""
+
+    unknown: str
+    order: int
+    x: tuple[float, ...]
+    values: tuple[float, ...]
+    sigma: tuple[float, ...] | None  # per point; None: estimated from the residuals
+
+
+@dataclass(frozen=True)
 class Problem:
     """A validated problem, ready for a solver."""
 
@@ -61,6 +72,8 @@ class Problem:
     equations: tuple[Equation, ...]
     conditions: tuple[Condition, ...]
     exact: Mapping[str, Program]
+    unknown_parameters: Mapping[str, UnknownParameter]
+    data: tuple[Data, ...]
     output_x: tuple[float, ...]
     output_derivatives: int
     spec_hash: str
@@ -72,6 +85,11 @@ class Problem:
     @property
     def max_order(self) -> int:
         return max(self.orders.values(), default=0)
+
+    @property
+    def is_inverse(self) -> bool:
+        """Whether the problem has data (and perhaps parameters) to fit."""
+        return bool(self.data)
 
 
 def load_problem(data: ProblemSpec | Mapping[str, Any] | str) -> Problem:
@@ -108,10 +126,12 @@ def analyse(spec: ProblemSpec) -> Problem:
     eq_trees = [_parse(t, spec.variable, ("equations", i)) for i, t in enumerate(spec.equations)]
     cond_trees = [_parse(t, spec.variable, ("conditions", i)) for i, t in enumerate(spec.conditions)]
     unknowns = _unknowns(spec, eq_trees, cond_trees)
-    names = Names(spec.variable, spec.parameters, unknowns)
+    names = Names(spec.variable, spec.parameters, unknowns, spec.unknown_parameters)
     domain = _domain(spec, names)
     equations, orders = _equations(spec, eq_trees, names)
-    conditions = _conditions(spec, cond_trees, names, domain, orders)
+    data = _data(spec, unknowns, orders, domain)
+    conditions = _conditions(spec, cond_trees, names, domain, orders, data)
+    _check_used(spec, equations, conditions)
     return Problem(
         spec=spec,
         variable=spec.variable,
@@ -122,6 +142,8 @@ def analyse(spec: ProblemSpec) -> Problem:
         equations=equations,
         conditions=conditions,
         exact=_exact(spec, names),
+        unknown_parameters=dict(spec.unknown_parameters),
+        data=data,
         output_x=_output_points(spec, domain),
         output_derivatives=spec.output.derivatives,
         spec_hash=spec_hash(spec),
@@ -136,6 +158,14 @@ def _check_names(spec: ProblemSpec) -> None:
             raise SpecError(("parameters", name), f"parameter '{name}' shadows a function or constant")
         if name == spec.variable:
             raise SpecError(("parameters", name), f"parameter '{name}' shadows the variable")
+    for name in spec.unknown_parameters:
+        loc = ("unknown_parameters", name)
+        if name in RESERVED or name == spec.variable:
+            raise SpecError(loc, f"'{name}' is a function or constant name, or the variable")
+        if name in spec.parameters:
+            raise SpecError(loc, f"'{name}' is also a known parameter: give it one role")
+    if spec.unknown_parameters and not spec.data:
+        raise IllPosedError(("data",), "unknown parameters can only be estimated from data: add measurements")
 
 
 def _parse(text: str, variable: str, loc: tuple[str | int, ...]) -> Tree:
@@ -150,6 +180,8 @@ def _unknowns(spec: ProblemSpec, eqs: list[Tree], conds: list[Tree]) -> tuple[st
     for u in unknowns:
         if u in spec.parameters:
             raise SpecError(("parameters", u), f"parameter '{u}' has the name of an unknown")
+        if u in spec.unknown_parameters:
+            raise SpecError(("unknown_parameters", u), f"parameter '{u}' has the name of an unknown")
     if not unknowns:
         raise IllPosedError(("equations",), "no unknown found: write derivatives with primes, e.g. y' = -y")
     return unknowns
@@ -202,7 +234,12 @@ def _equations(spec: ProblemSpec, trees: list[Tree], names: Names) -> tuple[tupl
 
 
 def _conditions(
-    spec: ProblemSpec, trees: list[Tree], names: Names, domain: tuple[float, float], orders: Mapping[str, int]
+    spec: ProblemSpec,
+    trees: list[Tree],
+    names: Names,
+    domain: tuple[float, float],
+    orders: Mapping[str, int],
+    data: tuple[Data, ...] = (),
 ) -> tuple[Condition, ...]:
     conditions: list[Condition] = []
     for i, (lhs, rhs) in enumerate(trees):
@@ -211,20 +248,73 @@ def _conditions(
             prog = compile_difference(lhs, rhs, names.in_condition)
         except SpecError as exc:
             raise exc.at(*loc) from None
-        condition = Condition(spec.conditions[i], prog, linear_form(prog))
+        # A condition with an estimated parameter is not linear in the unknowns alone: a penalty.
+        linear = None if any(isinstance(k, str) for k in prog.keys) else linear_form(prog)
+        condition = Condition(spec.conditions[i], prog, linear)
         if not condition.keys:
             raise SpecError(loc, "a condition must involve an unknown at a point, e.g. y(0) = 1")
         for key in condition.keys:
             _check_condition_key(key, loc, domain, orders)
         conditions.append(condition)
-    total = sum(orders.values())
-    if len(conditions) != total:
-        detail = ", ".join(f"'{u}' of order {orders[u]}" for u in names.unknowns)
-        raise IllPosedError(
-            ("conditions",),
-            f"{len(conditions)} condition(s) given, but the problem needs {total} ({detail})",
-        )
+    _check_determined(spec, len(conditions), names, orders, data)
     return tuple(conditions)
+
+
+def _check_used(spec: ProblemSpec, equations: tuple[Equation, ...], conditions: tuple[Condition, ...]) -> None:
+    used = {k for e in equations for k in e.residual.keys} | {k for c in conditions for k in c.residual.keys}
+    for name in spec.unknown_parameters:
+        if name not in used:
+            raise SpecError(("unknown_parameters", name), f"'{name}' appears in no equation or condition")
+
+
+def _check_determined(
+    spec: ProblemSpec, n_conditions: int, names: Names, orders: Mapping[str, int], data: tuple[Data, ...]
+) -> None:
+    """Conditions match the total order; with data, data points may stand in for conditions and
+    must also be enough for the unknown parameters."""
+    total = sum(orders.values())
+    detail = ", ".join(f"'{u}' of order {orders[u]}" for u in names.unknowns)
+    if not data and n_conditions != total:
+        raise IllPosedError(
+            ("conditions",), f"{n_conditions} condition(s) given, but the problem needs {total} ({detail})"
+        )
+    if n_conditions > total:
+        raise IllPosedError(
+            ("conditions",), f"{n_conditions} condition(s) given, but the problem needs at most {total} ({detail})"
+        )
+    points = sum(len(d.x) for d in data)
+    needed = total - n_conditions + len(spec.unknown_parameters)
+    if data and points < needed:
+        raise IllPosedError(
+            ("data",),
+            f"{points} data point(s) cannot determine the solution: {total - n_conditions} missing condition(s) "
+            f"and {len(spec.unknown_parameters)} unknown parameter(s) need at least {needed} points",
+        )
+
+
+def _data(
+    spec: ProblemSpec, unknowns: tuple[str, ...], orders: Mapping[str, int], domain: tuple[float, float]
+) -> tuple[Data, ...]:
+    a, b = domain
+    tol = _EDGE_TOL * (b - a)
+    out: list[Data] = []
+    for i, d in enumerate(spec.data):
+        loc: tuple[str | int, ...] = ("data", i)
+        if d.unknown not in unknowns:
+            raise SpecError((*loc, "unknown"), f"'{d.unknown}' is not an unknown{suggest(d.unknown, unknowns)}")
+        if d.order > orders[d.unknown]:
+            raise SpecError(
+                (*loc, "order"),
+                f"'{d.unknown}' appears with derivatives up to order {orders[d.unknown]}, not {d.order}",
+            )
+        for j, x in enumerate(d.x):
+            if not a - tol <= x <= b + tol:
+                raise SpecError((*loc, "x", j), f"point {x:g} is outside the domain [{a:g}, {b:g}]")
+        sigma = None
+        if d.sigma is not None:
+            sigma = tuple(d.sigma) if isinstance(d.sigma, list) else (float(d.sigma),) * len(d.x)
+        out.append(Data(d.unknown, d.order, tuple(d.x), tuple(d.values), sigma))
+    return tuple(out)
 
 
 def _check_condition_key(
@@ -289,4 +379,4 @@ def _domain(spec: ProblemSpec, names: Names) -> tuple[float, float]:
     return a, b
 
 
-__all__ = ["Condition", "Equation", "Problem", "analyse", "load_problem", "spec_hash"]
+__all__ = ["Condition", "Data", "Equation", "Problem", "analyse", "load_problem", "spec_hash"]

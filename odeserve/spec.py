@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from odeserve.expr.grammar import MAX_EXPRESSION_LENGTH, MAX_ORDER
 
@@ -20,6 +20,8 @@ MAX_OUTPUT_POINTS = 100_000
 MAX_COLLOCATION_POINTS = 20_000
 MAX_WIDTH = 512
 MAX_HIDDEN_LAYERS = 8
+MAX_DATA_SETS = 16
+MAX_DATA_POINTS = 10_000  # per data set and over all data sets together
 
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 Expression = Annotated[str, StringConstraints(max_length=MAX_EXPRESSION_LENGTH)]
@@ -84,6 +86,52 @@ class Output(_Strict):
     derivatives: int = Field(1, ge=0, le=MAX_ORDER, description="Derivative orders to return with the values.")
 
 
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class DataSet(_Strict):
+    """Measurements of one unknown (or of one of its derivatives) at points of the domain."""
+
+    unknown: Identifier = Field(..., description="The unknown measured.")
+    x: list[Finite] = Field(..., min_length=1, max_length=MAX_DATA_POINTS, description="Where it was measured.")
+    values: list[Finite] = Field(
+        ..., min_length=1, max_length=MAX_DATA_POINTS, description="The measured values, one per point."
+    )
+    sigma: Positive | list[Positive] | None = Field(
+        None,
+        description="Standard deviation of the measurement noise: one number, or one per point. "
+        "Absent: estimated from the residuals (one common deviation per data set).",
+    )
+    order: int = Field(0, ge=0, le=MAX_ORDER - 1, description="Derivative measured: 0 for values, 1 for y', ...")
+
+    @model_validator(mode="after")
+    def _lengths(self) -> DataSet:
+        if len(self.values) != len(self.x):
+            raise ValueError(f"values has {len(self.values)} entries but x has {len(self.x)}")
+        if isinstance(self.sigma, list) and len(self.sigma) != len(self.x):
+            raise ValueError(f"sigma has {len(self.sigma)} entries but x has {len(self.x)}")
+        return self
+
+
+class UnknownParameter(_Strict):
+    """A parameter to estimate from the data, usable in equations and conditions by its name."""
+
+    initial: Finite = Field(..., description="Starting value.")
+    bounds: tuple[Finite, Finite] | None = Field(
+        None, description="[lower, upper]: the estimate stays strictly inside (reparameterised)."
+    )
+
+    @model_validator(mode="after")
+    def _inside(self) -> UnknownParameter:
+        if self.bounds is not None:
+            lo, hi = self.bounds
+            if not lo < hi:
+                raise ValueError(f"bounds need lower < upper, got [{lo:g}, {hi:g}]")
+            if not lo < self.initial < hi:
+                raise ValueError(f"initial {self.initial:g} is not strictly inside the bounds [{lo:g}, {hi:g}]")
+        return self
+
+
 class ProblemSpec(_Strict):
     """An ODE problem, spec v1."""
 
@@ -105,15 +153,32 @@ class ProblemSpec(_Strict):
     parameters: dict[Identifier, Finite] = Field(
         default_factory=dict, description="Named constants usable in every expression."
     )
+    unknown_parameters: dict[Identifier, UnknownParameter] = Field(
+        default_factory=dict,
+        description="Parameters estimated from the data together with the solution (inverse problems).",
+    )
+    data: list[DataSet] = Field(
+        default_factory=list,
+        max_length=MAX_DATA_SETS,
+        description="Measurements; with data, conditions may be fewer than the total order.",
+    )
     exact: dict[Identifier, Expression] | None = Field(
         None, description="Closed-form solutions, used only to report errors."
     )
     output: Output = Field(default_factory=Output)
     options: Options = Field(default_factory=Options)
 
-    @field_validator("parameters")
+    @field_validator("parameters", "unknown_parameters")
     @classmethod
-    def _few_parameters(cls, v: dict[str, float]) -> dict[str, float]:
+    def _few_parameters(cls, v: dict[str, object]) -> dict[str, object]:
         if len(v) > MAX_PARAMETERS:
             raise ValueError(f"at most {MAX_PARAMETERS} parameters")
+        return v
+
+    @field_validator("data")
+    @classmethod
+    def _few_points(cls, v: list[DataSet]) -> list[DataSet]:
+        total = sum(len(d.x) for d in v)
+        if total > MAX_DATA_POINTS:
+            raise ValueError(f"at most {MAX_DATA_POINTS} data points in all, got {total}")
         return v

@@ -15,6 +15,7 @@ from odeserve.expr.keys import Key, PointKey
 from odeserve.expr.program import Backend, Program
 from odeserve.problem import Problem
 from odeserve.solver.constraints import ConstraintPlan
+from odeserve.solver.inverse import DataRows, ParameterMap
 from odeserve.solver.trial import Trial
 
 
@@ -44,12 +45,25 @@ def run_torch(program: Program, env: Mapping[Key, Any], like: Tensor) -> Tensor:
 
 
 class Residual:
-    """r(theta): scaled equation residuals at the collocation points, then penalty rows."""
+    """r(theta): scaled equation residuals at the collocation points, then penalty rows, then
+    data rows. theta is the network's weights, followed by the raw unknown parameters if any."""
 
-    def __init__(self, problem: Problem, trial: Trial, plan: ConstraintPlan, x: Tensor, eq_scales: np.ndarray) -> None:
+    def __init__(
+        self,
+        problem: Problem,
+        trial: Trial,
+        plan: ConstraintPlan,
+        x: Tensor,
+        eq_scales: np.ndarray,
+        params: ParameterMap | None = None,
+        data: DataRows | None = None,
+    ) -> None:
         self.problem = problem
         self.trial = trial
         self.x = x
+        self.n_net = trial.theta.numel()
+        self.params = params if params is not None and params.names else None
+        self.data = data if data is not None and data.count else None
         self.order = problem.max_order
         self.eq_scales = [float(s) for s in eq_scales]
         # The constraint basis at the collocation points does not depend on the weights.
@@ -64,16 +78,20 @@ class Residual:
 
     def equations(self, theta: Tensor) -> list[Tensor]:
         """Scaled residual of each equation at the collocation points (theta (P,) or (n, P))."""
-        derivs = self.trial.derivatives(theta, self.x, self.order, self.phi)
+        derivs = self.trial.derivatives(self._net(theta), self.x, self.order, self.phi)
         env = equation_env(self.problem.variable, self.problem.unknowns, self.x, derivs)
+        if self.params is not None:
+            env.update(self.params.values(theta))
         return [run_torch(eq.residual, env, self.x) / s for eq, s in zip(self.problem.equations, self.eq_scales)]
 
     def penalties(self, theta: Tensor) -> list[Tensor]:
         """One weighted residual per penalty condition."""
         if not self.penalty:
             return []
-        pd = self.trial.derivatives(theta, self.pen_x, self.pen_order)
+        pd = self.trial.derivatives(self._net(theta), self.pen_x, self.pen_order)
         penv: dict[Key, Tensor] = {}
+        if self.params is not None:
+            penv.update(self.params.values(theta))
         for j, u in enumerate(self.problem.unknowns):
             for k in range(self.pen_order + 1):
                 for i, p in enumerate(self.pen_points):
@@ -83,8 +101,14 @@ class Residual:
             for c in self.penalty
         ]
 
+    def _net(self, theta: Tensor) -> Tensor:
+        return theta[..., : self.n_net] if self.params is not None else theta
+
+    def data_rows(self, theta: Tensor) -> list[Tensor]:
+        return [self.data.rows(self._net(theta))] if self.data is not None else []
+
     def __call__(self, theta: Tensor) -> Tensor:
-        return torch.cat(self.equations(theta) + self.penalties(theta))
+        return torch.cat(self.equations(theta) + self.penalties(theta) + self.data_rows(theta))
 
     def jacobian(self, theta: Tensor) -> tuple[Tensor, Tensor]:
         """(r, J = dr/dtheta) in one backward pass per equation.
@@ -108,6 +132,13 @@ class Residual:
                 (g,) = torch.autograd.grad(p.sum(), th, retain_graph=i < len(pens) - 1)
                 blocks.append(g.unsqueeze(0))
                 values.append(p.detach())
+        if self.data is not None:
+            # Each data row depends only on its own copy of the weights, as the collocation rows.
+            drows = theta.detach().unsqueeze(0).expand(self.data.count, theta.shape[0]).clone().requires_grad_(True)
+            (d,) = self.data_rows(drows)
+            (g,) = torch.autograd.grad(d.sum(), drows)
+            blocks.append(g)
+            values.append(d.detach())
         return torch.cat(values), torch.cat(blocks, 0)
 
     def jacobian_functional(self, theta: Tensor) -> tuple[Tensor, Tensor]:
@@ -127,4 +158,14 @@ class Residual:
             pens = lambda th: torch.cat(self.penalties(th))  # noqa: E731
             values.append(pens(theta))
             blocks.append(torch.func.jacrev(pens)(theta))
+        if self.data is not None:
+
+            def summed_data(rw: Tensor) -> tuple[Tensor, Tensor]:
+                (d,) = self.data_rows(rw)
+                return d.sum(), d
+
+            drows = theta.unsqueeze(0).expand(self.data.count, theta.shape[0])
+            g, (_, d) = torch.func.grad_and_value(summed_data, has_aux=True)(drows)
+            values.append(d)
+            blocks.append(g)
         return torch.cat(values).detach(), torch.cat(blocks, 0).detach()

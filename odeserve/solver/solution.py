@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -15,7 +15,7 @@ from odeserve.expr.grammar import MAX_ORDER
 from odeserve.expr.keys import Key
 from odeserve.outcome import Outcome
 from odeserve.problem import Problem
-from odeserve.report import ErrorStats, HistoryPoint, Metrics, ResidualStats, Samples
+from odeserve.report import DataFit, ErrorStats, HistoryPoint, Metrics, ParameterEstimate, ResidualStats, Samples
 from odeserve.solver.constraints import ConstraintPlan
 from odeserve.solver.templates import ExportTemplates, trace
 from odeserve.solver.train import TrainResult
@@ -37,6 +37,10 @@ class Solution:
     trial: Trial
     plan: ConstraintPlan
     result: TrainResult
+    #: Inverse problems: the estimated parameters' values, their statistics and the data fit.
+    parameter_values: dict[str, float] = field(default_factory=dict)
+    estimates: dict[str, ParameterEstimate] | None = None
+    data_fit: DataFit | None = None
 
     # -- evaluation ------------------------------------------------------------------------
     @property
@@ -71,6 +75,7 @@ class Solution:
         xs = np.asarray(x, dtype=np.float64).reshape(-1)
         derivs = self.derivatives(xs, self.problem.max_order)
         env = equation_env(self.problem.variable, self.unknowns, xs, derivs)
+        env.update(self.parameter_values)
         return np.stack([evaluate(eq.residual, env, xs) for eq in self.problem.equations], axis=1)
 
     # -- metrics -----------------------------------------------------------------------------
@@ -79,6 +84,7 @@ class Solution:
         errors = []
         for c in self.problem.conditions:
             env: dict[Key, float] = {}
+            env.update(self.parameter_values)
             for key in c.keys:
                 j = self.unknowns.index(key.unknown)
                 env[key] = float(self.derivatives([key.point], key.order)[key.order][0, j])
@@ -106,6 +112,8 @@ class Solution:
             hard_conditions=[f"conditions[{i}]" for i in self.plan.hard],
             notes=list(self.plan.notes),
             error=self._exact_errors(xs) if self.problem.exact else None,
+            parameters=self.estimates,
+            data_fit=self.data_fit,
         )
 
     def _exact_errors(self, xs: np.ndarray) -> dict[str, ErrorStats]:
@@ -158,6 +166,10 @@ class Solution:
             "spec_hash": self.problem.spec_hash,
             "dtype": str(self.trial.theta.dtype).replace("torch.", ""),
             "input": "x of shape (N, 1), float64, physical units",
+            "parameters": {**self.problem.parameters, **self.parameter_values},
+            "estimated_parameters": (
+                {k: v.model_dump(mode="json") for k, v in self.estimates.items()} if self.estimates else {}
+            ),
             "output": "(N, m), unknowns in the order given",
             "versions": {"odeserve": odeserve.__version__, "torch": torch.__version__},
         }

@@ -13,10 +13,12 @@ from odeserve.hooks import Hooks, TrainState
 from odeserve.network import layer_sizes, parameter_count
 from odeserve.problem import Problem, load_problem
 from odeserve.solver.constraints import ConstraintPlan, plan_constraints
+from odeserve.solver.inverse import DataRows, ParameterMap, collocation_with_data
 from odeserve.solver.residual import Residual
 from odeserve.solver.solution import Solution
-from odeserve.solver.train import train
+from odeserve.solver.train import STALL_LOSS, train
 from odeserve.solver.trial import Trial
+from odeserve.solver.uncertainty import dense_points, parameter_statistics
 from odeserve.spec import ProblemSpec
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -95,9 +97,19 @@ def solve(
     dev = torch.device(device) if device is not None else torch.device("cpu")
     dtype = DTYPES[problem.options.precision]
     trial, plan, scales = build_trial(problem, dev, dtype)
-    x = torch.as_tensor(chebyshev_points(*problem.domain, problem.options.points), dtype=dtype, device=dev)
+    points = collocation_with_data(chebyshev_points(*problem.domain, problem.options.points), problem)
+    x = torch.as_tensor(points, dtype=dtype, device=dev)
     eq_scales = np.array([scales[min(i, len(scales) - 1)] for i in range(len(problem.equations))])
-    residual = Residual(problem, trial, plan, x, eq_scales)
-    result = train(residual, trial.theta, problem.options, hooks=hooks, resume=resume)
-    trial.theta.copy_(result.theta)
-    return Solution(problem, trial, plan, result)
+    params = ParameterMap.of(problem, trial.theta.numel())
+    data = DataRows(problem, trial, scales, trial.theta) if problem.is_inverse else None
+    residual = Residual(problem, trial, plan, x, eq_scales, params, data)
+    theta0 = torch.cat([trial.theta, torch.tensor(params.raw_initial(problem), dtype=dtype, device=dev)])
+    stall = STALL_LOSS + (4.0 * data.weight**2 * data.count / (len(points) + data.count) if data else 0.0)
+    result = train(residual, theta0, problem.options, hooks=hooks, resume=resume, stall_loss=stall)
+    trial.theta.copy_(result.theta[: params.offset])
+    if not problem.is_inverse:
+        return Solution(problem, trial, plan, result)
+    dense = chebyshev_points(*problem.domain, dense_points(problem, params.offset))
+    estimates, fit = parameter_statistics(problem, trial, plan, scales, eq_scales, params, result.theta, dense)
+    values = params.floats(result.theta)
+    return Solution(problem, trial, plan, result, parameter_values=values, estimates=estimates, data_fit=fit)

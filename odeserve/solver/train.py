@@ -68,8 +68,9 @@ class TrainResult:
 class _Run:
     """Bookkeeping shared by the phases: budget, clock, best weights, history, hooks."""
 
-    def __init__(self, options: Options, hooks: Hooks, resume: TrainState | None) -> None:
+    def __init__(self, options: Options, hooks: Hooks, resume: TrainState | None, stall_loss: float) -> None:
         self.options = options
+        self.stall_loss = stall_loss
         self.hooks = hooks
         self.start = time.perf_counter()
         self.iteration = 0
@@ -149,7 +150,7 @@ class _Run:
 
     def no_progress(self, why: str) -> tuple[Outcome, str]:
         """How a run that stopped making progress ended: converged at a small loss, else stalled."""
-        if self.best_loss <= STALL_LOSS:
+        if self.best_loss <= self.stall_loss:
             return Outcome.CONVERGED, f"converged: {why} (loss {self.best_loss:.3g})"
         return Outcome.STALLED, (
             f"stalled at loss {self.best_loss:.3g}, far above the target: {why}; "
@@ -342,14 +343,16 @@ def train(
     *,
     hooks: Hooks | None = None,
     resume: TrainState | None = None,
+    stall_loss: float = STALL_LOSS,
 ) -> TrainResult:
     """Run the phases the options ask for and return the best weights found.
 
     ``hooks`` sees every step, may stop the run and receives checkpoints (:class:`Hooks`);
     ``resume`` continues from a :class:`TrainState` (same problem and options) exactly where it
-    stopped.
+    stopped. A run that stops making progress above ``stall_loss`` has stalled (the default is
+    for pure physics; data that cannot be fitted exactly raise the floor).
     """
-    run = _Run(options, hooks or Hooks(), resume)
+    run = _Run(options, hooks or Hooks(), resume, stall_loss)
     theta = theta0 if resume is None else resume["theta"].to(theta0)
     adam_steps = options.max_iterations if options.optimizer == "adam" else options.adam_iterations
     phase = resume.get("phase", "adam") if resume is not None else "adam"
