@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def app_factory() -> FastAPI:
     """Entry point for uvicorn --factory: JSON logs, settings from the environment (Redis required)."""
-    configure_logging()
     settings = get_settings()
+    configure_logging(settings.log_format, settings.log_level, settings.log_file)
     settings.require_redis_url()
     return create_app(settings)

@@ -108,6 +108,10 @@ def _failure(job: RQJob) -> JobErrorInfo:
         return JobErrorInfo(
             type="worker_died", detail="the worker running this job died (killed or crashed); submit it again"
         )
+    if "JobMemoryError" in info:
+        return JobErrorInfo(type="memory_limit", detail=last.split(": ", 1)[-1][:500])
+    if "RefusedJob" in info:
+        return JobErrorInfo(type="refused", detail=last.split(": ", 1)[-1][:500])
     if "JobTimeoutException" in info:
         return JobErrorInfo(type="timeout", detail="the job ran past its time limit plus margin and was stopped")
     return JobErrorInfo(type="error", detail=last[:500] or "the job failed")
@@ -141,7 +145,9 @@ def describe(job: RQJob) -> Job:
         status=status,
         created_at=_utc(job.created_at),
         started_at=_utc(job.started_at),
-        finished_at=_utc(job.ended_at),
+        # A requeued job (hand-back, lost worker) keeps the end of its previous run in RQ's
+        # record: a job has finished only once it has ended.
+        finished_at=_utc(job.ended_at) if status not in ("queued", "running") else None,
         progress=meta.progress,
         outcome=result.outcome if result else None,
         message=result.message if result else None,

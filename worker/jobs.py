@@ -25,6 +25,7 @@ from common.keys import Artifact
 from common.records import JobResult, Progress
 from common.settings import get_settings
 from common.store import ArtifactStore, record_outcome
+from odeserve.threads import jacobian_shape, threads_for
 from worker.reporter import JobReporter, persistent, tolerant
 
 log = logging.getLogger("odeserve.job")
@@ -65,6 +66,27 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
+class JobMemoryError(Exception):
+    """The job ran into its memory cap (``ODESERVE_JOB_MEMORY_MB``): it fails once, alone."""
+
+
+def cap_memory(megabytes: int) -> None:
+    """A hard cap on this work horse's address space (RLIMIT_AS): an allocation beyond it fails
+    in this process (MemoryError), instead of the host's OOM killer choosing a victim."""
+    if megabytes <= 0:
+        return
+    import resource
+
+    limit = megabytes * 1024 * 1024
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "can't allocate memory" in text or "out of memory" in text or "cannot allocate memory" in text
+
+
 def solve_job(spec: dict[str, Any]) -> dict[str, Any]:
     """Solve ``spec`` (a ProblemSpec as JSON), store samples, history and models, return a
     :class:`JobResult` as a dict."""
@@ -75,11 +97,12 @@ def solve_job(spec: dict[str, Any]) -> dict[str, Any]:
 
     die_with_parent()
     settings = get_settings()
-    torch.set_num_threads(settings.torch_threads or os.cpu_count() or 1)
+    cap_memory(settings.job_memory_mb)
     job = get_current_job()
     if job is None:
         raise RuntimeError("solve_job runs inside an RQ job")
     problem = load_problem(spec)
+    torch.set_num_threads(settings.torch_threads or threads_for(*jacobian_shape(problem)))
     opts = problem.options
     device = choose_device(settings.device)
     store = ArtifactStore.from_settings(job.connection, settings)
@@ -87,7 +110,15 @@ def solve_job(spec: dict[str, Any]) -> dict[str, Any]:
     resume = reporter.load_checkpoint()
     context: dict[str, object] = {"request_id": reporter.meta.request_id, "job_id": job.id, "device": device}
     log.info("job started", extra=context | {"iterations": int(resume["iteration"]) if resume else 0})
-    solution = solve(problem, device=device, hooks=reporter.hooks(settings.checkpoint_s), resume=resume)
+    try:
+        solution = solve(problem, device=device, hooks=reporter.hooks(settings.checkpoint_s), resume=resume)
+    except (MemoryError, RuntimeError) as exc:
+        if isinstance(exc, RuntimeError) and not _out_of_memory(exc):
+            raise
+        raise JobMemoryError(
+            f"the job needed more memory than this server's cap of {settings.job_memory_mb} MiB "
+            "(ODESERVE_JOB_MEMORY_MB); use fewer points or a smaller network"
+        ) from None
     r = solution.result
     if reporter.stop_reason == "handback":
         persistent(lambda: reporter.checkpoint(r.state or {}))

@@ -28,6 +28,7 @@ from common.logs import configure_logging
 from common.queue import make_queue
 from common.settings import ConfigError, Settings, get_settings
 from common.store import HANDBACK_TTL_S, set_flag
+from worker.policy import SolveOnlyJob, retries_after_failure
 
 if TYPE_CHECKING:
     _WorkerBase = Worker  # the mixin's methods run on RQ's workers
@@ -60,6 +61,18 @@ class OdeWorkerMixin(_WorkerBase):
         except (RedisConnectionError, RedisTimeoutError) as exc:
             logging.getLogger("odeserve.worker").warning("heartbeat skipped, Redis unavailable: %s", exc)
 
+    def handle_job_failure(
+        self,
+        job: Job,
+        queue: Any,
+        started_job_registry: Any = None,
+        exc_string: str = "",
+        execution: Any = None,
+    ) -> None:
+        # Retry only what a lost worker left behind; a hand-back costs no retry (worker.policy).
+        job.retries_left = retries_after_failure(job.retries_left, exc_string)
+        super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
+
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
         job_id = self.get_current_job_id()
         if job_id:
@@ -91,16 +104,20 @@ def run_worker(burst: bool = False, settings: Settings | None = None) -> int:
     if settings.worker_class == "fork":
         import odeserve.solver.solve  # noqa: F401 - preload torch (import only) for fast forks
 
-    configure_logging()
+    with contextlib.suppress(OSError):
+        os.nice(settings.worker_nice)  # the API, on the same machine, answers first
+    configure_logging(settings.log_format, settings.log_level, settings.log_file)
     log = logging.getLogger("odeserve.worker")
     cls = worker_class(settings)
     delay = 1.0
     while True:
         redis = Redis.from_url(redis_url, socket_connect_timeout=5, health_check_interval=10)
         queue = make_queue(redis, settings)
+        queue.job_class = SolveOnlyJob
         worker = cls(
             [queue],
             connection=redis,
+            job_class=SolveOnlyJob,
             serializer=queue.serializer,
             job_monitoring_interval=settings.heartbeat_s,
             maintenance_interval=max(settings.heartbeat_s * 3, 10),
