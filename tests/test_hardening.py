@@ -121,9 +121,7 @@ def test_a_job_over_the_memory_cap_fails_alone_with_memory_limit(redis_server, s
     start_worker(name, ODESERVE_JOB_MEMORY_MB="1500")
     queue = _queue(redis_server, name)
     # 4,000 rows x ~41,000 weights: a 1.3 GB Jacobian in float64, beyond the 1.5 GB address space.
-    spec = with_options(
-        DECAY, points=4000, network={"width": 200, "depth": 2}, adam_iterations=1, max_iterations=3
-    )
+    spec = with_options(DECAY, points=4000, network={"width": 200, "depth": 2}, adam_iterations=1, max_iterations=3)
     job = queue.enqueue(JOB_FUNCTION, spec, retry=Retry(max=5), meta={"progress": {"max_iterations": 3}})
     assert wait_for(lambda: _ended(job), 300) == "failed"
     job.refresh()
