@@ -16,9 +16,14 @@ from rq import Queue
 from rq.registry import StartedJobRegistry
 from starlette.types import Scope
 
+from common.queue import FairQueue
 from common.settings import Settings
 from common.store import read_stats
 from service.jobs import live_workers
+
+
+def _levels(queue: Queue) -> list[Queue]:
+    return queue.levels() if isinstance(queue, FairQueue) else [queue]
 
 
 class JobCollector(Collector):
@@ -30,7 +35,9 @@ class JobCollector(Collector):
         q = self.queue
         yield GaugeMetricFamily("odeserve_queue_depth", "Jobs waiting in the queue.", value=q.count)
         yield GaugeMetricFamily(
-            "odeserve_jobs_running", "Jobs being trained now.", value=StartedJobRegistry(queue=q).count
+            "odeserve_jobs_running",
+            "Jobs being trained now.",
+            value=sum(StartedJobRegistry(queue=level).count for level in _levels(q)),
         )
         yield GaugeMetricFamily(
             "odeserve_workers", "Workers with a fresh heartbeat.", value=live_workers(q, self.settings)

@@ -112,13 +112,14 @@ def run_worker(burst: bool = False, settings: Settings | None = None) -> int:
     delay = 1.0
     while True:
         redis = Redis.from_url(redis_url, socket_connect_timeout=5, health_check_interval=10)
-        queue = make_queue(redis, settings)
-        queue.job_class = SolveOnlyJob
+        queues = make_queue(redis, settings).levels()  # lowest level first: fair between keys
+        for q in queues:
+            q.job_class = SolveOnlyJob
         worker = cls(
-            [queue],
+            queues,
             connection=redis,
             job_class=SolveOnlyJob,
-            serializer=queue.serializer,
+            serializer=queues[0].serializer,
             job_monitoring_interval=settings.heartbeat_s,
             maintenance_interval=max(settings.heartbeat_s * 3, 10),
             worker_ttl=settings.worker_ttl_s,
