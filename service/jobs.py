@@ -116,6 +116,8 @@ def _failure(job: RQJob) -> JobErrorInfo:
         return JobErrorInfo(type="memory_limit", detail=last.split(": ", 1)[-1][:500])
     if "RefusedJob" in info:
         return JobErrorInfo(type="refused", detail=last.split(": ", 1)[-1][:500])
+    if "TimeLimitOverrun" in info:
+        return JobErrorInfo(type="timeout", detail=last.split(": ", 1)[-1][:500])
     if "JobTimeoutException" in info:
         return JobErrorInfo(type="timeout", detail="the job ran past its time limit plus margin and was stopped")
     return JobErrorInfo(type="error", detail=last[:500] or "the job failed")

@@ -134,3 +134,50 @@ def test_a_job_over_the_memory_cap_fails_alone_with_memory_limit(redis_server, s
     ok = queue.enqueue(JOB_FUNCTION, with_options(DECAY, max_iterations=20), meta={"progress": {"max_iterations": 20}})
     assert wait_for(lambda: _ended(ok), 120) == "finished"
     assert os.getpid() > 0 and signal.SIGKILL  # the test process itself was never touched
+
+
+def test_the_watchdog_stops_python_that_never_looks_at_the_clock() -> None:
+    from worker.watchdog import CanceledWhileBusy, TimeLimitOverrun, Watchdog
+
+    with pytest.raises(TimeLimitOverrun), Watchdog(0.2, lambda: False, grace_s=0.2):
+        while True:  # like torch.compile: Python that never returns to the training loop
+            pass
+    with pytest.raises(CanceledWhileBusy), Watchdog(3600, lambda: True, grace_s=0.2):
+        while True:
+            pass
+    with Watchdog(3600, lambda: False, grace_s=0.2):  # finishing in time: nothing happens
+        total = sum(range(1000))
+    assert total == 499500
+
+
+def test_a_compiling_job_is_stopped_at_its_time_limit(redis_server, start_worker) -> None:
+    name = "odeserve-hardening-compile"
+    start_worker(name)
+    queue = _queue(redis_server, name)
+    spec = with_options(DECAY, compile=True, time_limit_s=1, max_iterations=100_000, adam_iterations=100_000)
+    job = queue.enqueue(JOB_FUNCTION, spec, retry=Retry(max=5), meta={"progress": {"max_iterations": 100_000}})
+    assert wait_for(lambda: _ended(job), 300) in ("failed", "finished")
+    with make_client(redis_server.url, name) as client:
+        body = client.get(f"/jobs/{job.id}").json()
+    if body["status"] == "failed":  # the watchdog stopped the compilation
+        assert body["error"]["type"] == "timeout" and "overran" in body["error"]["detail"], body
+    else:  # compiled within the grace period: the loop stopped it
+        assert body["outcome"] == "time_limit", body
+    job.refresh()
+    assert not job.number_of_retries
+
+
+def test_admission_refuses_what_one_step_cannot_fit(redis_server) -> None:
+    with make_client(redis_server.url, "odeserve-hardening-api") as client:
+        # The example: every field within its limit, an 8 GB step.
+        big = {"points": 5000, "network": {"width": 168, "depth": 8}, "adam_iterations": 2, "max_iterations": 4}
+        r = client.post("/solve", json=DECAY | {"options": big})
+        assert r.status_code == 422 and r.json()["field"] == "options.points", r.text
+        assert "memory budget per job is 3072 MiB" in r.json()["detail"] and "options.network" in r.json()["detail"]
+        # 5,000 points x 12,673 weights: one step takes tens of seconds, the limit is 5 s.
+        slow = {"points": 5000, "network": {"width": 64, "depth": 4}, "time_limit_s": 5}
+        r = client.post("/solve", json=DECAY | {"options": slow})
+        assert r.status_code == 422 and r.json()["field"] == "options.time_limit_s", r.text
+        # The same problem with Adam only builds no Jacobian: admitted.
+        r = client.post("/solve", json=DECAY | {"options": slow | {"optimizer": "adam"}})
+        assert r.status_code == 202, r.text

@@ -17,16 +17,23 @@ import logging
 import os
 import signal
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from rq import get_current_job
 
 from common.keys import Artifact
 from common.records import JobResult, Progress
-from common.settings import get_settings
+from common.settings import Settings, get_settings
 from common.store import ArtifactStore, record_outcome
+from odeserve.hooks import TrainState
 from odeserve.threads import jacobian_shape, threads_for
 from worker.reporter import JobReporter, persistent, tolerant
+from worker.watchdog import Watchdog
+
+if TYPE_CHECKING:
+    from odeserve.problem import Problem
+    from odeserve.solver.solution import Solution
 
 log = logging.getLogger("odeserve.job")
 
@@ -87,13 +94,41 @@ def _out_of_memory(exc: BaseException) -> bool:
     return "can't allocate memory" in text or "out of memory" in text or "cannot allocate memory" in text
 
 
+def _train(
+    problem: Problem,
+    device: str,
+    reporter: JobReporter,
+    settings: Settings,
+    resume: TrainState | None,
+    canceled: Callable[[], bool | None],
+) -> Solution:
+    """Train under the watchdog (time limit and cancel within seconds, compile included) and the
+    memory cap (an allocation past it is a JobMemoryError: the job fails once, alone)."""
+    from odeserve.solver.solve import solve
+
+    watchdog = Watchdog(problem.options.time_limit_s, canceled)
+    try:
+        with watchdog:
+            return solve(problem, device=device, hooks=reporter.hooks(settings.checkpoint_s), resume=resume)
+    except Exception as exc:
+        if watchdog.reason is not None:  # torch may wrap it (dynamo): report the watchdog's reason
+            raise watchdog.reason from None
+        if not isinstance(exc, (MemoryError, RuntimeError)):
+            raise
+        if isinstance(exc, RuntimeError) and not _out_of_memory(exc):
+            raise
+        raise JobMemoryError(
+            f"the job needed more memory than this server's cap of {settings.job_memory_mb} MiB "
+            "(ODESERVE_JOB_MEMORY_MB); use fewer points or a smaller network"
+        ) from None
+
+
 def solve_job(spec: dict[str, Any]) -> dict[str, Any]:
     """Solve ``spec`` (a ProblemSpec as JSON), store samples, history and models, return a
     :class:`JobResult` as a dict."""
     import torch
 
     from odeserve.problem import load_problem
-    from odeserve.solver.solve import solve
 
     die_with_parent()
     settings = get_settings()
@@ -110,15 +145,8 @@ def solve_job(spec: dict[str, Any]) -> dict[str, Any]:
     resume = reporter.load_checkpoint()
     context: dict[str, object] = {"request_id": reporter.meta.request_id, "job_id": job.id, "device": device}
     log.info("job started", extra=context | {"iterations": int(resume["iteration"]) if resume else 0})
-    try:
-        solution = solve(problem, device=device, hooks=reporter.hooks(settings.checkpoint_s), resume=resume)
-    except (MemoryError, RuntimeError) as exc:
-        if isinstance(exc, RuntimeError) and not _out_of_memory(exc):
-            raise
-        raise JobMemoryError(
-            f"the job needed more memory than this server's cap of {settings.job_memory_mb} MiB "
-            "(ODESERVE_JOB_MEMORY_MB); use fewer points or a smaller network"
-        ) from None
+    canceled = lambda: tolerant(lambda: store.flagged(job.id, Artifact.CANCEL))  # noqa: E731
+    solution = _train(problem, device, reporter, settings, resume, canceled)
     r = solution.result
     if reporter.stop_reason == "handback":
         persistent(lambda: reporter.checkpoint(r.state or {}))

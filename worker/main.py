@@ -21,14 +21,14 @@ from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Worker
-from rq.job import Job
+from rq.job import Job, JobStatus
 
 from common.keys import Artifact
 from common.logs import configure_logging
 from common.queue import make_queue
 from common.settings import ConfigError, Settings, get_settings
 from common.store import HANDBACK_TTL_S, set_flag
-from worker.policy import SolveOnlyJob, retries_after_failure
+from worker.policy import CANCELED_MARKER, SolveOnlyJob, retries_after_failure
 
 if TYPE_CHECKING:
     _WorkerBase = Worker  # the mixin's methods run on RQ's workers
@@ -72,6 +72,9 @@ class OdeWorkerMixin(_WorkerBase):
         # Retry only what a lost worker left behind; a hand-back costs no retry (worker.policy).
         job.retries_left = retries_after_failure(job.retries_left, exc_string)
         super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
+        if CANCELED_MARKER in exc_string:  # canceled by the watchdog: the job reads 'canceled'
+            with contextlib.suppress(Exception):
+                job.set_status(JobStatus.CANCELED)
 
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
         job_id = self.get_current_job_id()

@@ -21,6 +21,8 @@ from common.queue import JOB_FUNCTION
 LOST_WORKER_MARKERS = ("Work-horse terminated unexpectedly", "AbandonedJobError")
 #: The marker of a hand-back (the job's exception class name).
 HANDED_BACK_MARKER = "HandedBack"
+#: The marker of a cancel the watchdog carried out (worker.watchdog).
+CANCELED_MARKER = "CanceledWhileBusy"
 
 
 class RefusedJob(Exception):
