@@ -21,6 +21,9 @@ from common.settings import Settings
 from common.store import read_stats
 from service.jobs import live_workers
 
+#: The methods counted under their own name (RFC 9110); any other is counted as "other".
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
+
 
 def _levels(queue: Queue) -> list[Queue]:
     return queue.levels() if isinstance(queue, FairQueue) else [queue]
@@ -74,5 +77,6 @@ class Metrics:
 
     def observe_request(self, scope: Scope, method: str, status: int, seconds: float) -> None:
         route = getattr(scope.get("route"), "path", None) or "unmatched"  # the template, not the raw path
+        method = method if method in HTTP_METHODS else "other"  # made-up methods: one label, not one each
         self.requests.labels(method, route, str(status)).inc()
         self.latency.labels(method, route).observe(seconds)

@@ -9,6 +9,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -22,30 +23,31 @@ DECAY = with_options(
 KEYS = ("key-a", "key-b", "key-c")
 
 
-@pytest.fixture
-def api(redis_server, tmp_path) -> Iterator[tuple[str, str]]:
-    """An API process with keys, 3 active jobs per key and a queue cap of 5, on its own queue."""
+@contextmanager
+def api_process(redis_url: str, queue: str, **env: str) -> Iterator[str]:
+    """A real API process (uvicorn) on a free port; yields its base URL."""
     from common.redis_server import free_port
 
-    port, queue = free_port(), f"odeserve-quota-{tmp_path.name}"
-    env = dict(
-        os.environ,
-        PYTHONPATH=str(ROOT),
-        ODESERVE_REDIS_URL=redis_server.url,
-        ODESERVE_QUEUE=queue,
-        ODESERVE_API_KEYS=",".join(KEYS),
-        ODESERVE_MAX_ACTIVE_JOBS_PER_KEY="3",
-        ODESERVE_MAX_QUEUED_JOBS="5",
-    )
+    port = free_port()
+    full = dict(os.environ, PYTHONPATH=str(ROOT), ODESERVE_REDIS_URL=redis_url, ODESERVE_QUEUE=queue, **env)
     cmd = [sys.executable, "-m", "uvicorn", "service.app:app_factory", "--factory", "--port", str(port)]
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, env=full, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: _healthy(base), 60)
-        yield base, queue
+        yield base
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+@pytest.fixture
+def api(redis_server, tmp_path) -> Iterator[tuple[str, str]]:
+    """An API process with keys, 3 active jobs per key and a queue cap of 5, on its own queue."""
+    queue = f"odeserve-quota-{tmp_path.name}"
+    limits = {"ODESERVE_MAX_ACTIVE_JOBS_PER_KEY": "3", "ODESERVE_MAX_QUEUED_JOBS": "5"}
+    with api_process(redis_server.url, queue, ODESERVE_API_KEYS=",".join(KEYS), **limits) as base:
+        yield base, queue
 
 
 def _healthy(base: str) -> bool:
