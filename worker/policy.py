@@ -4,7 +4,7 @@
   path; :class:`SolveOnlyJob` refuses every function except ``common.queue.JOB_FUNCTION`` (and
   every callback): such a job fails with ``RefusedJob`` without importing or running anything.
 * **Retries only for lost workers.** A job is requeued (resuming from its checkpoint) only when
-  its worker died or its work horse was killed; a hand-back on shutdown is requeued without
+  its worker died, its work horse was killed or Redis went away; a hand-back on shutdown is requeued without
   using a retry; every other failure (an exception in the job, a time-out, a memory cap) is
   deterministic and fails the job once, with its reason.
 """
@@ -18,7 +18,13 @@ from rq.job import Job
 from common.queue import JOB_FUNCTION
 
 #: Markers of the failures that are retried (RQ's words for a horse that did not return).
-LOST_WORKER_MARKERS = ("Work-horse terminated unexpectedly", "AbandonedJobError")
+#: Redis going away mid-job is the same kind of loss (transient, not the job's fault).
+LOST_WORKER_MARKERS = (
+    "Work-horse terminated unexpectedly",
+    "AbandonedJobError",
+    "redis.exceptions.ConnectionError",
+    "redis.exceptions.TimeoutError",
+)
 #: The marker of a hand-back (the job's exception class name).
 HANDED_BACK_MARKER = "HandedBack"
 #: The marker of a cancel the watchdog carried out (worker.watchdog).
