@@ -18,7 +18,18 @@ from contextvars import ContextVar
 #: The current request's id (set by the middleware, read when a job is enqueued).
 request_id: ContextVar[str | None] = ContextVar("odeserve_request_id", default=None)
 _VALID = re.compile(r"[A-Za-z0-9._-]{1,64}")
-_FIELDS = ("request_id", "job_id", "method", "path", "status", "duration_ms", "outcome", "device", "iterations")
+_FIELDS = (
+    "request_id",
+    "job_id",
+    "method",
+    "path",
+    "status",
+    "duration_ms",
+    "outcome",
+    "device",
+    "iterations",
+    "threads",
+)
 
 
 class JsonFormatter(logging.Formatter):

@@ -181,3 +181,26 @@ def test_admission_refuses_what_one_step_cannot_fit(redis_server) -> None:
         # The same problem with Adam only builds no Jacobian: admitted.
         r = client.post("/solve", json=DECAY | {"options": slow | {"optimizer": "adam"}})
         assert r.status_code == 202, r.text
+
+
+def test_threads_fit_the_work_and_workers_yield_to_the_api(redis_server, start_worker, tmp_path) -> None:
+    """Issue 13 §1: one thread for a small job (in the worker and the CLI rule), more only for
+    large steps, at most the usable cores; workers run niced below the API."""
+    from odeserve.problem import load_problem
+    from odeserve.threads import jacobian_shape, threads_for, usable_cores
+
+    small = load_problem(DECAY)
+    assert threads_for(*jacobian_shape(small)) == 1
+    large = load_problem(DECAY | {"options": {"points": 5000, "network": {"width": 168, "depth": 8}}})
+    assert threads_for(*jacobian_shape(large), cores=64) > 1
+    assert threads_for(*jacobian_shape(large)) <= usable_cores()
+
+    name = "odeserve-hardening-threads"
+    worker = start_worker(name, ODESERVE_TORCH_THREADS="0")
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    wait_for(lambda: os.getpriority(os.PRIO_PROCESS, worker.proc.pid) >= min(mine + 5, 19), 60)
+    queue = _queue(redis_server, name)
+    job = queue.enqueue(JOB_FUNCTION, with_options(DECAY, max_iterations=20), meta={"progress": {"max_iterations": 20}})
+    assert wait_for(lambda: _ended(job), 120) == "finished"
+    started = [line for line in worker.log.read_text().splitlines() if '"job started"' in line and job.id in line]
+    assert started and '"threads": 1' in started[0], started

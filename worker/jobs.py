@@ -143,7 +143,12 @@ def solve_job(spec: dict[str, Any]) -> dict[str, Any]:
     store = ArtifactStore.from_settings(job.connection, settings)
     reporter = JobReporter(job, store, opts.max_iterations, opts.time_limit_s)
     resume = reporter.load_checkpoint()
-    context: dict[str, object] = {"request_id": reporter.meta.request_id, "job_id": job.id, "device": device}
+    context: dict[str, object] = {
+        "request_id": reporter.meta.request_id,
+        "job_id": job.id,
+        "device": device,
+        "threads": torch.get_num_threads(),
+    }
     log.info("job started", extra=context | {"iterations": int(resume["iteration"]) if resume else 0})
     canceled = lambda: tolerant(lambda: store.flagged(job.id, Artifact.CANCEL))  # noqa: E731
     solution = _train(problem, device, reporter, settings, resume, canceled)
