@@ -15,13 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rq.job import Job as RQJob
-from rq.job import JobStatus as RQStatus
 
 from common.records import ANONYMOUS, JobMeta
 from common.settings import Settings
 from service.errors import ApiError, not_found
-
-_ACTIVE = (RQStatus.QUEUED, RQStatus.STARTED, RQStatus.DEFERRED, RQStatus.SCHEDULED)
 
 
 def digest(key: str) -> str:

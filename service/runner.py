@@ -237,7 +237,7 @@ def serve(
             print("the service did not become ready")
             return 1
         print(
-            f"odeserve is ready on {base} with {len(procs.workers)} workers  (OpenAPI: {base}/docs); Ctrl-C stops everything"
+            f"odeserve is ready on {base} with {len(procs.workers)} worker(s)  (OpenAPI: {base}/docs); Ctrl-C stops everything"
         )
         if example and not run_example(base):
             return 1
