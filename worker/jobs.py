@@ -123,6 +123,18 @@ def _train(
         ) from None
 
 
+def _log_context(reporter: JobReporter, device: str) -> dict[str, object]:
+    """What every log line of this job carries (the request id follows it from the API)."""
+    import torch
+
+    return {
+        "request_id": reporter.meta.request_id,
+        "job_id": reporter.job.id,
+        "device": device,
+        "threads": torch.get_num_threads(),
+    }
+
+
 def solve_job(spec: dict[str, Any]) -> dict[str, Any]:
     """Solve ``spec`` (a ProblemSpec as JSON), store samples, history and models, return a
     :class:`JobResult` as a dict."""
@@ -143,12 +155,7 @@ def solve_job(spec: dict[str, Any]) -> dict[str, Any]:
     store = ArtifactStore.from_settings(job.connection, settings)
     reporter = JobReporter(job, store, opts.max_iterations, opts.time_limit_s)
     resume = reporter.load_checkpoint()
-    context: dict[str, object] = {
-        "request_id": reporter.meta.request_id,
-        "job_id": job.id,
-        "device": device,
-        "threads": torch.get_num_threads(),
-    }
+    context = _log_context(reporter, device)
     log.info("job started", extra=context | {"iterations": int(resume["iteration"]) if resume else 0})
     canceled = lambda: tolerant(lambda: store.flagged(job.id, Artifact.CANCEL))  # noqa: E731
     solution = _train(problem, device, reporter, settings, resume, canceled)
