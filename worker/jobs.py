@@ -79,7 +79,9 @@ class JobMemoryError(Exception):
 
 def cap_memory(megabytes: int) -> None:
     """A hard cap on this work horse's address space (RLIMIT_AS): an allocation beyond it fails
-    in this process (MemoryError), instead of the host's OOM killer choosing a victim."""
+    in this process (MemoryError), instead of the host's OOM killer choosing a victim. CPU jobs
+    only: CUDA maps far more address space than it uses, so a GPU job is bounded by admission
+    and by the GPU's own out-of-memory error (also reported as ``memory_limit``)."""
     if megabytes <= 0:
         return
     import resource
@@ -117,9 +119,13 @@ def _train(
             raise
         if isinstance(exc, RuntimeError) and not _out_of_memory(exc):
             raise
+        where = (
+            f"this server's cap of {settings.job_memory_mb} MiB (ODESERVE_JOB_MEMORY_MB)"
+            if device == "cpu"
+            else f"the memory of the {device} device"
+        )
         raise JobMemoryError(
-            f"the job needed more memory than this server's cap of {settings.job_memory_mb} MiB "
-            "(ODESERVE_JOB_MEMORY_MB); use fewer points or a smaller network"
+            f"the job needed more memory than {where}; use fewer points or a smaller network"
         ) from None
 
 
@@ -144,7 +150,6 @@ def solve_job(spec: dict[str, Any]) -> dict[str, Any]:
 
     die_with_parent()
     settings = get_settings()
-    cap_memory(settings.job_memory_mb)
     job = get_current_job()
     if job is None:
         raise RuntimeError("solve_job runs inside an RQ job")
@@ -152,6 +157,7 @@ def solve_job(spec: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(settings.torch_threads or threads_for(*jacobian_shape(problem)))
     opts = problem.options
     device = choose_device(settings.device)
+    cap_memory(settings.job_memory_mb if device == "cpu" else 0)  # CUDA reserves vast address space
     store = ArtifactStore.from_settings(job.connection, settings)
     reporter = JobReporter(job, store, opts.max_iterations, opts.time_limit_s)
     resume = reporter.load_checkpoint()
