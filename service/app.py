@@ -41,7 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.context = ctx
     app.state.metrics = Metrics(ctx.queue, ctx.settings)
-    app.add_middleware(AuthFirst, keys=ctx.keys)  # 401 before the body is read (and 422'd)
+    app.add_middleware(AuthFirst, keys=ctx.keys, router=app.router)  # 401 before the body is read (and 422'd)
     app.add_middleware(BodyLimit, max_bytes=ctx.settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware, on_done=app.state.metrics.observe_request)
     install_handlers(app)

@@ -65,6 +65,7 @@ def test_with_keys_a_request_without_a_key_is_401_before_its_body_is_judged(redi
         keyed = httpx.post(f"{base}/solve", content=b"{not json", headers={"Authorization": "Bearer the-key"})
         assert keyed.status_code == 422  # with a valid key, the body is judged
         assert httpx.get(f"{base}/healthz").status_code == 200
+        assert httpx.put(f"{base}/healthz", content=b"{}").status_code == 405  # no route: the router answers
 
 
 @pytest.mark.parametrize(
