@@ -2,7 +2,8 @@
 
 odeserve:job:{id}:{artifact}        artifacts and flags of a job (see ``Artifact``)
 odeserve:idempotency:{owner}:{sha}  Idempotency-Key reservations
-odeserve:owner:{owner}:active       the owner's queued and running job ids (a set)
+odeserve:queue:{queue}:owner:{owner}:jobs  the owner's queued and running job ids (sorted set, by submit time)
+odeserve:queue:{queue}:jobs                every queued and running job id (sorted set: the queue cap)
 odeserve:owner:{owner}:rate:{min}   the owner's submissions in one minute
 odeserve:stats                      outcome counts and training time (for /metrics)
 """
@@ -36,8 +37,12 @@ def idempotency(owner: str, key: str) -> str:
     return f"{PREFIX}:idempotency:{owner}:" + hashlib.sha256(key.encode()).hexdigest()
 
 
-def owner_active(owner: str) -> str:
-    return f"{PREFIX}:owner:{owner}:active"
+def owner_jobs(queue: str, owner: str) -> str:
+    return f"{PREFIX}:queue:{queue}:owner:{owner}:jobs"
+
+
+def queue_jobs(queue: str) -> str:
+    return f"{PREFIX}:queue:{queue}:jobs"
 
 
 def owner_rate(owner: str, minute: int) -> str:

@@ -24,7 +24,12 @@ class Settings(BaseSettings):
         120, ge=10, description="Added to a spec's time limit for the job timeout (export, metrics)."
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present, else CPU.")
-    torch_threads: int = Field(0, ge=0, description="Torch CPU threads per job; 0: all cores.")
+    torch_threads: int = Field(
+        0,
+        ge=0,
+        description="Torch CPU threads per job; 0: by problem size (1 for small problems, see odeserve.threads).",
+    )
+    worker_nice: int = Field(5, ge=0, le=19, description="Workers run at this lower scheduling priority (os.nice).")
     worker_class: Literal["fork", "spawn"] = Field(
         "fork", description="fork: one forked work horse per job (parent never touches CUDA/autograd)."
     )
@@ -50,7 +55,26 @@ class Settings(BaseSettings):
     api_keys_file: str | None = Field(None, description="A file of API keys, one per line.")
     max_active_jobs_per_key: int = Field(0, ge=0, description="Queued + running jobs per key; 0: no limit.")
     rate_limit_per_minute: int = Field(0, ge=0, description="Submissions per key per minute; 0: no limit.")
-    data_dir: str = Field("var", description="Where the embedded Redis keeps its AOF files.")
+    data_dir: str = Field("var", description="Where the embedded Redis keeps its AOF files (mode 700).")
+    redis_maxmemory: str = Field(
+        "1gb", description="maxmemory of the embedded Redis (noeviction: writes fail, never evict, when full)."
+    )
+    max_queued_jobs: int = Field(
+        1000, ge=0, description="Jobs waiting in the queue, all keys together (503 + Retry-After beyond); 0: none."
+    )
+    fair_levels: int = Field(
+        4, ge=1, le=16, description="Dequeue levels: a key's n-th active job waits in level n (fair between keys)."
+    )
+    job_memory_mb: int = Field(
+        4096, ge=0, description="Hard address-space cap (RLIMIT_AS) of each job's process, MiB; 0: none."
+    )
+    job_baseline_mb: int = Field(1024, ge=0, description="Address space a job uses before its matrices (torch).")
+    assumed_gflops: float = Field(
+        2.0, gt=0, description="Admission: multiply-adds per second of one core, in billions (conservative)."
+    )
+    log_format: Literal["json", "text"] = Field("json", description="json: one object a line; text: for people.")
+    log_level: str = Field("INFO", description="Level of the console log.")
+    log_file: str | None = Field(None, description="Also write JSON logs (level INFO) to this file.")
     # Limits, enforced on submit (422 naming the field).
     max_body_bytes: int = Field(1_000_000, ge=1_000, description="Largest request body accepted (413 beyond).")
     max_iterations: int = Field(200_000, ge=1)

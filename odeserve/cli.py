@@ -52,11 +52,11 @@ def _solve(args: argparse.Namespace) -> int:
 
         from odeserve.hooks import Hooks
         from odeserve.solver.solve import solve
+        from odeserve.threads import jacobian_shape, threads_for
     except ImportError as exc:
         return missing_extra("solve", "solver", exc)
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads or threads_for(*jacobian_shape(problem)))
     bar = tqdm(total=problem.options.max_iterations, unit="it", file=sys.stderr, disable=args.quiet, dynamic_ncols=True)
 
     def on_step(step: Step) -> None:
@@ -110,7 +110,12 @@ def _add_solve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="write the TorchScript model here")
     p.add_argument("--export", help="write the torch.export program (.pt2) here")
     p.add_argument("--device", default=None, help="torch device (default: cpu)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: 1, more only for large problems; see odeserve.threads)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_solve)
 

@@ -23,7 +23,7 @@ from odeserve.expr.nodes import Deriv, Node, walk
 from odeserve.expr.parser import parse_equation, parse_expression, suggest
 from odeserve.expr.program import Program, compile_node
 from odeserve.names import Names, compile_difference, constant_value
-from odeserve.spec import Options, ProblemSpec, UnknownParameter
+from odeserve.spec import Options, ProblemSpec, UnknownParameter, domain_width_error
 
 #: Relative tolerance for a condition point lying on the domain's boundary.
 _EDGE_TOL = 1e-12
@@ -374,8 +374,9 @@ def _domain(spec: ProblemSpec, names: Names) -> tuple[float, float]:
         if not math.isfinite(ends[-1]):
             raise SpecError(("domain", i), "must be finite")
     a, b = ends
-    if not a < b:
-        raise IllPosedError(("domain",), f"needs a < b, got [{a:g}, {b:g}]")
+    reason = domain_width_error(a, b)
+    if reason is not None:
+        raise IllPosedError(("domain",), reason)
     return a, b
 
 

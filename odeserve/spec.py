@@ -6,6 +6,8 @@ checks the meaning (names, orders, conditions). Imports no torch.
 
 from __future__ import annotations
 
+import math
+import sys
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
@@ -182,3 +184,17 @@ class ProblemSpec(_Strict):
         if total > MAX_DATA_POINTS:
             raise ValueError(f"at most {MAX_DATA_POINTS} data points in all, got {total}")
         return v
+
+
+def domain_width_error(a: float, b: float) -> str | None:
+    """Why ``[a, b]`` cannot be a domain (its width ``b - a`` must be a finite, normal float and
+    positive), or None. ``[0, 5e-324]`` (a subnormal width) and ``[-1e308, 1e308]`` (an infinite
+    width) are both rejected: the solver scales by the width."""
+    if not a < b:
+        return f"needs a < b, got [{a:g}, {b:g}]"
+    width = b - a
+    if not math.isfinite(width):
+        return f"the width b - a of [{a:g}, {b:g}] overflows; use a narrower domain"
+    if width < sys.float_info.min or width < 4 * math.ulp(max(abs(a), abs(b))):
+        return f"the width b - a = {width:g} of [{a:g}, {b:g}] is too small to resolve"
+    return None

@@ -11,6 +11,7 @@ from fastapi.routing import APIRoute
 from common.logs import configure_logging
 from common.settings import Settings, get_settings
 from odeserve import __version__
+from service.auth_first import AuthFirst
 from service.body_limit import BodyLimit
 from service.context import AppContext
 from service.errors import install_handlers
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.context = ctx
     app.state.metrics = Metrics(ctx.queue, ctx.settings)
+    app.add_middleware(AuthFirst, keys=ctx.keys, router=app.router)  # 401 before the body is read (and 422'd)
     app.add_middleware(BodyLimit, max_bytes=ctx.settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware, on_done=app.state.metrics.observe_request)
     install_handlers(app)
@@ -50,7 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def app_factory() -> FastAPI:
     """Entry point for uvicorn --factory: JSON logs, settings from the environment (Redis required)."""
-    configure_logging()
     settings = get_settings()
+    configure_logging(settings.log_format, settings.log_level, settings.log_file)
     settings.require_redis_url()
     return create_app(settings)

@@ -1,4 +1,4 @@
-"""Optional API keys, job ownership and per-key quotas.
+"""Optional API keys and job ownership (per-key quotas: ``service.quota``).
 
 Off by default (the embedded single-user mode). With keys configured (``ODESERVE_API_KEYS``,
 comma-separated, or ``ODESERVE_API_KEYS_FILE``, one per line) every route except the health
@@ -11,20 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from redis import Redis
 from rq.job import Job as RQJob
-from rq.job import JobStatus as RQStatus
 
-from common import keys as rkeys
 from common.records import ANONYMOUS, JobMeta
 from common.settings import Settings
 from service.errors import ApiError, not_found
-
-_ACTIVE = (RQStatus.QUEUED, RQStatus.STARTED, RQStatus.DEFERRED, RQStatus.SCHEDULED)
 
 
 def digest(key: str) -> str:
@@ -70,47 +64,3 @@ def check_owner(job: RQJob, owner: str) -> None:
     """404 unless ``owner`` created the job (indistinguishable from a missing job)."""
     if JobMeta.of(job.meta).owner != owner:
         raise not_found(job.id)
-
-
-def enforce_quotas(redis: Redis, owner: str, settings: Settings, queue_serializer: object) -> None:
-    """429 with Retry-After when the owner is over its request rate or active-job limit."""
-    if settings.rate_limit_per_minute:
-        window = int(time.time() // 60)
-        key = rkeys.owner_rate(owner, window)
-        count = redis.incr(key)
-        if count == 1:
-            redis.expire(key, 120)
-        if count > settings.rate_limit_per_minute:
-            retry = 60 - int(time.time()) % 60
-            raise ApiError(
-                429,
-                "Too Many Requests",
-                f"over {settings.rate_limit_per_minute} submissions per minute for this key",
-                headers={"Retry-After": str(max(retry, 1))},
-            )
-    if settings.max_active_jobs_per_key:
-        active_key = rkeys.owner_active(owner)
-        active = 0
-        for raw in redis.smembers(active_key):
-            job_id = raw.decode() if isinstance(raw, bytes) else raw
-            try:
-                status = RQJob.fetch(job_id, connection=redis, serializer=queue_serializer).get_status()
-            except Exception:  # noqa: BLE001 - expired or unreadable: no longer active
-                status = None
-            if status in _ACTIVE:
-                active += 1
-            else:
-                redis.srem(active_key, job_id)
-        if active >= settings.max_active_jobs_per_key:
-            raise ApiError(
-                429,
-                "Too Many Requests",
-                f"this key has {active} queued or running jobs, the limit is "
-                f"{settings.max_active_jobs_per_key}; wait for one to finish",
-                headers={"Retry-After": "5"},
-            )
-
-
-def record_active(redis: Redis, owner: str, job_id: str, settings: Settings) -> None:
-    redis.sadd(rkeys.owner_active(owner), job_id)
-    redis.expire(rkeys.owner_active(owner), settings.result_ttl_s)

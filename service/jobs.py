@@ -19,7 +19,7 @@ from rq.registry import StartedJobRegistry
 
 from common.keys import Artifact
 from common.logs import request_id
-from common.queue import JOB_FUNCTION
+from common.queue import JOB_FUNCTION, FairQueue
 from common.records import JobMeta, JobResult, Progress
 from common.settings import Settings
 from common.store import ArtifactStore
@@ -38,15 +38,18 @@ def new_job_id() -> str:
     return secrets.token_urlsafe(16)
 
 
-def enqueue(queue: Queue, problem: Problem, settings: Settings, job_id: str, owner: str) -> RQJob:
+def enqueue(queue: Queue, problem: Problem, settings: Settings, job_id: str, owner: str, level: int = 0) -> RQJob:
+    """Queue the job in its fair-queue ``level`` (``common.queue``; the reservation's count)."""
     opts = problem.options
     meta = JobMeta(owner=owner, request_id=request_id.get(), progress=Progress(max_iterations=opts.max_iterations))
-    return queue.enqueue(
+    target = queue.level(level) if isinstance(queue, FairQueue) else queue
+    return target.enqueue(
         JOB_FUNCTION,
         problem.spec.model_dump(mode="json"),
         job_id=job_id,
-        # A job abandoned by a dead worker, or handed back on shutdown, is requeued and resumes
-        # from its checkpoint; after max_retries it fails with worker_died.
+        # A job abandoned by a dead worker is requeued and resumes from its checkpoint; after
+        # max_retries it fails with worker_died. A hand-back on shutdown is requeued without
+        # using a retry; any other failure fails once (worker.policy).
         retry=Retry(max=settings.max_retries) if settings.max_retries else None,
         job_timeout=int(opts.time_limit_s) + settings.job_timeout_margin_s,
         result_ttl=settings.result_ttl_s,
@@ -84,7 +87,8 @@ def reap_abandoned(queue: Queue) -> None:
     Workers run the same cleanup on their maintenance cycle; the API runs it on reads too, so
     a job is settled even when its only worker is gone.
     """
-    StartedJobRegistry(queue=queue).cleanup()
+    for q in queue.levels() if isinstance(queue, FairQueue) else [queue]:
+        StartedJobRegistry(queue=q).cleanup()
 
 
 def result_of(job: RQJob) -> JobResult | None:
@@ -108,6 +112,12 @@ def _failure(job: RQJob) -> JobErrorInfo:
         return JobErrorInfo(
             type="worker_died", detail="the worker running this job died (killed or crashed); submit it again"
         )
+    if "JobMemoryError" in info:
+        return JobErrorInfo(type="memory_limit", detail=last.split(": ", 1)[-1][:500])
+    if "RefusedJob" in info:
+        return JobErrorInfo(type="refused", detail=last.split(": ", 1)[-1][:500])
+    if "TimeLimitOverrun" in info:
+        return JobErrorInfo(type="timeout", detail=last.split(": ", 1)[-1][:500])
     if "JobTimeoutException" in info:
         return JobErrorInfo(type="timeout", detail="the job ran past its time limit plus margin and was stopped")
     return JobErrorInfo(type="error", detail=last[:500] or "the job failed")
@@ -141,7 +151,9 @@ def describe(job: RQJob) -> Job:
         status=status,
         created_at=_utc(job.created_at),
         started_at=_utc(job.started_at),
-        finished_at=_utc(job.ended_at),
+        # A requeued job (hand-back, lost worker) keeps the end of its previous run in RQ's
+        # record: a job has finished only once it has ended.
+        finished_at=_utc(job.ended_at) if status not in ("queued", "running") else None,
         progress=meta.progress,
         outcome=result.outcome if result else None,
         message=result.message if result else None,

@@ -6,6 +6,7 @@ from common.settings import Settings
 from odeserve.errors import LimitError
 from odeserve.network import layer_sizes, parameter_count
 from odeserve.problem import Problem
+from service.admission import admit
 
 
 def enforce_limits(problem: Problem, settings: Settings) -> None:
@@ -25,3 +26,4 @@ def enforce_limits(problem: Problem, settings: Settings) -> None:
         raise LimitError(
             ("options", "network"), f"{n} parameters is over this server's limit of {settings.max_network_parameters}"
         )
+    admit(problem, settings)  # the real cost: memory and time of one step (service.admission)

@@ -16,9 +16,17 @@ from rq import Queue
 from rq.registry import StartedJobRegistry
 from starlette.types import Scope
 
+from common.queue import FairQueue
 from common.settings import Settings
 from common.store import read_stats
 from service.jobs import live_workers
+
+#: The methods counted under their own name (RFC 9110); any other is counted as "other".
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
+
+
+def _levels(queue: Queue) -> list[Queue]:
+    return queue.levels() if isinstance(queue, FairQueue) else [queue]
 
 
 class JobCollector(Collector):
@@ -30,7 +38,9 @@ class JobCollector(Collector):
         q = self.queue
         yield GaugeMetricFamily("odeserve_queue_depth", "Jobs waiting in the queue.", value=q.count)
         yield GaugeMetricFamily(
-            "odeserve_jobs_running", "Jobs being trained now.", value=StartedJobRegistry(queue=q).count
+            "odeserve_jobs_running",
+            "Jobs being trained now.",
+            value=sum(StartedJobRegistry(queue=level).count for level in _levels(q)),
         )
         yield GaugeMetricFamily(
             "odeserve_workers", "Workers with a fresh heartbeat.", value=live_workers(q, self.settings)
@@ -67,5 +77,6 @@ class Metrics:
 
     def observe_request(self, scope: Scope, method: str, status: int, seconds: float) -> None:
         route = getattr(scope.get("route"), "path", None) or "unmatched"  # the template, not the raw path
+        method = method if method in HTTP_METHODS else "other"  # made-up methods: one label, not one each
         self.requests.labels(method, route, str(status)).inc()
         self.latency.labels(method, route).observe(seconds)

@@ -24,7 +24,7 @@ class _Out(BaseModel):
 
 
 class JobErrorInfo(_Out):
-    type: str = Field(..., description="worker_died | timeout | diverged | error")
+    type: str = Field(..., description="worker_died | timeout | memory_limit | refused | diverged | error")
     detail: str
 
 

@@ -81,3 +81,58 @@ def test_kills_and_restarts_lose_and_duplicate_nothing(tmp_path, start_worker) -
             assert redis.exists(f"odeserve:job:{job_id}:model.pt")
     finally:
         server.stop()
+
+
+def test_hand_backs_cost_no_retry_and_bad_jobs_fail_alone(tmp_path, start_worker) -> None:
+    """Issue 10 §3/§1/§4 as attacks on a running stream: with no retries at all, workers are
+    stopped (SIGTERM: hand-back) again and again, while a job over the memory cap and a job
+    naming another function are slipped into the queue. Every accepted job still succeeds
+    exactly once; the bad ones fail once each, with their reason, and take no worker down."""
+    from redis import Redis
+    from rq.job import Job
+    from rq.results import Result
+    from rq.serializers import JSONSerializer
+
+    from common.queue import JOB_FUNCTION, make_queue
+    from common.redis_server import RedisServer, free_port
+    from common.settings import Settings
+
+    server = RedisServer(free_port(), tmp_path / "redis").start()
+    queue = "odeserve-faults-handback"
+    env = FAST_FAILOVER | {"ODESERVE_JOB_MEMORY_MB": "1500"}
+    spec = with_options(public_problems()["lagaris2"], max_iterations=400)
+    workers = [start_worker(queue, ODESERVE_REDIS_URL=server.url, **env) for _ in range(2)]
+    marker = tmp_path / "owned"
+    try:
+        with make_client(server.url, queue, max_retries=0) as client:
+            wait_for(lambda: client.get("/readyz").status_code == 200, 60)
+            accepted = [client.post("/solve", json=with_options(spec, seed=i)).json()["id"] for i in range(6)]
+            rq_queue = make_queue(Redis.from_url(server.url), Settings(queue=queue))
+            hog = with_options(spec, points=4000, network={"width": 200, "depth": 2}, adam_iterations=1)
+            bad = [
+                rq_queue.enqueue(JOB_FUNCTION, hog, meta={"progress": {"max_iterations": 3}}).id,
+                rq_queue.enqueue("os.system", f"touch {marker}").id,
+            ]
+            for _ in range(4):
+                time.sleep(1.5)
+                victim = workers.pop(0)
+                victim.terminate()
+                workers.append(start_worker(queue, ODESERVE_REDIS_URL=server.url, **env))
+
+            def all_done() -> bool:
+                return all(
+                    client.get(f"/jobs/{j}").json()["status"] not in ("queued", "running") for j in accepted + bad
+                )
+
+            wait_for(all_done, 600, interval=1.0)
+            states = {j: client.get(f"/jobs/{j}").json() for j in accepted + bad}
+        assert [states[j]["status"] for j in accepted] == ["succeeded"] * 6, states
+        assert states[bad[0]]["error"]["type"] == "memory_limit", states[bad[0]]
+        assert states[bad[1]]["error"]["type"] == "refused" and not marker.exists()
+        redis = Redis.from_url(server.url)
+        for job_id in accepted:
+            job = Job.fetch(job_id, connection=redis, serializer=JSONSerializer)
+            assert len([r for r in job.results() if r.type == Result.Type.SUCCESSFUL]) == 1
+        assert all(w.alive() for w in workers)
+    finally:
+        server.stop()

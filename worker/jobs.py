@@ -17,15 +17,23 @@ import logging
 import os
 import signal
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from rq import get_current_job
 
 from common.keys import Artifact
 from common.records import JobResult, Progress
-from common.settings import get_settings
+from common.settings import Settings, get_settings
 from common.store import ArtifactStore, record_outcome
+from odeserve.hooks import TrainState
+from odeserve.threads import jacobian_shape, threads_for
 from worker.reporter import JobReporter, persistent, tolerant
+from worker.watchdog import Watchdog
+
+if TYPE_CHECKING:
+    from odeserve.problem import Problem
+    from odeserve.solver.solution import Solution
 
 log = logging.getLogger("odeserve.job")
 
@@ -65,29 +73,98 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
+class JobMemoryError(Exception):
+    """The job ran into its memory cap (``ODESERVE_JOB_MEMORY_MB``): it fails once, alone."""
+
+
+def cap_memory(megabytes: int) -> None:
+    """A hard cap on this work horse's address space (RLIMIT_AS): an allocation beyond it fails
+    in this process (MemoryError), instead of the host's OOM killer choosing a victim. CPU jobs
+    only: CUDA maps far more address space than it uses, so a GPU job is bounded by admission
+    and by the GPU's own out-of-memory error (also reported as ``memory_limit``)."""
+    if megabytes <= 0:
+        return
+    import resource
+
+    limit = megabytes * 1024 * 1024
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "can't allocate memory" in text or "out of memory" in text or "cannot allocate memory" in text
+
+
+def _train(
+    problem: Problem,
+    device: str,
+    reporter: JobReporter,
+    settings: Settings,
+    resume: TrainState | None,
+    canceled: Callable[[], bool | None],
+) -> Solution:
+    """Train under the watchdog (time limit and cancel within seconds, compile included) and the
+    memory cap (an allocation past it is a JobMemoryError: the job fails once, alone)."""
+    from odeserve.solver.solve import solve
+
+    watchdog = Watchdog(problem.options.time_limit_s, canceled)
+    try:
+        with watchdog:
+            return solve(problem, device=device, hooks=reporter.hooks(settings.checkpoint_s), resume=resume)
+    except Exception as exc:
+        if watchdog.reason is not None:  # torch may wrap it (dynamo): report the watchdog's reason
+            raise watchdog.reason from None
+        if not isinstance(exc, (MemoryError, RuntimeError)):
+            raise
+        if isinstance(exc, RuntimeError) and not _out_of_memory(exc):
+            raise
+        where = (
+            f"this server's cap of {settings.job_memory_mb} MiB (ODESERVE_JOB_MEMORY_MB)"
+            if device == "cpu"
+            else f"the memory of the {device} device"
+        )
+        raise JobMemoryError(
+            f"the job needed more memory than {where}; use fewer points or a smaller network"
+        ) from None
+
+
+def _log_context(reporter: JobReporter, device: str) -> dict[str, object]:
+    """What every log line of this job carries (the request id follows it from the API)."""
+    import torch
+
+    return {
+        "request_id": reporter.meta.request_id,
+        "job_id": reporter.job.id,
+        "device": device,
+        "threads": torch.get_num_threads(),
+    }
+
+
 def solve_job(spec: dict[str, Any]) -> dict[str, Any]:
     """Solve ``spec`` (a ProblemSpec as JSON), store samples, history and models, return a
     :class:`JobResult` as a dict."""
     import torch
 
     from odeserve.problem import load_problem
-    from odeserve.solver.solve import solve
 
     die_with_parent()
     settings = get_settings()
-    torch.set_num_threads(settings.torch_threads or os.cpu_count() or 1)
     job = get_current_job()
     if job is None:
         raise RuntimeError("solve_job runs inside an RQ job")
     problem = load_problem(spec)
+    torch.set_num_threads(settings.torch_threads or threads_for(*jacobian_shape(problem)))
     opts = problem.options
     device = choose_device(settings.device)
+    cap_memory(settings.job_memory_mb if device == "cpu" else 0)  # CUDA reserves vast address space
     store = ArtifactStore.from_settings(job.connection, settings)
     reporter = JobReporter(job, store, opts.max_iterations, opts.time_limit_s)
     resume = reporter.load_checkpoint()
-    context: dict[str, object] = {"request_id": reporter.meta.request_id, "job_id": job.id, "device": device}
+    context = _log_context(reporter, device)
     log.info("job started", extra=context | {"iterations": int(resume["iteration"]) if resume else 0})
-    solution = solve(problem, device=device, hooks=reporter.hooks(settings.checkpoint_s), resume=resume)
+    canceled = lambda: tolerant(lambda: store.flagged(job.id, Artifact.CANCEL))  # noqa: E731
+    solution = _train(problem, device, reporter, settings, resume, canceled)
     r = solution.result
     if reporter.stop_reason == "handback":
         persistent(lambda: reporter.checkpoint(r.state or {}))

@@ -21,13 +21,14 @@ from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Worker
-from rq.job import Job
+from rq.job import Job, JobStatus
 
 from common.keys import Artifact
 from common.logs import configure_logging
 from common.queue import make_queue
 from common.settings import ConfigError, Settings, get_settings
 from common.store import HANDBACK_TTL_S, set_flag
+from worker.policy import CANCELED_MARKER, SolveOnlyJob, retries_after_failure
 
 if TYPE_CHECKING:
     _WorkerBase = Worker  # the mixin's methods run on RQ's workers
@@ -60,6 +61,21 @@ class OdeWorkerMixin(_WorkerBase):
         except (RedisConnectionError, RedisTimeoutError) as exc:
             logging.getLogger("odeserve.worker").warning("heartbeat skipped, Redis unavailable: %s", exc)
 
+    def handle_job_failure(
+        self,
+        job: Job,
+        queue: Any,
+        started_job_registry: Any = None,
+        exc_string: str = "",
+        execution: Any = None,
+    ) -> None:
+        # Retry only what a lost worker left behind; a hand-back costs no retry (worker.policy).
+        job.retries_left = retries_after_failure(job.retries_left, exc_string)
+        super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
+        if CANCELED_MARKER in exc_string:  # canceled by the watchdog: the job reads 'canceled'
+            with contextlib.suppress(Exception):
+                job.set_status(JobStatus.CANCELED)
+
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
         job_id = self.get_current_job_id()
         if job_id:
@@ -91,17 +107,22 @@ def run_worker(burst: bool = False, settings: Settings | None = None) -> int:
     if settings.worker_class == "fork":
         import odeserve.solver.solve  # noqa: F401 - preload torch (import only) for fast forks
 
-    configure_logging()
+    with contextlib.suppress(OSError):
+        os.nice(settings.worker_nice)  # the API, on the same machine, answers first
+    configure_logging(settings.log_format, settings.log_level, settings.log_file)
     log = logging.getLogger("odeserve.worker")
     cls = worker_class(settings)
     delay = 1.0
     while True:
         redis = Redis.from_url(redis_url, socket_connect_timeout=5, health_check_interval=10)
-        queue = make_queue(redis, settings)
+        queues = make_queue(redis, settings).levels()  # lowest level first: fair between keys
+        for q in queues:
+            q.job_class = SolveOnlyJob
         worker = cls(
-            [queue],
+            queues,
             connection=redis,
-            serializer=queue.serializer,
+            job_class=SolveOnlyJob,
+            serializer=queues[0].serializer,
             job_monitoring_interval=settings.heartbeat_s,
             maintenance_interval=max(settings.heartbeat_s * 3, 10),
             worker_ttl=settings.worker_ttl_s,

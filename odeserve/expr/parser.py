@@ -36,13 +36,13 @@ from odeserve.expr.nodes import Binary, Call, Deriv, Name, Node, Num, Unary
 
 _TOKEN = re.compile(
     r"""
-    (?P<ws>\s+)
-  | (?P<num>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)
+    (?P<ws>[ \t\r\n]+)
+  | (?P<num>(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)
   | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
   | (?P<primes>'+)
   | (?P<op>\*\*|[-+*/^(),=])
     """,
-    re.VERBOSE,
+    re.VERBOSE | re.ASCII,
 )
 
 
@@ -54,7 +54,8 @@ class Token:
 
 
 def tokenize(text: str) -> list[Token]:
-    """Split ``text`` into tokens; any character outside the grammar is an error."""
+    """Split ``text`` into tokens; any character outside the grammar is an error. ASCII only:
+    full-width or Arabic-Indic digits and Unicode spaces are rejected, not read as 0-9 or blanks."""
     if len(text) > MAX_EXPRESSION_LENGTH:
         raise LimitError((), f"expression is {len(text)} characters long; the limit is {MAX_EXPRESSION_LENGTH}")
     tokens: list[Token] = []

@@ -153,10 +153,19 @@ def compile_node(root: Node, resolve: Resolver) -> Program:
                 out.append(Instr("call", node.func))
             flags = const_flags[-arity:]
             del const_flags[-arity:]
+            if isinstance(node, Binary) and node.op == "/" and flags[1]:
+                _check_divisor(out, node)
             if all(flags):
                 _fold_tail(out, arity, node)
             const_flags.append(all(flags))
     return Program(tuple(out))
+
+
+def _check_divisor(out: list[Instr], node: Binary) -> None:
+    """A division by a constant subexpression that is zero (``y/(1-1)``) is rejected like
+    ``1/0``, whether or not the dividend is constant."""
+    if out[-2].arg == 0.0:
+        raise ConstantError((), "division by a constant that is zero", node.col)
 
 
 def _fold_tail(out: list[Instr], arity: int, node: Node) -> None:

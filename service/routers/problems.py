@@ -8,7 +8,7 @@ from fastapi import APIRouter, Header, Response
 
 from odeserve.problem import analyse
 from odeserve.spec import ProblemSpec
-from service import auth, idempotency, jobs
+from service import auth, idempotency, jobs, quota
 from service.context import Context, Owner
 from service.errors import responses
 from service.limits import enforce_limits
@@ -48,14 +48,13 @@ def submit_problem(
         auth.check_owner(job, owner)
     else:
         try:
-            auth.enforce_quotas(ctx.redis, owner, ctx.settings, ctx.queue.serializer)
-            job = jobs.enqueue(ctx.queue, problem, ctx.settings, job_id, owner)
+            level = quota.reserve(ctx.redis, owner, job_id, ctx.settings)
+            job = jobs.enqueue(ctx.queue, problem, ctx.settings, job_id, owner, level)
         except Exception:
             # Nothing was queued (quota, Redis): free the key so a retry can succeed.
             if reservation is not None:
                 idempotency.release(ctx.redis, reservation)
             raise
-        auth.record_active(ctx.redis, owner, job.id, ctx.settings)
     response.headers["Location"] = f"/jobs/{job.id}"
     response.headers["Retry-After"] = "1"
     return jobs.describe(job)
