@@ -5,6 +5,7 @@ odeserve:idempotency:{owner}:{sha}  Idempotency-Key reservations
 odeserve:owner:{owner}:active       the owner's queued and running job ids (a set)
 odeserve:owner:{owner}:rate:{min}   the owner's submissions in one minute
 odeserve:stats                      outcome counts and training time (for /metrics)
+odeserve:job:{id}:events            pub/sub channel: the job's progress and its end (for SSE)
 """
 
 from __future__ import annotations
@@ -42,3 +43,8 @@ def owner_active(owner: str) -> str:
 
 def owner_rate(owner: str, minute: int) -> str:
     return f"{PREFIX}:owner:{owner}:rate:{minute}"
+
+
+def events(job_id: str) -> str:
+    """The pub/sub channel of a job's live events (``common.records.JobEvent``)."""
+    return f"{PREFIX}:job:{job_id}:events"

@@ -40,7 +40,7 @@ def test_solve_writes_metrics_samples_plot_and_model(tmp_path) -> None:
     assert "error of y vs exact" in out.stdout and "outcome: budget_reached" in out.stdout
     result = json.loads((tmp_path / "r.json").read_text())
     assert set(result) == {"metrics", "samples", "history"}
-    assert set(result["samples"]) == {"variable", "x", "values", "derivatives", "residuals"}
+    assert set(result["samples"]) == {"variable", "x", "values", "derivatives", "residuals", "non_finite"}
     assert result["metrics"]["error"]["y"]["rel_l2"] < 1e-5
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "m.pt").stat().st_size > 1000 and (tmp_path / "m.pt2").stat().st_size > 1000

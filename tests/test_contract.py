@@ -26,15 +26,20 @@ def test_operation_ids_and_documented_errors() -> None:
         "get_job",
         "cancel_job",
         "get_solution",
-        "get_model",
+        "get_solution_csv",
+        "get_model_torchscript",
+        "get_model_export",
+        "get_events",
+        "get_plot_png",
+        "get_plot_svg",
         "metrics",
         "get_history",
         "health",
         "ready",
     }
     assert {"413", "422", "503"} <= set(ops[("post", "/solve")]["responses"])
-    for path in ("/jobs/{job_id}/solution", "/jobs/{job_id}/model"):
-        assert {"404", "409", "422", "503"} <= set(ops[("get", path)]["responses"])
+    for path in ("/jobs/{job_id}/solution", "/jobs/{job_id}/solution.csv", "/jobs/{job_id}/model.pt"):
+        assert {"401", "404", "405", "409", "503"} <= set(ops[("get", path)]["responses"])
     problem = spec["components"]["schemas"]["Problem"]
     assert {"title", "status", "detail"} <= set(problem["required"])
 
