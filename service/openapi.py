@@ -91,6 +91,42 @@ def limits_text(settings: Settings) -> str:
     )
 
 
+def _deref(node: Any, schemas: dict[str, Any], used: set[str]) -> Any:
+    if isinstance(node, dict):
+        ref = node.get("$ref", "")
+        if ref.startswith("#/components/schemas/"):
+            name = ref.rsplit("/", 1)[1]
+            used.add(name)
+            return _deref(schemas[name], schemas, used)
+        return {k: _deref(v, schemas, used) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_deref(v, schemas, used) for v in node]
+    return node
+
+
+def _refs(node: Any) -> set[str]:
+    if isinstance(node, dict):
+        found = {node["$ref"].rsplit("/", 1)[1]} if isinstance(node.get("$ref"), str) else set()
+        return found.union(*(_refs(v) for v in node.values()))
+    if isinstance(node, list):
+        return set().union(*(_refs(v) for v in node))
+    return set()
+
+
+def _inline_request_bodies(document: dict[str, Any]) -> None:
+    """Request bodies are written inline, so generators see them as input: a field with a
+    default may be left out (openapi-typescript makes such fields required in shared schemas)."""
+    schemas = document["components"]["schemas"]
+    inlined: set[str] = set()
+    for item in document["paths"].values():
+        for op in item.values():
+            for media in op.get("requestBody", {}).get("content", {}).values():
+                media["schema"] = _deref(media["schema"], schemas, inlined)
+    still_used = _refs(document["paths"]) | _refs({k: v for k, v in schemas.items() if k not in inlined})
+    for name in inlined - still_used:
+        del schemas[name]
+
+
 def complete(document: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """``document`` (FastAPI's) made to say what this server does; changed in place and returned."""
     keys_on = bool(settings.api_keys or settings.api_keys_file)
@@ -103,5 +139,6 @@ def complete(document: dict[str, Any], settings: Settings) -> dict[str, Any]:
     for unused in ("HTTPValidationError", "ValidationError"):  # FastAPI's 422 body: never sent
         schemas.pop(unused, None)
     _set_limits(schemas, settings)
+    _inline_request_bodies(document)
     document["info"]["description"] = limits_text(settings)
     return document

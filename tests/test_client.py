@@ -84,13 +84,13 @@ def test_generated_client_drives_every_operation(generated_client, keyed_service
         ready,
         submit_problem,
     )
-    from odeserve_client.models import JobStatus, Outcome, Problem, ProblemSpec, Solution
+    from odeserve_client.models import JobStatus, Outcome, Problem, Solution, SubmitProblemProblemSpec
     from odeserve_client.types import File
 
     client = AuthenticatedClient(base_url="http://testserver", token=KEY).set_httpx_client(keyed_service)
     keyed_service.headers["Authorization"] = f"Bearer {KEY}"
     spec = public_problems()["seed_gauss"] | {"output": {"points": 21, "derivatives": 1}}
-    submitted = submit_problem.sync_detailed(client=client, body=ProblemSpec.from_dict(spec))
+    submitted = submit_problem.sync_detailed(client=client, body=SubmitProblemProblemSpec.from_dict(spec))
     assert submitted.status_code == 202
     assert submitted.headers["location"] == f"/jobs/{submitted.parsed.id}"
     job = _wait(get_job, client, submitted.parsed)
@@ -125,7 +125,9 @@ def test_generated_client_drives_every_operation(generated_client, keyed_service
     assert isinstance(conflict, Problem) and conflict.status == 409
     missing = get_job.sync("no-such-job", client=client)
     assert isinstance(missing, Problem) and missing.status == 404
-    bad = submit_problem.sync(client=client, body=ProblemSpec.from_dict(spec | {"equations": ["y' = sinn(x)"]}))
+    bad = submit_problem.sync(
+        client=client, body=SubmitProblemProblemSpec.from_dict(spec | {"equations": ["y' = sinn(x)"]})
+    )
     assert isinstance(bad, Problem) and bad.status == 422 and bad.field == "equations[0]"
     text = metrics.sync(client=client)
     assert isinstance(text, str) and "odeserve_queue_depth" in text
@@ -139,7 +141,7 @@ def test_generated_client_drives_every_operation(generated_client, keyed_service
     keyed_service.headers["Authorization"] = f"Bearer {KEY}"
 
     long_run = spec | {"options": {"max_iterations": 100000, "adam_iterations": 100000}}
-    queued = submit_problem.sync(client=client, body=ProblemSpec.from_dict(long_run))
+    queued = submit_problem.sync(client=client, body=SubmitProblemProblemSpec.from_dict(long_run))
     assert not isinstance(queued, Problem)
     canceled = cancel_job.sync(queued.id, client=client)
     assert not isinstance(canceled, Problem) and canceled is not None
