@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: browser install serve test test-fast fuzz-long lint format openapi bench gpu-check clean
+.PHONY: browser secrets install serve test test-fast fuzz-long lint format openapi bench gpu-check clean
 
 # A venv with the CPU build of torch installed first (an open range would pull a CUDA build).
 $(BIN)/odeserve: pyproject.toml
@@ -60,6 +60,14 @@ bench: install  ## peers are optional: pip install -e .[bench]
 
 gpu-check:
 	bash scripts/gpu_check.sh
+
+SECRETS_DIR ?= secrets
+
+secrets:  ## docker compose's secrets: a random Redis password, an API-key file (empty: keys off)
+	install -d -m 0700 $(SECRETS_DIR)
+	test -s $(SECRETS_DIR)/redis_password || python3 -c "import secrets; print(secrets.token_hex(32))" > $(SECRETS_DIR)/redis_password
+	test -e $(SECRETS_DIR)/api_keys || : > $(SECRETS_DIR)/api_keys
+	chmod 0444 $(SECRETS_DIR)/redis_password $(SECRETS_DIR)/api_keys
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .hypothesis
