@@ -191,7 +191,10 @@ def test_served_document_states_this_servers_limits() -> None:
     from common.settings import Settings
     from service.app import create_app
 
-    doc = create_app(Settings(max_sample_points=500, max_iterations=1234, api_keys="k")).openapi()
+    from fastapi.testclient import TestClient
+
+    app = create_app(Settings(max_sample_points=500, max_iterations=1234, api_keys="k"))
+    doc = TestClient(app).get("/openapi.json").json()  # what a running server serves
     body = doc["paths"]["/solve"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     output = body["properties"]["output"]
     output = output.get("anyOf", [output])[0] if "properties" not in output else output
