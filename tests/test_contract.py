@@ -188,10 +188,10 @@ def test_closed_values_are_enums() -> None:
 
 
 def test_served_document_states_this_servers_limits() -> None:
+    from fastapi.testclient import TestClient
+
     from common.settings import Settings
     from service.app import create_app
-
-    from fastapi.testclient import TestClient
 
     app = create_app(Settings(max_sample_points=500, max_iterations=1234, api_keys="k"))
     doc = TestClient(app).get("/openapi.json").json()  # what a running server serves
