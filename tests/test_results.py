@@ -152,3 +152,25 @@ def test_hints_for_the_variable_and_ln(service) -> None:
     assert r.status_code == 422 and 'set "variable": "t"' in r.json()["detail"]
     r = service.post("/solve", json={"equations": ["y' = ln(x + 2)"], "domain": [0, 1], "conditions": ["y(0) = 1"]})
     assert r.status_code == 422 and "did you mean 'log'" in r.json()["detail"]
+
+
+def test_the_plot_needs_no_torch() -> None:
+    import subprocess
+    import sys
+
+    from tests.problems import ROOT
+
+    code = """
+import sys
+from odeserve.plot import figure
+from odeserve.problem import load_problem
+from odeserve.report import HistoryPoint, Samples
+p = load_problem({"equations": ["y' = -y"], "domain": [0, 1], "conditions": ["y(0) = 1"], "exact": {"y": "exp(-x)"}})
+s = Samples(variable="x", x=[0.0, 0.5, 1.0], values={"y": [1.0, 0.6, 0.37]}, derivatives={"y'": [-1.0, -0.6, -0.37]},
+            residuals={"equations[0]": [1e-9, float("nan"), 2e-9]})
+png = figure(p, s, [HistoryPoint(iteration=1, loss=1.0, elapsed_s=0.1)], "converged", "png")
+assert png[:4] == b"\\x89PNG" and s.residuals["equations[0]"][1] is None
+assert "torch" not in sys.modules, "the plot loaded torch"
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
