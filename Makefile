@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install serve test test-fast fuzz-long lint format openapi bench gpu-check clean
+.PHONY: browser secrets install serve test test-fast fuzz-long lint format openapi bench gpu-check clean
 
 # A venv with the CPU build of torch installed first (an open range would pull a CUDA build).
 $(BIN)/odeserve: pyproject.toml
@@ -15,7 +15,21 @@ $(BIN)/odeserve: pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $(BIN)/odeserve
 
-install: $(BIN)/odeserve
+# Node.js for the TypeScript contract test (tests/test_typescript_client.py), Chromium for the
+# playground's browser test (tests/test_playground.py): installed when missing (apt, as root).
+TS_DIR := clients/typescript
+APT := $(shell [ "$$(id -u)" = 0 ] || echo sudo) apt-get
+
+$(TS_DIR)/node_modules/.bin/tsc: $(TS_DIR)/package.json $(TS_DIR)/package-lock.json
+	command -v npm >/dev/null || { $(APT) update -q && $(APT) install -y -q nodejs npm; }
+	cd $(TS_DIR) && npm ci --no-audit --no-fund --silent
+	touch $@
+
+browser:
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ $(APT) update -q && $(APT) install -y -q chromium chromium-driver; }
+
+install: $(BIN)/odeserve $(TS_DIR)/node_modules/.bin/tsc browser
 
 serve: install  ## start Redis (embedded), a worker and the API; solve the example
 	$(BIN)/odeserve serve --example
@@ -46,6 +60,14 @@ bench: install  ## peers are optional: pip install -e .[bench]
 
 gpu-check:
 	bash scripts/gpu_check.sh
+
+SECRETS_DIR ?= secrets
+
+secrets:  ## docker compose's secrets: a random Redis password, an API-key file (empty: keys off)
+	install -d -m 0700 $(SECRETS_DIR)
+	test -s $(SECRETS_DIR)/redis_password || python3 -c "import secrets; print(secrets.token_hex(32))" > $(SECRETS_DIR)/redis_password
+	test -e $(SECRETS_DIR)/api_keys || : > $(SECRETS_DIR)/api_keys
+	chmod 0444 $(SECRETS_DIR)/redis_password $(SECRETS_DIR)/api_keys
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .hypothesis

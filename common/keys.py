@@ -6,6 +6,7 @@ odeserve:queue:{queue}:owner:{owner}:jobs  the owner's queued and running job id
 odeserve:queue:{queue}:jobs                every queued and running job id (sorted set: the queue cap)
 odeserve:owner:{owner}:rate:{min}   the owner's submissions in one minute
 odeserve:stats                      outcome counts and training time (for /metrics)
+odeserve:job:{id}:events            pub/sub channel: the job's progress and its end (for SSE)
 """
 
 from __future__ import annotations
@@ -47,3 +48,8 @@ def queue_jobs(queue: str) -> str:
 
 def owner_rate(owner: str, minute: int) -> str:
     return f"{PREFIX}:owner:{owner}:rate:{minute}"
+
+
+def events(job_id: str) -> str:
+    """The pub/sub channel of a job's live events (``common.records.JobEvent``)."""
+    return f"{PREFIX}:job:{job_id}:events"

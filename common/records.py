@@ -7,7 +7,7 @@ is named once, and validated where it is read.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -51,3 +51,16 @@ class JobResult(_Record):
     message: str
     metrics: Metrics
     device: str
+
+
+class JobEvent(_Record):
+    """A live event of a job, published on ``common.keys.events(id)``: progress while it trains
+    (``progress``) and ``end`` once its result is written (the API then sends the final job)."""
+
+    kind: Literal["progress", "end"]
+    iteration: int = 0
+    max_iterations: int = 0
+    loss: float | None = None
+    elapsed_s: float = 0.0
+    eta_s: float | None = None
+    phase: str | None = None

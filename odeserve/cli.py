@@ -13,7 +13,7 @@ import json
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from odeserve.errors import SpecError
 
@@ -39,12 +39,28 @@ def _solve(args: argparse.Namespace) -> int:
     from odeserve.problem import load_problem
 
     try:
-        problem = load_problem(Path(args.problem).read_text())
-    except SpecError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        text = Path(args.problem).read_text()
     except OSError as exc:
         print(f"error: cannot read {args.problem}: {exc.strerror}", file=sys.stderr)
+        return 2
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        print(
+            f"error: {args.problem} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+            file=sys.stderr,
+        )
+        return 2
+    except UnicodeDecodeError:
+        print(f"error: {args.problem} is not valid JSON: not UTF-8 text", file=sys.stderr)
+        return 2
+    if not isinstance(data, dict):
+        print(f"error: {args.problem}: a problem is a JSON object, not {type(data).__name__}", file=sys.stderr)
+        return 2
+    try:
+        problem = load_problem(data)
+    except SpecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
         import torch
@@ -66,7 +82,7 @@ def _solve(args: argparse.Namespace) -> int:
             bar.refresh()
 
     solution = solve(problem, device=args.device, hooks=Hooks(on_step=on_step))
-    bar.close()
+    finish_bar(bar, solution.result.iterations, solution.outcome.value)
     metrics = solution.metrics()
     _print_metrics(metrics)
     if args.out:
@@ -91,15 +107,31 @@ def _solve(args: argparse.Namespace) -> int:
     return 0 if solution.outcome.ok else 1
 
 
+def finish_bar(bar: Any, iterations: int, outcome: str) -> None:
+    """End the progress bar where training ended, with the outcome: a run stopped by its time
+    limit or by convergence does not leave a frozen "33% 651/2000"."""
+    bar.total = max(iterations, 1)
+    bar.n = iterations
+    bar.set_description_str(outcome, refresh=False)
+    bar.refresh()
+    bar.close()
+
+
+def _num(v: float | None) -> str:
+    return "not finite" if v is None else f"{v:.3e}"
+
+
 def _print_metrics(m: Metrics) -> None:
     print(f"outcome: {m.outcome.value} ({m.message})")
-    print(f"iterations: {m.iterations}  time: {m.train_time_s:.2f} s  loss: {m.loss:.3e}")
+    print(f"iterations: {m.iterations}  time: {m.train_time_s:.2f} s  loss: {_num(m.loss)}")
     for name, r in m.residual.items():
-        print(f"residual {name}: max {r.max_abs:.3e}  rms {r.rms:.3e}")
+        print(f"residual {name}: max {_num(r.max_abs)}  rms {_num(r.rms)}")
     for name, e in m.conditions.items():
-        print(f"error of {name}: {e:.3e}")
+        print(f"error of {name}: {_num(e)}")
     for name, err in (m.error or {}).items():
-        print(f"error of {name} vs exact: max {err.max_abs:.3e}  relative L2 {err.rel_l2:.3e}")
+        print(f"error of {name} vs exact: max {_num(err.max_abs)}  relative L2 {_num(err.rel_l2)}")
+    for nf in m.non_finite:
+        print(f"not finite: {nf.field} ({', '.join(nf.kinds)}): {nf.reason}")
 
 
 def _add_solve(sub: argparse._SubParsersAction) -> None:

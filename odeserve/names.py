@@ -61,9 +61,18 @@ class Names:
             raise SpecError((), f"unknown '{node.name}' cannot appear here: this must be a constant", node.col)
         raise self.unknown(node)
 
-    def unknown(self, node: Node) -> UnknownNameError:
+    def unknown(self, node: Node, variable_allowed: bool = False) -> UnknownNameError:
         assert isinstance(node, (Name, Deriv)), "resolvers only see names"
-        return unknown_name(node.name, node.col, isinstance(node, Deriv), self.known())
+        variable = self.variable if variable_allowed else None
+        return unknown_name(node.name, node.col, isinstance(node, Deriv), self.known(), variable)
+
+    def constant_or_variable(self, node: Node) -> float | Key:
+        """A constant where the variable could also appear: an unknown one-letter name gets
+        the hint to set ``"variable"``."""
+        try:
+            return self.constant(node)
+        except UnknownNameError:
+            raise self.unknown(node, variable_allowed=True) from None
 
     def in_equation(self, node: Node) -> float | Key:
         if isinstance(node, Deriv):
@@ -81,12 +90,12 @@ class Names:
             return self.variable
         if isinstance(node, Name) and node.name in self.unknowns:
             return DerivKey(node.name, 0)
-        return self._estimated(node) or self.constant(node)
+        return self._estimated(node) or self.constant_or_variable(node)
 
     def in_exact(self, node: Node) -> float | Key:
         if isinstance(node, Name) and node.name == self.variable:
             return self.variable
-        return self.constant(node)
+        return self.constant_or_variable(node)
 
     def in_condition(self, node: Node) -> float | Key:
         if isinstance(node, Deriv) and node.name in self.unknowns:

@@ -1,47 +1,95 @@
-"""A figure of a solution: values (with the exact solution), residuals and loss history."""
+"""One figure of a solution: values (with the exact solution), derivatives, the residual and the
+loss history. Drawn from the records alone (samples, history; numpy and matplotlib, no torch), so
+the CLI's ``--plot`` and the service's ``/jobs/{id}/plot.png`` draw the same figure."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import io
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from odeserve.evaluate import exact_values
+from odeserve.problem import Problem
+from odeserve.report import HistoryPoint, Samples
 
 if TYPE_CHECKING:
     from odeserve.solver.solution import Solution
 
+PlotFormat = Literal["png", "svg"]
+#: Points of the CLI's plot grid (the service plots the job's output grid).
+PLOT_POINTS = 501
 
-def plot_solution(solution: Solution, path: str) -> None:
+
+def _series(values: Sequence[float | None]) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values], dtype=float)
+
+
+def _draw_values(ax: Any, problem: Problem, samples: Samples, xs: np.ndarray) -> None:
+    exact = exact_values(problem.exact, problem.variable, xs)
+    for name, vals in samples.values.items():
+        ax.plot(xs, _series(vals), label=f"{name} (PINN)")
+        if name in exact:
+            ax.plot(xs, exact[name], "--", label=f"{name} (exact)")
+    ax.set_title("solution")
+    ax.legend(fontsize="small")
+
+
+def _draw_derivatives(ax: Any, samples: Samples, xs: np.ndarray) -> None:
+    for name, vals in samples.derivatives.items():
+        ax.plot(xs, _series(vals), label=name)
+    ax.set_title("derivatives")
+    if samples.derivatives:
+        ax.legend(fontsize="small")
+
+
+def _draw_residuals(ax: Any, samples: Samples, xs: np.ndarray) -> None:
+    for name, vals in samples.residuals.items():
+        ax.semilogy(xs, np.abs(_series(vals)) + 1e-300, label=name)
+    ax.set_title("|residual|")
+    ax.legend(fontsize="small")
+
+
+def _draw_loss(ax: Any, history: Sequence[HistoryPoint]) -> None:
+    its = [h.iteration for h in history]
+    ax.semilogy(its, _series([h.loss for h in history]))
+    ax.set_xlabel("iteration")
+    ax.set_title("loss")
+
+
+def figure(
+    problem: Problem, samples: Samples, history: Sequence[HistoryPoint], outcome: str, fmt: PlotFormat = "png"
+) -> bytes:
+    """The figure as PNG or SVG bytes (matplotlib's Agg backend: no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
+    xs = np.asarray(samples.x, dtype=float)
+    fig = Figure(figsize=(16, 4.2))
+    axes = fig.subplots(1, 4)
+    _draw_values(axes[0], problem, samples, xs)
+    _draw_derivatives(axes[1], samples, xs)
+    _draw_residuals(axes[2], samples, xs)
+    for ax in axes[:3]:
+        ax.set_xlabel(problem.variable)
+    _draw_loss(axes[3], history)
+    fig.suptitle(f"{', '.join(problem.spec.equations)}  —  {outcome}")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt, dpi=110)
+    return buf.getvalue()
+
+
+def plot_solution(solution: Solution, path: str) -> None:
+    """The CLI's ``--plot``: the figure on a fine grid, PNG or SVG by the file's suffix."""
     problem = solution.problem
     a, b = problem.domain
-    xs = np.linspace(a, b, 501)
-    values = solution(xs)
-    exact = exact_values(problem.exact, problem.variable, xs)
-    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 4.2))
-    for j, u in enumerate(problem.unknowns):
-        ax1.plot(xs, values[:, j], label=f"{u} (PINN)")
-        if u in exact:
-            ax1.plot(xs, exact[u], "--", label=f"{u} (exact)")
-    ax1.set_xlabel(problem.variable)
-    ax1.set_title("solution")
-    ax1.legend()
-    res = solution.residuals(xs)
-    for i in range(res.shape[1]):
-        ax2.semilogy(xs, np.abs(res[:, i]) + 1e-300, label=f"equations[{i}]")
-    ax2.set_xlabel(problem.variable)
-    ax2.set_title("|residual|")
-    ax2.legend()
-    hist = solution.history()
-    ax3.semilogy([h.iteration for h in hist], [h.loss for h in hist])
-    ax3.set_xlabel("iteration")
-    ax3.set_title("loss")
-    fig.suptitle(f"{', '.join(problem.spec.equations)}  —  {solution.outcome.value}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    xs = np.linspace(a, b, PLOT_POINTS)
+    samples = solution.samples(xs, derivatives=max(problem.output_derivatives, 1))
+    fmt: PlotFormat = "svg" if path.lower().endswith(".svg") else "png"
+    data = figure(problem, samples, solution.history(), solution.outcome.value, fmt)
+    with open(path, "wb") as fh:
+        fh.write(data)

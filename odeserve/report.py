@@ -6,27 +6,113 @@ of the HTTP API, so one definition serves all three.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import math
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from odeserve.outcome import Outcome
+
+#: At most this many positions are listed per non-finite series.
+MAX_NON_FINITE_INDICES = 100
+
+NonFiniteKind = Literal["nan", "inf", "-inf"]
 
 
 class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ResidualStats(_Record):
-    """An equation's residual (lhs - rhs, unscaled) on the metric grid."""
+class NonFinite(_Record):
+    """Where a record holds values that are not finite numbers: JSON has none, so each such value
+    is written as ``null`` and listed here with the reason."""
 
-    max_abs: float
-    rms: float
+    field: str = Field(..., description="Dotted path of the value or series, e.g. 'residuals.equations[0]'.")
+    count: int = Field(..., description="How many values of the field are not finite.")
+    indices: list[int] | None = Field(
+        None, description=f"For a series: the positions (at most {MAX_NON_FINITE_INDICES}) that are null."
+    )
+    kinds: list[NonFiniteKind] = Field(..., description="Which non-finite values occurred: nan, inf, -inf.")
+    reason: str
+
+
+def _kind(v: float) -> NonFiniteKind:
+    return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
+
+
+_REASONS: dict[str, str] = {
+    "nan": "not a number: the expression is undefined there (0/0, log of a negative number, a singular "
+    "point such as sin(x)/x at x = 0) or training diverged",
+    "inf": "infinite: the value overflowed or divides by zero there",
+}
+
+
+def _reason(kinds: list[NonFiniteKind]) -> str:
+    return "; ".join(_REASONS["nan" if k == "nan" else "inf"] for k in dict.fromkeys(kinds))
+
+
+def _bad(v: Any) -> bool:
+    return isinstance(v, float) and not math.isfinite(v)
+
+
+def _scrub(value: Any, path: str, found: list[NonFinite]) -> Any:
+    """``value`` with every non-finite float replaced by None; each occurrence noted in ``found``."""
+    if isinstance(value, dict):
+        return {k: _scrub(v, f"{path}.{k}" if path else str(k), found) for k, v in value.items()}
+    if isinstance(value, list):
+        bad = [i for i, v in enumerate(value) if _bad(v)]
+        if bad:
+            kinds = sorted({_kind(value[i]) for i in bad})
+            found.append(
+                NonFinite(
+                    field=path,
+                    count=len(bad),
+                    indices=bad[:MAX_NON_FINITE_INDICES],
+                    kinds=kinds,
+                    reason=_reason(kinds),
+                )
+            )
+        return [None if _bad(v) else _scrub(v, f"{path}[{i}]", found) for i, v in enumerate(value)]
+    if _bad(value):
+        kinds = [_kind(value)]
+        found.append(NonFinite(field=path, count=1, kinds=kinds, reason=_reason(kinds)))
+        return None
+    return value
+
+
+class _FiniteRecord(_Record):
+    """A record whose numbers may be non-finite: they become ``null`` and are listed in
+    ``non_finite``, so the JSON is valid and says where and why."""
+
+    non_finite: list[NonFinite] = Field(
+        default_factory=list,
+        description="Values that are not finite numbers: each is null in this record; listed here with the reason.",
+    )
+
+    @model_validator(mode="after")
+    def _finite(self) -> Self:
+        found: list[NonFinite] = []
+        clean = _scrub(self.model_dump(exclude={"non_finite"}), "", found)
+        if found:
+            fresh = type(self).model_validate({**clean, "non_finite": [*self.non_finite, *found]})
+            for name in type(self).model_fields:
+                object.__setattr__(self, name, getattr(fresh, name))
+        return self
+
+
+class ResidualStats(_Record):
+    """An equation's residual (lhs - rhs, unscaled) on the metric grid (null: not finite, see
+    the metrics' ``non_finite``)."""
+
+    max_abs: float | None
+    rms: float | None
 
 
 class ErrorStats(_Record):
-    """The error of one unknown against a reference on the metric grid."""
+    """The error of one unknown against a reference on the metric grid (null: not finite)."""
 
-    max_abs: float
-    rel_l2: float = Field(..., description="||y - y_ref||_2 / ||y_ref||_2 (absolute when y_ref is 0).")
+    max_abs: float | None
+    rel_l2: float | None = Field(..., description="||y - y_ref||_2 / ||y_ref||_2 (absolute when y_ref is 0).")
 
 
 class ParameterEstimate(_Record):
@@ -64,16 +150,18 @@ class DataFit(_Record):
     sets: list[DataSetFit]
 
 
-class Metrics(_Record):
+class Metrics(_FiniteRecord):
     """How training ended and how good the solution is, measured on 1001 evenly spaced points."""
 
     outcome: Outcome
     message: str
-    loss: float = Field(..., description="Best mean squared scaled residual on the collocation points.")
+    loss: float | None = Field(
+        ..., description="Best mean squared scaled residual on the collocation points (null: not finite)."
+    )
     iterations: int
     train_time_s: float
     residual: dict[str, ResidualStats] = Field(..., description="Per equation, keyed 'equations[i]'.")
-    conditions: dict[str, float] = Field(..., description="|lhs - rhs| per condition, keyed 'conditions[i]'.")
+    conditions: dict[str, float | None] = Field(..., description="|lhs - rhs| per condition, keyed 'conditions[i]'.")
     hard_conditions: list[str] = Field(..., description="Conditions built into the network (exact by construction).")
     notes: list[str]
     error: dict[str, ErrorStats] | None = Field(None, description="Per unknown, against the given exact solution.")
@@ -83,19 +171,25 @@ class Metrics(_Record):
     data_fit: DataFit | None = Field(None, description="Fit to the measured data (problems with data).")
 
 
-class Samples(_Record):
+class Samples(_FiniteRecord):
     """The solution on the output grid: values, derivatives and equation residuals."""
 
     variable: str = Field(..., description="Name of the independent variable.")
     x: list[float]
-    values: dict[str, list[float]] = Field(..., description="Per unknown, its values at x.")
-    derivatives: dict[str, list[float]] = Field(..., description="Keyed by the primed name: y', y'', ...")
-    residuals: dict[str, list[float]] = Field(..., description="Per equation, keyed 'equations[i]'.")
+    values: dict[str, list[float | None]] = Field(..., description="Per unknown, its values at x.")
+    derivatives: dict[str, list[float | None]] = Field(..., description="Keyed by the primed name: y', y'', ...")
+    residuals: dict[str, list[float | None]] = Field(..., description="Per equation, keyed 'equations[i]'.")
 
 
 class HistoryPoint(_Record):
     """One entry of the loss history."""
 
     iteration: int
-    loss: float
+    loss: float | None = Field(..., description="null when the step's loss was not finite (training diverged).")
     elapsed_s: float
+
+    @model_validator(mode="after")
+    def _finite(self) -> Self:
+        if self.loss is not None and not math.isfinite(self.loss):
+            self.loss = None
+        return self

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
@@ -17,7 +18,8 @@ from service.context import AppContext
 from service.errors import install_handlers
 from service.logs import RequestIdMiddleware
 from service.metrics import Metrics
-from service.routers import jobs, ops, problems
+from service.openapi import complete
+from service.routers import jobs, ops, playground, problems, results
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -31,6 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         ctx.redis.close()
+        await ctx.async_redis.aclose()
 
     app = FastAPI(
         title="odeserve",
@@ -45,7 +48,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=ctx.settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware, on_done=app.state.metrics.observe_request)
     install_handlers(app)
-    for router in (problems.router, jobs.router, ops.router):
+    render = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            complete(render(), ctx.settings)
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    for router in (problems.router, jobs.router, results.router, ops.router, playground.router):
         app.include_router(router)
     return app
 

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 from rq import Queue
 
 from common.queue import make_queue
@@ -21,6 +22,7 @@ from service.auth import KeyRing
 class AppContext:
     settings: Settings
     redis: Redis
+    async_redis: AsyncRedis  # pub/sub of live job events (SSE)
     queue: Queue
     keys: KeyRing
     store: ArtifactStore
@@ -34,6 +36,7 @@ class AppContext:
         return cls(
             settings=settings,
             redis=redis,
+            async_redis=AsyncRedis.from_url(url, socket_connect_timeout=2, health_check_interval=10),
             queue=make_queue(redis, settings),
             keys=KeyRing.from_settings(settings),
             store=ArtifactStore.from_settings(redis, settings),
@@ -47,8 +50,14 @@ def _context(request: Request) -> AppContext:
 
 Context = Annotated[AppContext, Depends(_context)]
 
-_bearer = HTTPBearer(auto_error=False, description="An API key, when the server has keys configured.")
-_api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="The API key (alternative to Bearer).")
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description="An API key as a bearer token, when the server has keys configured (ODESERVE_API_KEYS).",
+)
+_api_key = APIKeyHeader(
+    name="X-API-Key", auto_error=False, scheme_name="apiKey", description="The API key (alternative to bearer)."
+)
 
 
 def _owner(

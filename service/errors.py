@@ -75,9 +75,30 @@ async def _spec_error(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(request, 422, "Invalid problem", exc.message, exc.field)
 
 
+def _json_content_type(value: str | None) -> bool:
+    media = (value or "").split(";")[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+def _content_type_problem(request: Request, err: dict[str, Any]) -> JSONResponse | None:
+    """A body that failed because of its Content-Type, said as such (415): curl's ``-d`` sends
+    application/x-www-form-urlencoded, and a body without a Content-Type is not read as JSON."""
+    if not err.get("loc") or err["loc"][0] != "body":
+        return None
+    sent = request.headers.get("content-type")
+    if sent and _json_content_type(sent):
+        return None
+    got = f"got {sent.split(';')[0].strip()!r}" if sent else "none was sent"
+    detail = f"Content-Type must be application/json ({got})"
+    return problem_response(request, 415, "Unsupported Media Type", detail, "Content-Type")
+
+
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     err = exc.errors()[0]
+    wrong_type = _content_type_problem(request, dict(err))
+    if wrong_type is not None:
+        return wrong_type
     field = _validation_field(tuple(err.get("loc", ())))
     msg = str(err.get("msg", "invalid"))
     if err.get("type") == "extra_forbidden":
@@ -88,7 +109,13 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(request, 422, "Invalid problem", f"{field}: {msg[0].lower() + msg[1:]}", field)
 
 
-_TITLES = {401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed", 413: "Content Too Large"}
+_TITLES = {
+    401: "Unauthorized",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+}
 
 
 _METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
@@ -145,21 +172,26 @@ def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _unexpected)
 
 
+#: What each problem status means, for the OpenAPI document.
+PROBLEM_STATUSES: dict[int, str] = {
+    401: "Missing or unknown API key (when keys are configured).",
+    404: "Unknown job (or a job of another key).",
+    405: "Method not allowed on this path; see Allow.",
+    409: "The job has not finished, ended without this result, or diverged (the detail says which).",
+    413: "Request body too large.",
+    415: "The body is not sent as application/json.",
+    422: "Invalid problem or parameter.",
+    429: "Over a quota; see Retry-After.",
+    503: "Redis is unreachable, or the service is not ready; see Retry-After.",
+}
+
+
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for the problem responses a route can give."""
-    text = {
-        401: "Missing or unknown API key (when keys are configured).",
-        404: "Unknown job (or a job of another key).",
-        429: "Over this key's quota; see Retry-After.",
-        409: "The job has not finished, or has no such result.",
-        413: "Request body too large.",
-        422: "Invalid problem or parameter.",
-        503: "Redis is unreachable.",
-    }
+    """OpenAPI entries for the problem responses a route can give (only problem+json is sent;
+    the schema and headers are completed by ``service.openapi``)."""
     return {
         s: {
-            "description": text[s],
-            "model": Problem,
+            "description": PROBLEM_STATUSES[s],
             "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
         }
         for s in statuses

@@ -145,7 +145,6 @@ def describe(job: RQJob) -> Job:
     result = result_of(job)
     status, error = _status(job, result)
     meta = JobMeta.of(job.meta)
-    link = f"/jobs/{job.id}"
     return Job(
         id=job.id,
         status=status,
@@ -161,7 +160,7 @@ def describe(job: RQJob) -> Job:
         device=result.device if result else None,
         resumed_from=meta.resumed_from,
         error=error,
-        links=Links(self=link, solution=f"{link}/solution", model=f"{link}/model", history=f"{link}/history"),
+        links=Links.of(job.id),
     )
 
 

@@ -6,10 +6,11 @@ documents exactly what the workers write.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from common.records import Progress
 from odeserve.outcome import Outcome
@@ -23,16 +24,44 @@ class _Out(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+#: Why a job failed: its worker died (retries used up), it ran past its time limit plus margin,
+#: it overran its memory cap, its queue entry named a function other than the solve job,
+#: training diverged (non-finite loss), or another error (the detail says which).
+JobErrorType = Literal["worker_died", "timeout", "memory_limit", "refused", "diverged", "error"]
+
+
 class JobErrorInfo(_Out):
-    type: str = Field(..., description="worker_died | timeout | memory_limit | refused | diverged | error")
+    type: JobErrorType
     detail: str
 
 
 class Links(_Out):
+    """Where a job's resources are; each representation has its own path."""
+
     self: str
-    solution: str
-    model: str
+    events: str = Field(..., description="Server-Sent Events: progress and status changes.")
+    solution: str = Field(..., description="Samples as JSON.")
+    solution_csv: str = Field(..., description="Samples as CSV.")
+    model: str = Field(..., description="The TorchScript model (.pt).")
+    model_export: str = Field(..., description="The torch.export program (.pt2).")
     history: str
+    plot_png: str
+    plot_svg: str
+
+    @classmethod
+    def of(cls, job_id: str) -> Links:
+        j = f"/jobs/{job_id}"
+        return cls(
+            self=j,
+            events=f"{j}/events",
+            solution=f"{j}/solution",
+            solution_csv=f"{j}/solution.csv",
+            model=f"{j}/model.pt",
+            model_export=f"{j}/model.pt2",
+            history=f"{j}/history",
+            plot_png=f"{j}/plot.png",
+            plot_svg=f"{j}/plot.svg",
+        )
 
 
 class Job(_Out):
@@ -51,6 +80,14 @@ class Job(_Out):
     )
     error: JobErrorInfo | None = None
     links: Links
+
+    @field_validator("progress")
+    @classmethod
+    def _finite_progress(cls, progress: Progress) -> Progress:
+        """A diverged step reports a non-finite loss: JSON has no such number, so it is null."""
+        if progress.loss is not None and not math.isfinite(progress.loss):
+            return progress.model_copy(update={"loss": None})
+        return progress
 
 
 class Health(_Out):

@@ -40,7 +40,7 @@ def test_solve_writes_metrics_samples_plot_and_model(tmp_path) -> None:
     assert "error of y vs exact" in out.stdout and "outcome: budget_reached" in out.stdout
     result = json.loads((tmp_path / "r.json").read_text())
     assert set(result) == {"metrics", "samples", "history"}
-    assert set(result["samples"]) == {"variable", "x", "values", "derivatives", "residuals"}
+    assert set(result["samples"]) == {"variable", "x", "values", "derivatives", "residuals", "non_finite"}
     assert result["metrics"]["error"]["y"]["rel_l2"] < 1e-5
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "m.pt").stat().st_size > 1000 and (tmp_path / "m.pt2").stat().st_size > 1000
@@ -54,3 +54,32 @@ def test_invalid_problem_exits_2_with_the_message(tmp_path) -> None:
     assert out.returncode == 2
     assert "equations[0]: unknown function 'sinn' at column 6 (did you mean 'sin'?)" in out.stderr
     assert run("solve", "missing.json", cwd=tmp_path).returncode == 2
+
+
+def test_progress_bar_ends_with_the_outcome_when_the_time_limit_stops_training(tmp_path) -> None:
+    spec = with_options(public_problems()["lagaris2"], max_iterations=200000, time_limit_s=1.5)
+    (tmp_path / "p.json").write_text(json.dumps(spec))
+    out = run("solve", "p.json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "outcome: time_limit" in out.stdout
+    last = out.stderr.replace("\r", "\n").strip().splitlines()[-1]
+    assert last.startswith("time_limit") and "100%" in last, last
+    iterations = int(out.stdout.split("iterations: ")[1].split()[0])
+    assert f"{iterations}/{iterations}" in last, last
+
+
+def test_bad_json_is_reported_as_invalid_json(tmp_path) -> None:
+    (tmp_path / "bad.json").write_text('{"equations": ["y = 1",}')
+    out = run("solve", "bad.json", cwd=tmp_path)
+    assert out.returncode == 2
+    assert "bad.json is not valid JSON" in out.stderr and "line 1 column 24" in out.stderr
+    assert "expression" not in out.stderr
+
+
+def test_hints_for_the_variable_and_for_ln(tmp_path) -> None:
+    for equation, hint in ((["y' = -t*y"], 'set "variable": "t"'), (["y' = ln(x + 2)"], "did you mean 'log'")):
+        (tmp_path / "p.json").write_text(
+            json.dumps({"equations": equation, "domain": [0, 1], "conditions": ["y(0) = 1"]})
+        )
+        out = run("solve", "p.json", cwd=tmp_path)
+        assert out.returncode == 2 and hint in out.stderr, out.stderr

@@ -13,8 +13,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq.job import Job
 
+from common import keys
 from common.keys import Artifact
-from common.records import JobMeta, Progress
+from common.records import JobEvent, JobMeta, Progress
 from common.store import ArtifactStore
 from odeserve.hooks import Hooks, Step, TrainState
 
@@ -75,10 +76,13 @@ class JobReporter:
             checkpoint_every_s=checkpoint_every_s,
         )
 
-    def write_progress(self, progress: Progress, must: bool = False) -> None:
+    def write_progress(self, progress: Progress, must: bool = False, phase: str | None = None) -> None:
         self.meta.progress = progress
         self.job.meta.update(self.meta.model_dump(mode="json"))
         (persistent if must else tolerant)(self.job.save_meta)
+        # Live events for GET /jobs/{id}/events: the final write (must) ends the stream.
+        event = JobEvent(kind="end" if must else "progress", phase=phase, **progress.model_dump())
+        tolerant(lambda: self.job.connection.publish(keys.events(self.job.id), event.model_dump_json()))
 
     def on_step(self, step: Step) -> None:
         now = time.monotonic()
@@ -94,7 +98,8 @@ class JobReporter:
                 loss=step.loss,
                 elapsed_s=step.elapsed,
                 eta_s=eta,
-            )
+            ),
+            phase=str(step.phase),
         )
 
     def should_stop(self) -> bool:

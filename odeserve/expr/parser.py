@@ -277,10 +277,23 @@ def suggest(name: str, candidates: list[str] | tuple[str, ...]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def unknown_name(name: str, col: int, applied: bool, known: list[str]) -> UnknownNameError:
-    """The error for a name nothing defines; a near miss of a function is called a function."""
+#: Names from other notations, with the one this grammar uses.
+ALIASES = {"ln": "log", "pow": "^"}
+
+
+def unknown_name(name: str, col: int, applied: bool, known: list[str], variable: str | None = None) -> UnknownNameError:
+    """The error for a name nothing defines; a near miss of a function is called a function.
+
+    ``variable``: where the independent variable may appear, an unknown one-letter name is
+    probably the variable under another name, and the hint says to set ``"variable"``."""
     from odeserve.expr.grammar import FUNCTIONS
 
+    if name in ALIASES:
+        kind = "function" if applied else "name"
+        return UnknownNameError((), f"unknown {kind} '{name}' (did you mean '{ALIASES[name]}'?)", col)
     if applied:
         return UnknownNameError((), f"unknown function '{name}'{suggest(name, FUNCTIONS)}", col)
+    if variable is not None and len(name) == 1 and name != variable:
+        hint = f" (the variable is '{variable}': if '{name}' is the independent variable, set \"variable\": \"{name}\")"
+        return UnknownNameError((), f"unknown name '{name}'{hint}", col)
     return UnknownNameError((), f"unknown name '{name}'{suggest(name, [*known, *FUNCTIONS])}", col)

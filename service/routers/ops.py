@@ -17,7 +17,15 @@ router = APIRouter()
     "/metrics",
     name="metrics",
     response_class=PlainTextResponse,
-    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format."}, **responses(401, 503)},
+    responses={
+        200: {
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+            "description": "Prometheus text exposition format 0.0.4: odeserve_http_requests_total, "
+            "odeserve_http_request_seconds, odeserve_queue_depth, odeserve_jobs_running, odeserve_workers, "
+            "odeserve_job_outcomes_total, odeserve_job_duration_seconds.",
+        },
+        **responses(401, 503),
+    },
 )
 def get_metrics(request: Request, owner: Owner) -> PlainTextResponse:
     """Prometheus metrics: HTTP per route and status, queue depth, running jobs, workers,

@@ -1,0 +1,99 @@
+"""The README's HTTP examples, run as written (bash, curl) against a live ``odeserve serve``."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from tests.conftest import wait_for
+from tests.problems import ROOT
+
+
+def readme_block(heading: str) -> str:
+    """The first ```bash block after ``heading`` in README.md."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index(heading) :]
+    match = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert match, f"no bash block under {heading}"
+    return match.group(1)
+
+
+@pytest.fixture
+def live_server(redis_server, tmp_path):
+    from common.redis_server import free_port
+
+    port = free_port()
+    env = dict(
+        os.environ,
+        ODESERVE_REDIS_URL=redis_server.url,
+        ODESERVE_QUEUE="odeserve-readme",
+        ODESERVE_DATA_DIR=str(tmp_path / "var"),
+        ODESERVE_TORCH_THREADS="1",
+        PYTHONPATH=str(ROOT),
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "odeserve", "serve", "--port", str(port), "--workers", "1"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"{base}/readyz").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(ready, 120, 0.5)
+        yield port
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def test_readme_curl_lines_work_as_written(live_server, tmp_path) -> None:
+    import numpy as np
+    import torch
+
+    script = readme_block("## HTTP API by example").replace("localhost:8000", f"localhost:{live_server}")
+    assert '"localhost' in script and "'localhost" not in script  # $ID is expanded: double quotes
+    out = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr + out.stdout
+    assert "event: end" in out.stdout and '"status":"succeeded"' in out.stdout
+    assert "x,y,y',equations[0]" in out.stdout
+    assert '"status":409' in out.stdout.replace(" ", "")  # cancel of the finished job
+    x = torch.linspace(-2, 2, 9, dtype=torch.float64).reshape(-1, 1)
+    scripted = torch.jit.load(str(tmp_path / "model.pt"))
+    exported = torch.export.load(str(tmp_path / "model.pt2")).module()
+    exact = np.exp(-(x.numpy() ** 2))
+    assert np.max(np.abs(scripted(x).numpy() - exact)) < 1e-5
+    assert np.max(np.abs(exported(x).detach().numpy() - exact)) < 1e-5
+    assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
+    assert b"<svg" in (tmp_path / "plot.svg").read_bytes()
+
+
+def test_readme_download_of_a_missing_job_fails_instead_of_saving_the_error(live_server, tmp_path) -> None:
+    lines = [ln for ln in readme_block("## HTTP API by example").splitlines() if "-o model.pt " in ln]
+    (line,) = lines
+    line = line.replace("localhost:8000", f"localhost:{live_server}")
+    out = subprocess.run(
+        ["bash", "-c", line], cwd=tmp_path, env={**os.environ, "ID": "no-such-job"}, capture_output=True
+    )
+    assert out.returncode == 22  # curl -f: HTTP error
+    assert not (tmp_path / "model.pt").exists()
