@@ -183,7 +183,14 @@ def test_closed_values_are_enums() -> None:
         "canceled",
     }
     assert "stalled" in schemas["Outcome"]["enum"]
-    assert set(schemas["JobErrorInfo"]["properties"]["type"]["enum"]) == {"worker_died", "timeout", "diverged", "error"}
+    assert set(schemas["JobErrorInfo"]["properties"]["type"]["enum"]) == {
+        "worker_died",
+        "timeout",
+        "memory_limit",
+        "refused",
+        "diverged",
+        "error",
+    }
     assert {"field", "count", "kinds", "reason"} <= set(schemas["NonFinite"]["properties"])
 
 
