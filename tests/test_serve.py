@@ -101,7 +101,7 @@ def test_serve_redis_is_private_runs_only_solve_jobs_and_dies_with_serve(tmp_pat
     from common.redis_server import free_port
 
     port, data = free_port(), tmp_path / "var"
-    proc = _start_serve(tmp_path, port, data, "serve.log")
+    proc = _start_serve(tmp_path, port, data, "serve.log", "--log-file", str(tmp_path / "full.log"))
     try:
         wait_for(lambda: _port_open(port) and httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200, 90)
         children = _children(proc.pid)
@@ -120,6 +120,15 @@ def test_serve_redis_is_private_runs_only_solve_jobs_and_dies_with_serve(tmp_pat
         job = Queue("odeserve", connection=r, serializer=JSONSerializer).enqueue("os.system", f"touch {marker}")
         wait_for(lambda: job.get_status(refresh=True) == "failed", 60)
         assert not marker.exists() and "RefusedJob" in job.latest_result().exc_string
+
+        # The console is for a person: no JSON request lines, no RQ chatter; the file has it all.
+        for _ in range(20):
+            httpx.get(f"http://127.0.0.1:{port}/healthz")
+        console = (tmp_path / "serve.log").read_text()
+        assert not [line for line in console.splitlines() if line.startswith("{")], console
+        assert "cleaning registries" not in console.lower() and "ready on" in console
+        full = (tmp_path / "full.log").read_text().splitlines()
+        assert any('"message": "request"' in line and "/healthz" in line for line in full)
 
         taken = subprocess.run(
             [sys.executable, "-m", "odeserve", "serve", "--port", str(port)],
