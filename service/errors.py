@@ -177,7 +177,8 @@ PROBLEM_STATUSES: dict[int, str] = {
     401: "Missing or unknown API key (when keys are configured).",
     404: "Unknown job (or a job of another key).",
     405: "Method not allowed on this path; see Allow.",
-    409: "The job has not finished, ended without this result, or diverged (the detail says which).",
+    409: "The job has not finished, ended without this result, or diverged; on POST /solve: a request "
+    "with the same Idempotency-Key is still creating its job, see Retry-After (the detail says which).",
     413: "Request body too large.",
     415: "The body is not sent as application/json.",
     422: "Invalid problem or parameter.",

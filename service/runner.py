@@ -92,7 +92,7 @@ def run_example(base: str) -> bool:
     sol = _http("GET", f"{url}/solution")[1]
     for x, y in zip(sol["x"], sol["values"]["y"]):
         print(f"  y({x:g}) = {y:.9f}")
-    print(f"model: curl -o model.pt {url}/model   (or ?format=export for a .pt2)")
+    print(f"model: curl -fo model.pt {url}/model.pt   (or {url}/model.pt2 for the torch.export program)")
     return True
 
 

@@ -30,7 +30,7 @@ IdempotencyKey = Annotated[
     status_code=202,
     response_model=Job,
     name="submit_problem",
-    responses=responses(401, 413, 422, 429, 503),
+    responses=responses(401, 409, 413, 415, 422, 429, 503),
 )
 def submit_problem(
     spec: ProblemSpec, ctx: Context, owner: Owner, response: Response, idempotency_key: IdempotencyKey = None
