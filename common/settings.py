@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     max_active_jobs_per_key: int = Field(0, ge=0, description="Queued + running jobs per key; 0: no limit.")
     rate_limit_per_minute: int = Field(0, ge=0, description="Submissions per key per minute; 0: no limit.")
     data_dir: str = Field("var", description="Where the embedded Redis keeps its AOF files (mode 700).")
+    export_cache_dir: str = Field(
+        "var/export-templates",
+        description="Where workers keep one traced torch.export program per network architecture "
+        "(the model files of later jobs reuse it); empty: trace every model.",
+    )
     redis_maxmemory: str = Field(
         "1gb", description="maxmemory of the embedded Redis (noeviction: writes fail, never evict, when full)."
     )

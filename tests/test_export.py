@@ -120,3 +120,26 @@ def test_a_damaged_template_file_is_traced_again(tmp_path) -> None:
     xs = np.linspace(0.0, 2.0, 9)
     assert np.max(np.abs(_run_pt2(s.export_bytes(fresh), xs) - s(xs))) <= 1e-12
     assert fresh.misses == 1 and path.read_bytes() != b"not a zip"
+
+
+def test_workers_reuse_one_traced_program_per_architecture(redis_server, start_worker, tmp_path) -> None:
+    """Through a real worker: the first job traces and stores the template, the worker's parent
+    preloads it before the next job, and the next job's .pt2 (another domain) is still right."""
+    from tests.conftest import make_client
+    from tests.test_service import finish
+
+    cache = tmp_path / "templates"
+    worker = start_worker("odeserve-templates", ODESERVE_EXPORT_CACHE_DIR=str(cache))
+    base = with_options(public_problems()["lagaris2"], max_iterations=60)
+    with make_client(redis_server.url, "odeserve-templates") as client:
+        for domain in ([0.0, 2.0], [0.0, 3.0]):
+            r = client.post("/solve", json={**base, "domain": domain, "output": {"points": 11}})
+            job = finish(client, r.json()["id"])
+            assert job["status"] == "succeeded", job
+            sol = client.get(f"/jobs/{job['id']}/solution").json()
+            pt2 = client.get(f"/jobs/{job['id']}/model.pt2")
+            assert pt2.status_code == 200
+            got = _run_pt2(pt2.content, np.array(sol["x"]))[:, 0]
+            assert np.max(np.abs(got - np.array(sol["values"]["y"]))) <= 1e-12
+    assert len(list(cache.glob("*.pt2"))) == 1
+    assert "export templates preloaded" in worker.log.read_text()

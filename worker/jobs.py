@@ -29,6 +29,7 @@ from common.store import ArtifactStore, record_outcome
 from odeserve.hooks import TrainState
 from odeserve.threads import jacobian_shape, threads_for
 from worker.reporter import JobReporter, persistent, tolerant
+from worker.templates import templates_for
 from worker.watchdog import Watchdog
 
 if TYPE_CHECKING:
@@ -174,7 +175,8 @@ def solve_job(spec: dict[str, Any]) -> dict[str, Any]:
 
     metrics = solution.metrics()
     samples, history = solution.samples(), solution.history()
-    models = {Artifact.TORCHSCRIPT: solution.torchscript_bytes(), Artifact.EXPORT: solution.export_bytes()}
+    exported = solution.export_bytes(templates_for(settings))
+    models = {Artifact.TORCHSCRIPT: solution.torchscript_bytes(), Artifact.EXPORT: exported}
 
     def store_all() -> None:
         stored = [

@@ -29,6 +29,7 @@ from common.queue import make_queue
 from common.settings import ConfigError, Settings, get_settings
 from common.store import HANDBACK_TTL_S, set_flag
 from worker.policy import CANCELED_MARKER, SolveOnlyJob, retries_after_failure
+from worker.templates import preload
 
 if TYPE_CHECKING:
     _WorkerBase = Worker  # the mixin's methods run on RQ's workers
@@ -85,7 +86,9 @@ class OdeWorkerMixin(_WorkerBase):
 
 
 class OdeWorker(OdeWorkerMixin, Worker):
-    pass
+    def execute_job(self, job: Job, queue: Any) -> None:
+        preload(get_settings())  # before the fork: the work horse inherits the templates
+        super().execute_job(job, queue)
 
 
 def worker_class(settings: Settings) -> type[Worker]:

@@ -117,9 +117,12 @@ class ExportTemplates:
     def _store(self, name: str, program: torch.export.ExportedProgram) -> None:
         if self.directory is None:
             return
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".pt2.tmp")
-        os.close(fd)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".pt2.tmp")
+            os.close(fd)
+        except OSError:  # a read-only or missing directory: the cache stays in memory
+            return
         try:
             buf = io.BytesIO()
             torch.export.save(program, buf)
