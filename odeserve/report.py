@@ -122,8 +122,11 @@ class ParameterEstimate(_Record):
     std_error: float | None = Field(
         ..., description="Standard error from the curvature at the optimum; null when not identifiable."
     )
-    ci95: tuple[float, float] | None = Field(
-        ..., description="Approximate 95% confidence interval (clipped to the bounds); null when not identifiable."
+    ci95: list[float] | None = Field(
+        ...,
+        min_length=2,
+        max_length=2,
+        description="Approximate 95% confidence interval [lo, hi] (clipped to the bounds); null when not identifiable.",
     )
     identifiable: bool = Field(..., description="False when the data leave a flat direction through this parameter.")
     message: str | None = None

@@ -62,8 +62,14 @@ def test_with_keys_a_request_without_a_key_is_401_before_its_body_is_judged(redi
         assert bad_json.status_code == 401 and bad_json.headers["www-authenticate"] == "Bearer"
         wrong = httpx.post(f"{base}/solve", json={"equations": 1}, headers={"X-API-Key": "nope"})
         assert wrong.status_code == 401
-        keyed = httpx.post(f"{base}/solve", content=b"{not json", headers={"Authorization": "Bearer the-key"})
+        keyed = httpx.post(
+            f"{base}/solve",
+            content=b"{not json",
+            headers={"Authorization": "Bearer the-key", "Content-Type": "application/json"},
+        )
         assert keyed.status_code == 422  # with a valid key, the body is judged
+        untyped = httpx.post(f"{base}/solve", content=b"{}", headers={"Authorization": "Bearer the-key"})
+        assert untyped.status_code == 415  # ... and its Content-Type
         assert httpx.get(f"{base}/healthz").status_code == 200
         assert httpx.put(f"{base}/healthz", content=b"{}").status_code == 405  # no route: the router answers
 

@@ -8,7 +8,7 @@ type Job = components["schemas"]["Job"];
 type Problem = components["schemas"]["Problem"];
 type Status = "queued" | "running" | "succeeded" | "failed" | "canceled";
 type Outcome = "converged" | "stalled" | "budget_reached" | "time_limit" | "diverged" | "canceled";
-type ErrorType = "worker_died" | "timeout" | "diverged" | "error";
+type ErrorType = "worker_died" | "timeout" | "memory_limit" | "refused" | "diverged" | "error";
 
 function fail(problem: Problem): never {
   throw new Error(`${problem.status} ${problem.title}: ${problem.detail} (${problem.field ?? "-"})`);

@@ -134,7 +134,7 @@ def _estimates(
         lo, hi = v - q * se, v + q * se
         if not math.isnan(params.lower[i]):
             lo, hi = max(lo, params.lower[i]), min(hi, params.upper[i])
-        out[name] = ParameterEstimate(value=v, std_error=se, ci95=(lo, hi), identifiable=True)
+        out[name] = ParameterEstimate(value=v, std_error=se, ci95=[lo, hi], identifiable=True)
     return out
 
 
