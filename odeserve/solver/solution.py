@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -15,7 +15,7 @@ from odeserve.expr.grammar import MAX_ORDER
 from odeserve.expr.keys import Key
 from odeserve.outcome import Outcome
 from odeserve.problem import Problem
-from odeserve.report import ErrorStats, HistoryPoint, Metrics, ResidualStats, Samples
+from odeserve.report import Attempt, ErrorEstimate, ErrorStats, HistoryPoint, Metrics, ResidualStats, Samples
 from odeserve.solver.constraints import ConstraintPlan
 from odeserve.solver.train import TrainResult
 from odeserve.solver.trial import Trial
@@ -36,6 +36,12 @@ class Solution:
     trial: Trial
     plan: ConstraintPlan
     result: TrainResult
+    #: The error estimate (computed on first use, or by the escalating solve).
+    estimate: ErrorEstimate | None = None
+    #: Every training run of the solve (one unless it escalated).
+    attempts: list[Attempt] = field(default_factory=list)
+    #: Whether the network was first fitted to a classical solution.
+    warm_start: bool = False
 
     # -- evaluation ------------------------------------------------------------------------
     @property
@@ -84,11 +90,23 @@ class Solution:
             errors.append(abs(float(evaluate(c.residual, env, np.zeros(1))[0])))
         return errors
 
+    def error_estimate(self) -> ErrorEstimate:
+        """The estimated error on the metric grid (:func:`odeserve.estimate.estimate_error`), once."""
+        if self.estimate is None:
+            from odeserve.estimate import estimate_error
+
+            xs = np.linspace(*self.problem.domain, METRIC_POINTS)
+            self.estimate = estimate_error(self.problem, self.derivatives, xs)
+        return self.estimate
+
     def metrics(self) -> Metrics:
         """Residuals, condition errors and (with an exact solution) errors, on a uniform grid of
         METRIC_POINTS points: not the (Chebyshev) training grid, apart from the two ends."""
+        from odeserve.estimate import verdict
+
         xs = np.linspace(*self.problem.domain, METRIC_POINTS)
         res = self.residuals(xs)
+        estimate = self.error_estimate()
         return Metrics(
             outcome=self.outcome,
             message=self.message,
@@ -105,6 +123,10 @@ class Solution:
             hard_conditions=[f"conditions[{i}]" for i in self.plan.hard],
             notes=list(self.plan.notes),
             error=self._exact_errors(xs) if self.problem.exact else None,
+            estimate=estimate,
+            accuracy=verdict(estimate, self.problem.options.tolerance),
+            attempts=list(self.attempts),
+            warm_start=self.warm_start,
         )
 
     def _exact_errors(self, xs: np.ndarray) -> dict[str, ErrorStats]:

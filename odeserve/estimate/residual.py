@@ -1,0 +1,121 @@
+"""The residual-based estimate: the network's residual propagated through the linearised problem.
+
+With y the trained solution and y* the true one, e = y* - y satisfies, to first order,
+``L e = -r`` (L: the equations linearised at y, r: their residual at y) together with the
+linearised conditions (right-hand side: minus the conditions' residuals). This module solves that
+linear problem by Chebyshev collocation (a rectangular least-squares system, so that conditions
+anywhere, of any form, simply add rows), and reports e: for a linear problem it is the error
+itself up to the collocation's (spectral) accuracy; for a nonlinear one its first-order part.
+
+Calibration: on the public problems and the hard set it lands within a factor of about two of
+the true error where the solution is resolved; the reported numbers are multiplied by
+:data:`FACTOR` so that it errs on the pessimistic side. Where the linearised problem is singular
+(e.g. a periodic problem with a non-trivial kernel) there is no estimate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from odeserve.estimate.system import NotApplicable
+from odeserve.evaluate import equation_env, evaluate
+from odeserve.expr.keys import DerivKey, Key, PointKey
+from odeserve.expr.program import Program
+from odeserve.problem import Problem
+
+Probe = Callable[[np.ndarray, int], list[np.ndarray]]
+
+#: Chebyshev nodes of the collocation (N + 1 points).
+NODES = 160
+#: Safety factor on the linearised correction (pessimistic side).
+FACTOR = 3.0
+#: Weight of a condition row against one collocation row.
+_CONDITION_WEIGHT = 1e3
+
+
+def chebyshev(n: int, a: float, b: float) -> tuple[np.ndarray, np.ndarray]:
+    """Chebyshev-Lobatto nodes on [a, b] and the first-derivative matrix (Trefethen's cheb)."""
+    t = np.cos(np.pi * np.arange(n + 1) / n)
+    c = np.ones(n + 1)
+    c[0] = c[-1] = 2.0
+    c *= (-1.0) ** np.arange(n + 1)
+    dt = t[:, None] - t[None, :]
+    D = np.outer(c, 1.0 / c) / (dt + np.eye(n + 1))
+    D -= np.diag(D.sum(axis=1))
+    return 0.5 * (a + b) + 0.5 * (b - a) * t, D * (2.0 / (b - a))
+
+
+def interpolation_matrix(nodes: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """(len(x), len(nodes)): barycentric interpolation from Chebyshev-Lobatto nodes."""
+    w = (-1.0) ** np.arange(nodes.shape[0])
+    w[0] *= 0.5
+    w[-1] *= 0.5
+    diff = x[:, None] - nodes[None, :]
+    exact = np.isclose(diff, 0.0, atol=1e-14 * (np.ptp(nodes) or 1.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = w / diff
+        M = terms / terms.sum(axis=1, keepdims=True)
+    hit = exact.any(axis=1)
+    M[hit] = exact[hit].astype(float)
+    return M
+
+
+def _sensitivity(program: Program, env: dict[Key, np.ndarray], key: Key, like: np.ndarray) -> np.ndarray:
+    """d program / d env[key] by a central difference."""
+    v = np.asarray(env[key], dtype=float)
+    h = 1e-6 * (1.0 + np.abs(v))
+    up, down = dict(env), dict(env)
+    up[key], down[key] = v + h, v - h
+    return (evaluate(program, up, like) - evaluate(program, down, like)) / (2.0 * h)
+
+
+def linearized_correction(problem: Problem, probe: Probe, xs: np.ndarray) -> np.ndarray:
+    """(len(xs), m): the first-order error e = y* - y on xs. Raises :class:`NotApplicable`."""
+    nodes, D = chebyshev(NODES, *problem.domain)
+    n, m = nodes.shape[0], len(problem.unknowns)
+    order = problem.max_order
+    Dk = [np.eye(n)]
+    for _ in range(order):
+        Dk.append(D @ Dk[-1])
+    derivs = probe(nodes, order)
+    env = equation_env(problem.variable, problem.unknowns, nodes, derivs)
+    rows, rhs = [], []
+    for eq in problem.equations:
+        block = np.zeros((n, n * m))
+        for key in eq.residual.keys:
+            if isinstance(key, DerivKey):
+                j = problem.unknowns.index(key.unknown)
+                block[:, j * n : (j + 1) * n] += _sensitivity(eq.residual, env, key, nodes)[:, None] * Dk[key.order]
+        rows.append(block)
+        rhs.append(-evaluate(eq.residual, env, nodes))
+    for cond in problem.conditions:
+        row, value = _condition_row(problem, cond.residual, cond.keys, probe, nodes, Dk)
+        scale = _CONDITION_WEIGHT / max(float(np.max(np.abs(row))), 1e-300)
+        rows.append(row[None, :] * scale)
+        rhs.append(np.array([-value * scale]))
+    A, r = np.concatenate(rows), np.concatenate(rhs)
+    if not (np.all(np.isfinite(A)) and np.all(np.isfinite(r))):
+        raise NotApplicable("the residual or its linearisation is not finite on the collocation grid")
+    e, _, rank, _ = np.linalg.lstsq(A, r, rcond=1e-13)
+    if rank < A.shape[1]:
+        raise NotApplicable("the linearised problem is singular")
+    return interpolation_matrix(nodes, xs) @ e.reshape(m, n).T
+
+
+def _condition_row(
+    problem: Problem, program: Program, keys: list[PointKey], probe: Probe, nodes: np.ndarray, Dk: list[np.ndarray]
+) -> tuple[np.ndarray, float]:
+    n, m = nodes.shape[0], len(problem.unknowns)
+    env: dict[Key, np.ndarray] = {}
+    for key in keys:
+        j = problem.unknowns.index(key.unknown)
+        env[key] = np.array([probe(np.array([key.point]), key.order)[key.order][0, j]])
+    one = np.zeros(1)
+    row = np.zeros(n * m)
+    for key in keys:
+        j = problem.unknowns.index(key.unknown)
+        coef = float(_sensitivity(program, env, key, one)[0])
+        row[j * n : (j + 1) * n] += coef * (interpolation_matrix(nodes, np.array([key.point])) @ Dk[key.order])[0]
+    return row, float(evaluate(program, env, one)[0])
