@@ -106,6 +106,7 @@ class Samples(_Record):
     values: dict[str, list[float]] = Field(..., description="Per unknown, its values at x.")
     derivatives: dict[str, list[float]] = Field(..., description="Keyed by the primed name: y', y'', ...")
     residuals: dict[str, list[float]] = Field(..., description="Per equation, keyed 'equations[i]'.")
+    accuracy: Accuracy | None = Field(None, description="The verdict against options.tolerance (as in the metrics).")
 
 
 class HistoryPoint(_Record):

@@ -151,6 +151,8 @@ class Solution:
     def samples(self, x: Any = None, derivatives: int | None = None) -> Samples:
         """The solution resource: ``{variable, x, values, derivatives, residuals}`` on the output
         grid (or at ``x``)."""
+        from odeserve.estimate import verdict
+
         xs = np.asarray(self.problem.output_x if x is None else x, dtype=np.float64)
         nd = self.problem.output_derivatives if derivatives is None else derivatives
         derivs = self.derivatives(xs, nd)
@@ -165,6 +167,7 @@ class Solution:
                 for j, u in enumerate(self.unknowns)
             },
             residuals={f"equations[{i}]": res[:, i].tolist() for i in range(res.shape[1])},
+            accuracy=verdict(self.error_estimate(), self.problem.options.tolerance),
         )
 
     # -- export --------------------------------------------------------------------------------
