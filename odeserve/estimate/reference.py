@@ -175,8 +175,8 @@ def _bvp(
             out.append(float(evaluate(c.residual, env, np.zeros(1))[0]))
         return np.array(out)
 
-    tol = 1e-10 if tight else 1e-8
-    sol = solve_bvp(f, bc, mesh, y_guess, tol=tol, max_nodes=20_000)
+    tol = 1e-9 if tight else 1e-7
+    sol = solve_bvp(f, bc, mesh, y_guess, tol=tol, max_nodes=50_000)
     if sol.status != 0:
         raise NotApplicable(f"solve_bvp did not converge: {sol.message}")
     inside = np.clip(xs, mesh[0], mesh[-1])

@@ -27,12 +27,22 @@ from odeserve.problem import Problem
 
 Probe = Callable[[np.ndarray, int], list[np.ndarray]]
 
-#: Chebyshev nodes of the collocation (N + 1 points).
-NODES = 160
+#: Chebyshev nodes tried in turn (N + 1 points) until the correction is resolved.
+NODE_LADDER = (128, 256, 512)
+#: Most unknowns x nodes of one least-squares system.
+MAX_COLUMNS = 2100
+#: A correction counts as resolved when its last Chebyshev coefficients are this small.
+RESOLVED = 1e-3
+#: Newton steps at most (for linear problems one step is exact).
+NEWTON_STEPS = 8
 #: Safety factor on the linearised correction (pessimistic side).
 FACTOR = 3.0
 #: Weight of a condition row against one collocation row.
 _CONDITION_WEIGHT = 1e3
+
+
+class Unreliable(NotApplicable):
+    """The residual estimate cannot be trusted (unresolved, or Newton does not converge)."""
 
 
 def chebyshev(n: int, a: float, b: float) -> tuple[np.ndarray, np.ndarray]:
@@ -72,14 +82,50 @@ def _sensitivity(program: Program, env: dict[Key, np.ndarray], key: Key, like: n
 
 
 def linearized_correction(problem: Problem, probe: Probe, xs: np.ndarray) -> np.ndarray:
-    """(len(xs), m): the first-order error e = y* - y on xs. Raises :class:`NotApplicable`."""
-    nodes, D = chebyshev(NODES, *problem.domain)
-    n, m = nodes.shape[0], len(problem.unknowns)
-    order = problem.max_order
-    Dk = [np.eye(n)]
-    for _ in range(order):
+    """(len(xs), m): the error e = y* - y on xs, by Newton steps on the collocation system from
+    the network. Raises :class:`NotApplicable` (singular) or :class:`Unreliable`."""
+    m = len(problem.unknowns)
+    sizes = [n for n in NODE_LADDER if m * (n + 1) <= MAX_COLUMNS] or [NODE_LADDER[0]]
+    for n in sizes:
+        nodes, e = _newton(problem, probe, n)
+        if _tail(e) <= RESOLVED or n == sizes[-1]:
+            break
+    if _tail(e) > RESOLVED:
+        raise Unreliable(f"the correction is not resolved by {n + 1} Chebyshev nodes")
+    return interpolation_matrix(nodes, xs) @ e
+
+
+def _tail(e: np.ndarray) -> float:
+    """Size of the last eighth of the Chebyshev coefficients of e (n + 1, m) against the largest."""
+    from scipy.fft import dct
+
+    c = np.abs(dct(e, type=1, axis=0))
+    top = float(np.max(c))
+    return float(np.max(c[-max(c.shape[0] // 8, 2) :])) / top if top > 0 else 0.0
+
+
+def _newton(problem: Problem, probe: Probe, n_nodes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(nodes, e (n + 1, m)): Newton on the collocation equations, started at the network."""
+    nodes, D = chebyshev(n_nodes, *problem.domain)
+    Dk = [np.eye(nodes.shape[0])]
+    for _ in range(problem.max_order):
         Dk.append(D @ Dk[-1])
-    derivs = probe(nodes, order)
+    base = probe(nodes, problem.max_order)
+    total = np.zeros_like(base[0])
+    for _ in range(NEWTON_STEPS):
+        derivs = [d + Dk[k] @ total for k, d in enumerate(base)]
+        step = _linear_step(problem, probe, nodes, Dk, derivs, total)
+        total = total + step
+        if np.linalg.norm(step) <= 1e-3 * np.linalg.norm(total) or not np.any(total):
+            return nodes, total
+    raise Unreliable("Newton's method on the collocation equations does not converge from the network")
+
+
+def _linear_step(
+    problem: Problem, probe: Probe, nodes: np.ndarray, Dk: list[np.ndarray], derivs: list[np.ndarray], total: np.ndarray
+) -> np.ndarray:
+    """One Newton step (n + 1, m) of the collocation system at the state ``derivs``."""
+    n, m = nodes.shape[0], len(problem.unknowns)
     env = equation_env(problem.variable, problem.unknowns, nodes, derivs)
     rows, rhs = [], []
     for eq in problem.equations:
@@ -91,7 +137,7 @@ def linearized_correction(problem: Problem, probe: Probe, xs: np.ndarray) -> np.
         rows.append(block)
         rhs.append(-evaluate(eq.residual, env, nodes))
     for cond in problem.conditions:
-        row, value = _condition_row(problem, cond.residual, cond.keys, probe, nodes, Dk)
+        row, value = _condition_row(problem, cond.residual, cond.keys, probe, nodes, Dk, total)
         scale = _CONDITION_WEIGHT / max(float(np.max(np.abs(row))), 1e-300)
         rows.append(row[None, :] * scale)
         rhs.append(np.array([-value * scale]))
@@ -101,21 +147,30 @@ def linearized_correction(problem: Problem, probe: Probe, xs: np.ndarray) -> np.
     e, _, rank, _ = np.linalg.lstsq(A, r, rcond=1e-13)
     if rank < A.shape[1]:
         raise NotApplicable("the linearised problem is singular")
-    return interpolation_matrix(nodes, xs) @ e.reshape(m, n).T
+    return e.reshape(m, n).T
 
 
 def _condition_row(
-    problem: Problem, program: Program, keys: list[PointKey], probe: Probe, nodes: np.ndarray, Dk: list[np.ndarray]
+    problem: Problem,
+    program: Program,
+    keys: list[PointKey],
+    probe: Probe,
+    nodes: np.ndarray,
+    Dk: list[np.ndarray],
+    total: np.ndarray,
 ) -> tuple[np.ndarray, float]:
+    """The linearised condition (a row over the nodal corrections) and its residual at y + total."""
     n, m = nodes.shape[0], len(problem.unknowns)
     env: dict[Key, np.ndarray] = {}
+    at: dict[PointKey, np.ndarray] = {}
     for key in keys:
         j = problem.unknowns.index(key.unknown)
-        env[key] = np.array([probe(np.array([key.point]), key.order)[key.order][0, j]])
+        at[key] = (interpolation_matrix(nodes, np.array([key.point])) @ Dk[key.order])[0]
+        value = probe(np.array([key.point]), key.order)[key.order][0, j] + at[key] @ total[:, j]
+        env[key] = np.array([value])
     one = np.zeros(1)
     row = np.zeros(n * m)
     for key in keys:
         j = problem.unknowns.index(key.unknown)
-        coef = float(_sensitivity(program, env, key, one)[0])
-        row[j * n : (j + 1) * n] += coef * (interpolation_matrix(nodes, np.array([key.point])) @ Dk[key.order])[0]
+        row[j * n : (j + 1) * n] += float(_sensitivity(program, env, key, one)[0]) * at[key]
     return row, float(evaluate(program, env, one)[0])

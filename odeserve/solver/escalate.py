@@ -118,7 +118,8 @@ def solve_escalating(problem: Problem, attempt: AttemptFn, hooks: Hooks | None, 
     if eligible(problem, best):
         for number, variant in enumerate(ladder(problem), start=2):
             left = limit - (time.perf_counter() - start)
-            if _rel(best) <= tolerance or left < max(MIN_ATTEMPT_S, MIN_ATTEMPT_SHARE * limit):
+            rel = best.error_estimate().rel_l2
+            if rel is None or rel <= tolerance or left < max(MIN_ATTEMPT_S, MIN_ATTEMPT_SHARE * limit):
                 break
             t0 = time.perf_counter()
             probe = best.derivatives if variant.warm else None

@@ -99,7 +99,7 @@ def train_attempt(
     xs = a + (b - a) * unit
     x = torch.as_tensor(xs, dtype=dtype, device=device)
     eq_scales = np.array([scales[min(i, len(scales) - 1)] for i in range(len(problem.equations))])
-    time_left = problem.options.time_limit_s
+    time_left, before = problem.options.time_limit_s, offsets.elapsed
     warm = False
     if warm_probe is not None and resume is None:
         target = _classical_values(problem, warm_probe, xs)
@@ -112,7 +112,7 @@ def train_attempt(
             warm = True
     if windows > 1 and resume is None:
         stopped = march(Residual, trial, (problem, plan, eq_scales), windows, unit, offsets, time_left / 2)
-        time_left = problem.options.time_limit_s - offsets.elapsed
+        time_left = problem.options.time_limit_s - (offsets.elapsed - before)
         if stopped is not None:
             return Solution(problem, trial, plan, stopped, warm_start=warm)
     options = problem.options.model_copy(update={"time_limit_s": max(time_left, 1e-3)})
