@@ -34,7 +34,7 @@ def _stats(problem: Problem, diff: np.ndarray, ref: np.ndarray) -> dict[str, Est
     return out
 
 
-def estimate_error(problem: Problem, probe: Probe, xs: np.ndarray, guard_s: float = 4.0) -> ErrorEstimate:
+def estimate_error(problem: Problem, probe: Probe, xs: np.ndarray, guard_s: float = 5.0) -> ErrorEstimate:
     """The estimated error of the solution ``probe`` on the ascending grid ``xs``."""
     t0 = time.perf_counter()
     values = probe(xs, 0)[0]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from odeserve.evaluate import evaluate
+from odeserve.evaluate import NUMPY, evaluate
 from odeserve.expr.keys import DerivKey, Key
 from odeserve.problem import Problem
 
@@ -56,16 +56,16 @@ class FirstOrderSystem:
         return np.stack([evaluate(e.residual, env, x) for e in p.equations])
 
     def _linear_model(self, x: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(A (n, m, m), b (n, m)) with r = A top + b."""
+        """(A (n, m, m), b (n, m)) with r = A top + b: the m + 1 probes (top = 0, then each unit
+        vector) in one evaluation per equation, side by side along the points."""
         m, n = len(self.problem.unknowns), x.shape[0]
-        zero = np.zeros((m, n))
-        b = self._residuals(x, state, zero)
-        cols = []
+        top = np.zeros((m, (m + 1) * n))
         for j in range(m):
-            unit = zero.copy()
-            unit[j] = 1.0
-            cols.append(self._residuals(x, state, unit) - b)
-        return np.stack(cols, axis=1).transpose(2, 0, 1), b.T
+            top[j, (j + 1) * n : (j + 2) * n] = 1.0
+        r = self._residuals(np.tile(x, m + 1), np.tile(state, (1, m + 1)), top).reshape(-1, m + 1, n)
+        b = r[:, 0]
+        A = (r[:, 1:] - b[:, None, :]).transpose(2, 0, 1)  # (n, eq, unknown)
+        return A, b.T
 
     def highest(self, x: np.ndarray, state: np.ndarray) -> np.ndarray:
         """(m, n): the highest derivatives solved from the equations."""
@@ -73,6 +73,29 @@ class FirstOrderSystem:
         with np.errstate(all="ignore"):
             top = np.linalg.solve(A, -b[:, :, None])[:, :, 0]
         return top.T
+
+    def highest_at(self, x: float, state: np.ndarray) -> np.ndarray:
+        """(m,): the highest derivatives at one point, on scalars (a solver's usual call: the
+        array path's overhead would dominate)."""
+        p = self.problem
+        env: dict[Key, float] = {p.variable: x}
+        env.update((key, float(v)) for key, v in zip(self.slots, state))
+        tops = [DerivKey(u, p.orders[u]) for u in p.unknowns]
+        m = len(tops)
+
+        def residuals(top: list[float]) -> np.ndarray:
+            env.update(zip(tops, top))
+            return np.array([float(e.residual.run(env, NUMPY)) for e in p.equations])
+
+        with np.errstate(all="ignore"):
+            b = residuals([0.0] * m)
+            A = np.column_stack([residuals([float(i == j) for i in range(m)]) - b for j in range(m)])
+            if m == 1:
+                return -b / A[0]
+            try:
+                return np.linalg.solve(A, -b)
+            except np.linalg.LinAlgError:
+                return np.full(m, np.nan)
 
     def rhs(self, guard: TimeGuard) -> Callable[[float | np.ndarray, np.ndarray], np.ndarray]:
         """f(x, y) for scipy: y of shape (S,) or (S, n); vectorised in x."""
@@ -82,6 +105,14 @@ class FirstOrderSystem:
         def f(x: float | np.ndarray, y: np.ndarray) -> np.ndarray:
             guard.check()
             flat = y.ndim == 1
+            if flat and np.ndim(x) == 0:
+                top1 = self.highest_at(float(x), y)
+                return np.array(
+                    [
+                        y[index[DerivKey(u, k + 1)]] if k + 1 < p.orders[u] else top1[p.unknowns.index(u)]
+                        for u, k in self.slots
+                    ]
+                )
             state = y.reshape(len(self.slots), -1)
             xs = np.broadcast_to(np.asarray(x, dtype=float), state.shape[1:]).copy()
             try:
