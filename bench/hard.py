@@ -144,6 +144,42 @@ def table(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: What the numbers do not say by themselves (kept with the generator so that bench.report
+#: reproduces it); written from the committed results.
+NOTES = ""
+
+
+def section(data: dict[str, Any]) -> list[str]:
+    """The BENCHMARKS.md section (``bench.report`` calls this when the results file exists)."""
+    meta = data.get("meta", {})
+    tol = 1e-4
+    wrong = [
+        n
+        for n, r in data["problems"].items()
+        for k in ("plain", "escalated")
+        if r[k]["met"] and r[k]["rel_l2"] > 10 * tol
+    ]
+    unsolved = [n for n, r in data["problems"].items() if r["escalated"]["rel_l2"] > tol]
+    return [
+        "## Hard problems: error estimate, verdict and escalation",
+        "",
+        "`python -m bench.hard` (`--time-limit`, `--problems`, `--peers`); raw results in `bench/results/hard.json`.",
+        f"Machine: {meta.get('machine', {}).get('cpu', '?')}, {meta.get('machine', {}).get('cores', '?')} cores "
+        f"({meta.get('date', '?')}), time limit {meta.get('time_limit_s', '?'):g} s per run, default options otherwise "
+        "(tolerance 1e-4). `plain`: `escalate: false`; `escalated`: the default. Error: the largest relative L2 "
+        "error over the unknowns on 1001 points against the exact solution (`exact`) or a tight scipy solution "
+        "computed by the benchmark's own classical solver (`scipy`). Seconds: the whole `solve()` (training, "
+        "estimates, escalation). Estimate and verdict: `metrics.estimate.rel_l2` and `metrics.accuracy.met`.",
+        "",
+        table(data),
+        "",
+        f'Verdict wrongly "met" (true error above 10x the tolerance): {", ".join(wrong) or "never"}. '
+        f"Not solved to the tolerance with escalation: {', '.join(unsolved) or 'none'}.",
+        "",
+        *([NOTES, ""] if NOTES else []),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--problems", default="")

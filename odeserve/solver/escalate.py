@@ -6,7 +6,8 @@ The ladder (each rung one attempt, in order; rungs that do not apply are skipped
 1. a warm start, when ``options.warm_start``: the network is first fitted to the classical
    solution (seeded by the best attempt so far), then trained on the physics;
 2. time-marching over 4 windows (initial-value problems);
-3. 4x the collocation points, twice the width, 1,000 Adam steps;
+3. residual-based refinement: 2x the collocation points plus as many again where the best
+   attempt's residual is largest, twice the width, 1,000 Adam steps;
 4. time-marching over 8 windows with 2x the points and twice the width (initial-value problems);
 5. another seed with a long (3,000-step) Adam phase and 2x the points;
 6. another seed with a wider and deeper network.
@@ -49,6 +50,7 @@ class Variant:
     network: dict[str, Any] = field(default_factory=dict)
     windows: int = 1
     warm: bool = False
+    refine: bool = False
 
 
 def ladder(problem: Problem) -> list[Variant]:
@@ -56,7 +58,7 @@ def ladder(problem: Problem) -> list[Variant]:
     o, net = problem.options, problem.options.network
     ivp = initial_point(problem) is not None
     wide = min(net.width * 2, MAX_WIDTH)
-    p2, p4 = min(o.points * 2, MAX_POINTS), min(o.points * 4, MAX_POINTS)
+    p2 = min(o.points * 2, MAX_POINTS // 2)
 
     def longer(adam: int) -> dict[str, Any]:
         adam = max(o.adam_iterations, adam)
@@ -68,7 +70,12 @@ def ladder(problem: Problem) -> list[Variant]:
     if ivp:
         rungs.append(Variant("time-marching over 4 windows", windows=4))
     rungs.append(
-        Variant(f"{p4} points, width {wide}, 1000 Adam steps", {"points": p4, **longer(1000)}, {"width": wide})
+        Variant(
+            f"{p2} points and {p2} more where the residual is largest, width {wide}, 1000 Adam steps",
+            {"points": p2, **longer(1000)},
+            {"width": wide},
+            refine=True,
+        )
     )
     if ivp:
         rungs.append(
@@ -128,6 +135,7 @@ def solve_escalating(problem: Problem, attempt: AttemptFn, hooks: Hooks | None, 
                 offsets,
                 windows=variant.windows,
                 warm_probe=probe,
+                refine=best if variant.refine else None,
                 checkpoint=False,
             )
             sol.problem = problem

@@ -72,6 +72,15 @@ def build_trial(problem: Problem, device: torch.device, dtype: torch.dtype) -> t
     return trial, plan, scales
 
 
+def refined_points(solution: Solution, n: int) -> np.ndarray:
+    """Residual-based refinement: the n points of a fine grid where ``solution``'s scaled residual
+    is largest."""
+    grid = np.linspace(*solution.problem.domain, 8 * n + 1)
+    with np.errstate(all="ignore"):
+        size = np.nan_to_num(np.max(np.abs(solution.residuals(grid)), axis=1), nan=np.inf)
+    return np.sort(grid[np.argsort(size)[-n:]])
+
+
 def _classical_values(problem: Problem, probe: Probe, xs: np.ndarray) -> np.ndarray | None:
     """The classical solution at xs for a warm start, or None where there is none."""
     try:
@@ -88,15 +97,19 @@ def train_attempt(
     resume: TrainState | None = None,
     windows: int = 1,
     warm_probe: Probe | None = None,
+    refine: Solution | None = None,
     checkpoint: bool = True,
 ) -> Solution:
     """One training run: optionally a warm start (a fit to the classical solution computed with
-    ``warm_probe`` as seed) and time-marching over ``windows``, then training on the whole domain."""
+    ``warm_probe`` as seed) and time-marching over ``windows``, then training on the whole domain;
+    ``refine``: add collocation points where that solution's residual is largest."""
     dtype = DTYPES[problem.options.precision]
     trial, plan, scales = build_trial(problem, device, dtype)
     unit = chebyshev_points(0.0, 1.0, problem.options.points)
     a, b = problem.domain
     xs = a + (b - a) * unit
+    if refine is not None:
+        xs = np.union1d(xs, refined_points(refine, problem.options.points))
     x = torch.as_tensor(xs, dtype=dtype, device=device)
     eq_scales = np.array([scales[min(i, len(scales) - 1)] for i in range(len(problem.equations))])
     time_left, before = problem.options.time_limit_s, offsets.elapsed
