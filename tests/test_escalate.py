@@ -46,3 +46,16 @@ def test_escalation_on_predator_prey_keeps_the_best_attempt() -> None:
     assert kept.estimated_rel_l2 < m.attempts[0].estimated_rel_l2  # type: ignore[operator]
     assert steps == list(range(1, len(steps) + 1))  # iterations count on across attempts
     assert s.outcome is not Outcome.DIVERGED and f"attempt {kept.attempt} of {len(m.attempts)}" in s.message
+
+
+@pytest.mark.slow
+def test_warm_start_is_the_first_rung_and_reported() -> None:
+    """With options.warm_start, the first escalation fits the network to the classical solution
+    before physics training; metrics.warm_start says whether the kept network started so."""
+    spec = with_options(PUBLIC["lagaris2"], tolerance=1e-14, warm_start=True, time_limit_s=60)
+    m = solve(spec).metrics()
+    assert m.accuracy is not None and m.accuracy.met is False  # 1e-14 is out of reach
+    assert len(m.attempts) >= 2 and m.attempts[1].change.startswith("warm start")
+    kept = next(a for a in m.attempts if a.kept)
+    assert m.warm_start is kept.change.startswith("warm start")
+    assert m.attempts[1].estimated_rel_l2 is not None and m.attempts[1].estimated_rel_l2 < 1e-6

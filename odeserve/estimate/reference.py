@@ -94,40 +94,62 @@ def _ivp(
     tight: bool,
     hint: str,
 ) -> tuple[str, np.ndarray]:
+    p, y0 = start
+    f = system.rhs(guard)
+    out = np.empty((xs.shape[0], len(system.slots)))
+    solver = "solve_ivp/Radau" if hint == "solve_ivp/Radau" else "solve_ivp/DOP853"
+    for end in system.problem.domain:
+        side = (xs <= p) if end < p else (xs >= p)
+        if end != p and side.any():
+            out[side], solver = _side(system, probe, f, start, end, xs[side], solver, 1e-12 if tight else 1e-10)
+    return solver, _values(system, out)
+
+
+def _side(
+    system: FirstOrderSystem,
+    probe: Probe,
+    f: Callable[..., np.ndarray],
+    start: tuple[float, np.ndarray],
+    end: float,
+    grid: np.ndarray,
+    solver: str,
+    rtol: float,
+) -> tuple[np.ndarray, str]:
+    """The state on ``grid`` (ascending, between the initial point and ``end``), integrated from
+    the initial point. A singular initial point is stepped over (from the network's values a hair
+    inside); a singular end is stopped a hair short of, its value taken from there."""
     from scipy.integrate import solve_ivp
 
     p, y0 = start
-    f = system.rhs(guard)
-    a, b = system.problem.domain
-    out = np.empty((xs.shape[0], len(system.slots)))
-    solver = "solve_ivp/Radau" if hint == "solve_ivp/Radau" else "solve_ivp/DOP853"
-    rtol = 1e-12 if tight else 1e-10
-    for end in (a, b):
-        side = (xs <= p) if end < p else (xs >= p)
-        if end == p or not side.any():
-            continue
-        x0, s0 = p, y0
-        if not _finite_at(f, p, y0):  # a singular start: begin a hair inside, from the network
-            x0 = p + _HAIR * (end - p)
-            s0 = system.state_of(probe(np.array([x0]), system.problem.max_order))[:, 0]
-        grid = xs[side]  # ascending
-        moved = grid != p
-        t_eval = grid[moved] if end > p else grid[moved][::-1]
-        atol = 1e-14 * max(1.0, float(np.max(np.abs(y0))))
-        try:
-            if solver == "solve_ivp/Radau":
-                raise _Stiff
-            sol = solve_ivp(_count(f, _STIFF_NFEV), (x0, end), s0, method="DOP853", rtol=rtol, atol=atol, t_eval=t_eval)
-        except _Stiff:
-            solver = "solve_ivp/Radau"
-            sol = solve_ivp(f, (x0, end), s0, method="Radau", rtol=rtol * 100, atol=atol * 100, t_eval=t_eval)
-        if sol.status != 0 or sol.y.shape[1] != t_eval.shape[0]:
-            raise NotApplicable(f"solve_ivp failed: {sol.message}")
-        vals = np.empty((grid.shape[0], len(system.slots)))
-        vals[~moved] = y0
-        vals[moved] = sol.y.T if end > p else sol.y.T[::-1]
-        out[side] = vals
-    return solver, _values(system, out)
+    order = system.problem.max_order
+    net = lambda x: system.state_of(probe(np.atleast_1d(x), order))  # noqa: E731
+    x0, s0, x1 = p, y0, end
+    if not _finite_at(f, p, y0):
+        x0 = p + _HAIR * (end - p)
+        s0 = net(x0)[:, 0]
+    if not _finite_at(f, end, net(end)[:, 0]):
+        x1 = end - _HAIR * (end - p)
+    sign = 1.0 if end > p else -1.0
+    inside = ((grid - x0) * sign > 0) & ((x1 - grid) * sign >= 0)
+    t_eval = grid[inside] if sign > 0 else grid[inside][::-1]
+    t_eval = np.append(t_eval, x1) if x1 != end else t_eval  # a singular end: its value from just before
+    atol = 1e-14 * max(1.0, float(np.max(np.abs(y0))))
+    try:
+        if solver == "solve_ivp/Radau":
+            raise _Stiff
+        sol = solve_ivp(_count(f, _STIFF_NFEV), (x0, x1), s0, method="DOP853", rtol=rtol, atol=atol, t_eval=t_eval)
+    except _Stiff:
+        solver = "solve_ivp/Radau"
+        sol = solve_ivp(f, (x0, x1), s0, method="Radau", rtol=rtol * 100, atol=atol * 100, t_eval=t_eval)
+    if sol.status != 0 or sol.y.shape[1] != t_eval.shape[0]:
+        raise NotApplicable(f"solve_ivp failed: {sol.message}")
+    vals = np.empty((grid.shape[0], len(system.slots)))
+    ys = sol.y.T
+    if x1 != end:
+        ys, vals[~inside & (grid != p)] = ys[:-1], ys[-1]
+    vals[inside] = ys if sign > 0 else ys[::-1]
+    vals[grid == p] = y0
+    return vals, solver
 
 
 class _Stiff(Exception):
