@@ -121,6 +121,7 @@ def solve_escalating(problem: Problem, attempt: AttemptFn, hooks: Hooks | None, 
     offsets = Offsets(hooks)
     best = attempt(problem, offsets, resume=resume, checkpoint=True)
     records = [_record(1, "the options as given", best, time.perf_counter() - start)]
+    tried = [best]
     tolerance, kept = problem.options.tolerance, 0
     if eligible(problem, best):
         for number, variant in enumerate(ladder(problem), start=2):
@@ -140,12 +141,13 @@ def solve_escalating(problem: Problem, attempt: AttemptFn, hooks: Hooks | None, 
             )
             sol.problem = problem
             records.append(_record(number, variant.change, sol, time.perf_counter() - t0))
+            tried.append(sol)
             if _rel(sol) < _rel(best):
                 best, kept = sol, len(records) - 1
             if sol.outcome is Outcome.CANCELED:
                 break
     records[kept].kept = True
-    best.attempts = records
+    best.attempts, best.tried = records, tried
     if len(records) > 1:
         best.result.message = f"attempt {kept + 1} of {len(records)} kept: {best.result.message}"
     return best

@@ -42,6 +42,8 @@ class Solution:
     attempts: list[Attempt] = field(default_factory=list)
     #: Whether the network was first fitted to a classical solution.
     warm_start: bool = False
+    #: Every attempt's solution, in order (this one among them), for benchmarks and inspection.
+    tried: list[Solution] = field(default_factory=list, repr=False)
 
     # -- evaluation ------------------------------------------------------------------------
     @property
