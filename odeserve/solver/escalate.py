@@ -149,8 +149,21 @@ def solve_escalating(problem: Problem, attempt: AttemptFn, hooks: Hooks | None, 
     records[kept].kept = True
     best.attempts, best.tried = records, tried
     if len(records) > 1:
-        best.result.message = f"attempt {kept + 1} of {len(records)} kept: {best.result.message}"
+        _merge(best, tried, kept)
     return best
+
+
+def _merge(best: Solution, tried: list[Solution], kept: int) -> None:
+    """The kept attempt's result, told as one solve: a cancel during escalation is the outcome,
+    and the resumable state is the first attempt's (a resumed job resumes it, then escalates)."""
+    result = best.result
+    if tried[-1].outcome is Outcome.CANCELED:
+        result.outcome = Outcome.CANCELED
+        result.message = f"canceled during attempt {len(tried)}; the best attempt ({kept + 1}) is kept"
+    else:
+        result.message = f"attempt {kept + 1} of {len(tried)} kept: {result.message}"
+    if best is not tried[0]:
+        best.result = dataclasses.replace(result, state=tried[0].result.state)
 
 
 def _record(number: int, change: str, sol: Solution, seconds: float) -> Attempt:
