@@ -12,9 +12,11 @@ The ladder (each rung one attempt, in order; rungs that do not apply are skipped
 5. another seed with a long (3,000-step) Adam phase and 2x the points;
 6. another seed with a wider and deeper network.
 
-Escalation starts only when the first run ended on its own (converged or stalled, or used the
-default iteration budget): an iteration budget or target loss set explicitly, the time limit, a
-cancel or a divergence end the solve. Every attempt shares the one time limit, and the hooks see
+When escalation may follow (``escalate`` on, ``max_iterations`` and ``target_loss`` not set
+explicitly), the first run gets half the time limit, so that the ladder has the other half.
+Escalation starts when the first run stalled, converged short of the tolerance (default target
+loss), or used its share of the time or the default iteration budget; an iteration budget or
+target loss set explicitly, the time limit, a cancel or a divergence end the solve. Every attempt shares the one time limit, and the hooks see
 one run: iterations and seconds count on across attempts; a cancel ends the escalation.
 """
 
@@ -34,6 +36,8 @@ from odeserve.solver.marching import Offsets, initial_point
 from odeserve.solver.solution import Solution
 from odeserve.spec import MAX_HIDDEN_LAYERS, MAX_WIDTH
 
+#: The first attempt's share of the time limit when escalation may follow (the rest is the ladder's).
+FIRST_SHARE = 0.5
 #: Most collocation points an escalation asks for.
 MAX_POINTS = 1024
 #: An attempt starts only with at least this many seconds (and this share of the limit) left.
@@ -89,6 +93,13 @@ def ladder(problem: Problem) -> list[Variant]:
     return rungs
 
 
+def budgeted(problem: Problem) -> bool:
+    """Whether the first attempt gets only FIRST_SHARE of the time: escalation is on and neither
+    the iteration budget nor the target loss was set explicitly."""
+    o = problem.options
+    return o.escalate and not {"max_iterations", "target_loss"} & o.model_fields_set
+
+
 def eligible(problem: Problem, first: Solution) -> bool:
     """Whether the first run's ending allows escalation (see the module's docstring)."""
     o = problem.options
@@ -98,7 +109,7 @@ def eligible(problem: Problem, first: Solution) -> bool:
     return (
         first.outcome is Outcome.STALLED
         or (first.outcome is Outcome.CONVERGED and "target_loss" not in set_)
-        or (first.outcome is Outcome.BUDGET and "max_iterations" not in set_)
+        or (first.outcome in (Outcome.BUDGET, Outcome.TIME_LIMIT) and budgeted(problem))
     )
 
 
@@ -119,7 +130,13 @@ def solve_escalating(problem: Problem, attempt: AttemptFn, hooks: Hooks | None, 
     start = time.perf_counter() - (float(resume["elapsed"]) if resume is not None else 0.0)
     limit = problem.options.time_limit_s
     offsets = Offsets(hooks)
-    best = attempt(problem, offsets, resume=resume, checkpoint=True)
+    first = variant_problem(problem, Variant(""), limit * FIRST_SHARE) if budgeted(problem) else problem
+    best = attempt(first, offsets, resume=resume, checkpoint=True)
+    best.problem = problem
+    if first is not problem and best.outcome is Outcome.TIME_LIMIT:
+        best.result.message = (
+            f"reached the first attempt's share of the time limit ({first.options.time_limit_s:g} of {limit:g} s)"
+        )
     records = [_record(1, "the options as given", best, time.perf_counter() - start)]
     tried = [best]
     tolerance, kept = problem.options.tolerance, 0
