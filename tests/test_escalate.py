@@ -7,7 +7,7 @@ import pytest
 
 from odeserve import Hooks, Outcome, load_problem, solve
 from odeserve.examples import hard_problems
-from odeserve.solver.escalate import ladder
+from odeserve.solver.escalate import budgeted, ladder
 from tests.problems import public_problems, with_options
 
 PUBLIC = public_problems()
@@ -20,6 +20,13 @@ def test_ladder_depends_on_the_problem() -> None:
     assert any("seed 1" in c for c in bvp) and any("width 48" in c for c in bvp)
     warm = ladder(load_problem(with_options(PUBLIC["seed_poly"], warm_start=True)))
     assert warm[0].warm and "warm start" in warm[0].change
+
+
+def test_first_attempt_gets_a_share_of_the_time_only_when_escalation_may_follow() -> None:
+    assert budgeted(load_problem(PUBLIC["lagaris2"]))
+    assert budgeted(load_problem(with_options(PUBLIC["lagaris2"], time_limit_s=5)))
+    for extra in ({"max_iterations": 10}, {"target_loss": 1e-3}, {"escalate": False}):
+        assert not budgeted(load_problem(with_options(PUBLIC["lagaris2"], **extra)))
 
 
 def test_no_escalation_when_the_user_set_the_budget_or_the_target() -> None:
