@@ -33,6 +33,8 @@ NODE_LADDER = (128, 256, 512)
 MAX_COLUMNS = 2100
 #: A correction counts as resolved when its last Chebyshev coefficients are this small.
 RESOLVED = 1e-3
+#: A correction below this fraction of the solution's size counts as resolved.
+NEGLIGIBLE = 1e-9
 #: Newton steps at most (for linear problems one step is exact).
 NEWTON_STEPS = 8
 #: Safety factor on the linearised correction (pessimistic side).
@@ -88,11 +90,17 @@ def linearized_correction(problem: Problem, probe: Probe, xs: np.ndarray) -> np.
     sizes = [n for n in NODE_LADDER if m * (n + 1) <= MAX_COLUMNS] or [NODE_LADDER[0]]
     for n in sizes:
         nodes, e = _newton(problem, probe, n)
-        if _tail(e) <= RESOLVED or n == sizes[-1]:
+        resolved = _tail(e) <= RESOLVED or _negligible(e, probe(nodes, 0)[0])
+        if resolved or n == sizes[-1]:
             break
-    if _tail(e) > RESOLVED:
+    if not resolved:
         raise Unreliable(f"the correction is not resolved by {n + 1} Chebyshev nodes")
     return interpolation_matrix(nodes, xs) @ e
+
+
+def _negligible(e: np.ndarray, y: np.ndarray) -> bool:
+    """A correction at round-off level (its coefficients are noise, resolved or not)."""
+    return bool(np.max(np.abs(e)) <= NEGLIGIBLE * max(float(np.max(np.abs(y))), 1e-300))
 
 
 def _tail(e: np.ndarray) -> float:
