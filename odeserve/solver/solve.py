@@ -118,7 +118,11 @@ def train_attempt(
         target = _classical_values(problem, warm_probe, xs)
         if target is not None:
             fit = warm_fit(
-                FitResidual(problem, trial, plan, x, scales, target), trial.theta, problem.options, offsets, time_left
+                FitResidual(problem, trial, plan, x, scales, target),
+                trial.theta,
+                problem.options,
+                offsets,
+                time_left / 3,
             )
             trial.theta.copy_(fit.theta)
             time_left -= fit.elapsed
