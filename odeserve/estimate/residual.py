@@ -90,12 +90,20 @@ def linearized_correction(problem: Problem, probe: Probe, xs: np.ndarray) -> np.
     sizes = [n for n in NODE_LADDER if m * (n + 1) <= MAX_COLUMNS] or [NODE_LADDER[0]]
     for n in sizes:
         nodes, e = _newton(problem, probe, n)
-        resolved = _tail(e) <= RESOLVED or _negligible(e, probe(nodes, 0)[0])
+        y = probe(nodes, 0)[0]
+        resolved = (_tail(e) <= RESOLVED or _negligible(e, y)) and _solution_resolved(y + e, e)
         if resolved or n == sizes[-1]:
             break
     if not resolved:
-        raise Unreliable(f"the correction is not resolved by {n + 1} Chebyshev nodes")
+        raise Unreliable(f"the solution or the correction is not resolved by {n + 1} Chebyshev nodes")
     return interpolation_matrix(nodes, xs) @ e
+
+
+def _solution_resolved(y: np.ndarray, e: np.ndarray) -> bool:
+    """The collocation solution itself is resolved well below the correction: its Chebyshev tail
+    (the discretisation error) is under a tenth of the correction, or at round-off level."""
+    tail = _tail(y) * float(np.max(np.abs(y)))
+    return tail <= 0.1 * float(np.max(np.abs(e))) or _tail(y) <= NEGLIGIBLE
 
 
 def _negligible(e: np.ndarray, y: np.ndarray) -> bool:
