@@ -85,18 +85,27 @@ def _sensitivity(program: Program, env: dict[Key, np.ndarray], key: Key, like: n
 
 def linearized_correction(problem: Problem, probe: Probe, xs: np.ndarray) -> np.ndarray:
     """(len(xs), m): the error e = y* - y on xs, by Newton steps on the collocation system from
-    the network. Raises :class:`NotApplicable` (singular) or :class:`Unreliable`."""
+    the network. Accepted when resolved and, where a finer grid fits, confirmed by it (an
+    ill-conditioned problem amplifies the discretisation error past what the tail shows).
+    Raises :class:`NotApplicable` (singular) or :class:`Unreliable`."""
     m = len(problem.unknowns)
     sizes = [n for n in NODE_LADDER if m * (n + 1) <= MAX_COLUMNS] or [NODE_LADDER[0]]
+    previous: np.ndarray | None = None
     for n in sizes:
         nodes, e = _newton(problem, probe, n)
         y = probe(nodes, 0)[0]
+        on_xs = interpolation_matrix(nodes, xs) @ e
         resolved = (_tail(e) <= RESOLVED or _negligible(e, y)) and _solution_resolved(y + e, e)
-        if resolved or n == sizes[-1]:
-            break
-    if not resolved:
-        raise Unreliable(f"the solution or the correction is not resolved by {n + 1} Chebyshev nodes")
-    return interpolation_matrix(nodes, xs) @ e
+        if resolved and (len(sizes) == 1 or (previous is not None and _agree(previous, on_xs, y))):
+            return on_xs
+        previous = on_xs if resolved else None
+    raise Unreliable(f"the solution or the correction is not resolved (or confirmed) by {n + 1} Chebyshev nodes")
+
+
+def _agree(coarse: np.ndarray, fine: np.ndarray, y: np.ndarray) -> bool:
+    """Two grids' corrections agree to 30 %, or both are at round-off level."""
+    gap = float(np.linalg.norm(coarse - fine))
+    return gap <= 0.3 * float(np.linalg.norm(fine)) or gap <= NEGLIGIBLE * float(np.linalg.norm(y))
 
 
 def _solution_resolved(y: np.ndarray, e: np.ndarray) -> bool:
