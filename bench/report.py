@@ -143,6 +143,11 @@ def main() -> None:
             "run is faster. Hence `compile` is opt-in, for long runs and repeated problem shapes.",
             "",
         ]
+    hard = RESULTS / "hard.json"
+    if hard.exists():
+        from bench.hard import section
+
+        parts += section(json.loads(hard.read_text()))
     gpu = RESULTS / "gpu" / "gpu.json"
     if gpu.exists():
         parts += gpu_section(json.loads(gpu.read_text()))

@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from odeserve.hooks import Step
     from odeserve.report import Metrics
 
+#: Exit status of ``solve`` when the estimated error exceeds options.tolerance (0: met or unknown,
+#: 1: training diverged, 2: invalid problem).
+EXIT_NOT_MET = 3
+
 #: Entry points of this group are ``register(subparsers)`` functions adding one subcommand.
 COMMANDS_GROUP = "odeserve.commands"
 
@@ -104,7 +108,9 @@ def _solve(args: argparse.Namespace) -> int:
 
         plot_solution(solution, args.plot)
         print(f"wrote {args.plot}")
-    return 0 if solution.outcome.ok else 1
+    if not solution.outcome.ok:
+        return 1
+    return EXIT_NOT_MET if metrics.accuracy is not None and metrics.accuracy.met is False else 0
 
 
 def finish_bar(bar: Any, iterations: int, outcome: str) -> None:
@@ -132,6 +138,25 @@ def _print_metrics(m: Metrics) -> None:
         print(f"error of {name} vs exact: max {_num(err.max_abs)}  relative L2 {_num(err.rel_l2)}")
     for nf in m.non_finite:
         print(f"not finite: {nf.field} ({', '.join(nf.kinds)}): {nf.reason}")
+    _print_verdict(m)
+
+
+def _print_verdict(m: Metrics) -> None:
+    est = m.estimate
+    if est is not None:
+        how = est.method + (f" ({est.solver})" if est.solver else "")
+        for name, e in est.unknowns.items():
+            print(f"estimated error of {name}: max {e.max_abs:.3e}  relative L2 {e.rel_l2:.3e}  [{how}]")
+        if est.note:
+            print(f"estimate: {est.note}")
+    for a in m.attempts if len(m.attempts) > 1 else []:
+        rel = "n/a" if a.estimated_rel_l2 is None else f"{a.estimated_rel_l2:.3e}"
+        mark = "  (kept)" if a.kept else ""
+        print(f"attempt {a.attempt}: {a.change}: estimated {rel}, {a.outcome.value}, {a.time_s:.1f} s{mark}")
+    acc = m.accuracy
+    if acc is not None:
+        verdict = {True: "met", False: "NOT MET", None: "unknown (no estimate)"}[acc.met]
+        print(f"tolerance {acc.tolerance:.1e} (relative L2): {verdict}")
 
 
 def _add_solve(sub: argparse._SubParsersAction) -> None:

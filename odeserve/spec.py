@@ -24,6 +24,9 @@ MAX_WIDTH = 512
 MAX_HIDDEN_LAYERS = 8
 MAX_DATA_SETS = 16
 MAX_DATA_POINTS = 10_000  # per data set and over all data sets together
+#: Default relative L2 tolerance of options.tolerance: well above the 1e-8..1e-10 the public
+#: problems reach, well below what a plot shows.
+DEFAULT_TOLERANCE = 1e-4
 
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 Expression = Annotated[str, StringConstraints(max_length=MAX_EXPRESSION_LENGTH)]
@@ -76,6 +79,23 @@ class Options(_Strict):
         "compile of about 10-30 s, so worth it for long runs only.",
     )
     network: NetworkOptions = Field(default_factory=NetworkOptions)
+    tolerance: Finite = Field(
+        DEFAULT_TOLERANCE,
+        gt=0,
+        le=1e6,
+        description="Relative L2 error the answer should meet, judged by the error estimate "
+        "(metrics.accuracy.met); while it is not met and time remains, the solver escalates.",
+    )
+    escalate: bool = Field(
+        True,
+        description="Retry with stronger settings (time-marching, more points, a larger network, longer "
+        "Adam phase, other seeds) while the estimated error exceeds the tolerance and time remains.",
+    )
+    warm_start: bool = Field(
+        False,
+        description="Fit the network to a classical (scipy) solution of the equations before physics "
+        "training, where one can be computed.",
+    )
 
 
 class Output(_Strict):

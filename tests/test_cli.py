@@ -40,7 +40,8 @@ def test_solve_writes_metrics_samples_plot_and_model(tmp_path) -> None:
     assert "error of y vs exact" in out.stdout and "outcome: budget_reached" in out.stdout
     result = json.loads((tmp_path / "r.json").read_text())
     assert set(result) == {"metrics", "samples", "history"}
-    assert set(result["samples"]) == {"variable", "x", "values", "derivatives", "residuals", "non_finite"}
+    assert set(result["samples"]) == {"variable", "x", "values", "derivatives", "residuals", "non_finite", "accuracy"}
+    assert result["metrics"]["accuracy"]["met"] is True and "tolerance 1.0e-04 (relative L2): met" in out.stdout
     assert result["metrics"]["error"]["y"]["rel_l2"] < 1e-5
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "m.pt").stat().st_size > 1000 and (tmp_path / "m.pt2").stat().st_size > 1000
@@ -83,3 +84,15 @@ def test_hints_for_the_variable_and_for_ln(tmp_path) -> None:
         )
         out = run("solve", "p.json", cwd=tmp_path)
         assert out.returncode == 2 and hint in out.stderr, out.stderr
+
+
+def test_tolerance_not_met_exits_3_and_says_so(tmp_path) -> None:
+    spec = with_options(public_problems()["lagaris2"], max_iterations=30, tolerance=1e-6)
+    (tmp_path / "p.json").write_text(json.dumps(spec))
+    out = run("solve", "p.json", "--out", "r.json", "--quiet", cwd=tmp_path)
+    assert out.returncode == 3, out.stderr
+    assert "estimated error of y" in out.stdout and "tolerance 1.0e-06 (relative L2): NOT MET" in out.stdout
+    metrics = json.loads((tmp_path / "r.json").read_text())["metrics"]
+    assert metrics["accuracy"]["met"] is False and metrics["accuracy"]["tolerance"] == 1e-6
+    assert metrics["estimate"]["method"] == "classical"
+    assert metrics["accuracy"]["estimated_rel_l2"] == metrics["estimate"]["rel_l2"] > 1e-6

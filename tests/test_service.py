@@ -37,6 +37,10 @@ def test_seed_problems_end_to_end(service, name: str) -> None:
     assert job["status"] == "succeeded", job
     assert job["metrics"]["error"]["y"]["rel_l2"] <= 1e-6
     assert job["progress"]["iteration"] == job["metrics"]["iterations"]
+    estimate = job["metrics"]["estimate"]
+    assert estimate["method"] == "classical" and estimate["rel_l2"] <= 1e-5
+    assert job["metrics"]["accuracy"] == {"tolerance": 1e-4, "estimated_rel_l2": estimate["rel_l2"], "met": True}
+    assert [a["kept"] for a in job["metrics"]["attempts"]] == [True]
     assert job["started_at"] and job["finished_at"] and job["outcome"] in ("converged", "budget_reached")
 
     sol = service.get(f"/jobs/{job['id']}/solution").json()
@@ -45,6 +49,7 @@ def test_seed_problems_end_to_end(service, name: str) -> None:
     y = np.array(sol["values"]["y"])
     assert np.linalg.norm(y - exact) / np.linalg.norm(exact) <= 1e-6
     assert set(sol["derivatives"]) == {"y'", "y''"} and set(sol["residuals"]) == {"equations[0]"}
+    assert sol["accuracy"] == job["metrics"]["accuracy"]
 
     csv = service.get(f"/jobs/{job['id']}/solution", params={"format": "csv"})
     assert csv.headers["content-type"].startswith("text/csv")

@@ -1,7 +1,7 @@
 """Example problems shipped with odeserve, each with its exact solution (no torch).
 
 ``public`` holds the public benchmark problems (the seed questions, Lagaris et al. 1998 problems
-1-3 and textbook cases). The tests, the benchmarks and the playground all read them from here.
+1-3 and textbook cases); ``hard`` the hard cases of the error estimate and escalation. The tests, the benchmarks and the playground all read them from here.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from importlib.resources import files
 from typing import Any
 
 #: The problem sets, by name: a JSON file beside this module, ``{"about": ..., "problems": {...}}``.
-SETS = ("public",)
+SETS = ("public", "hard")
 
 
 def problems(name: str = "public") -> dict[str, dict[str, Any]]:
@@ -23,3 +23,9 @@ def problems(name: str = "public") -> dict[str, dict[str, Any]]:
 
 def public_problems() -> dict[str, dict[str, Any]]:
     return problems("public")
+
+
+def hard_problems() -> dict[str, dict[str, Any]]:
+    """Hard cases (issue 9): boundary layers, stiffness, long horizons, chaos, singular ends;
+    those without ``exact`` are measured against a tight scipy solution."""
+    return problems("hard")

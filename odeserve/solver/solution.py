@@ -15,7 +15,17 @@ from odeserve.expr.grammar import MAX_ORDER
 from odeserve.expr.keys import Key
 from odeserve.outcome import Outcome
 from odeserve.problem import Problem
-from odeserve.report import DataFit, ErrorStats, HistoryPoint, Metrics, ParameterEstimate, ResidualStats, Samples
+from odeserve.report import (
+    Attempt,
+    DataFit,
+    ErrorEstimate,
+    ErrorStats,
+    HistoryPoint,
+    Metrics,
+    ParameterEstimate,
+    ResidualStats,
+    Samples,
+)
 from odeserve.solver.constraints import ConstraintPlan
 from odeserve.solver.templates import ExportTemplates, trace
 from odeserve.solver.train import TrainResult
@@ -41,6 +51,14 @@ class Solution:
     parameter_values: dict[str, float] = field(default_factory=dict)
     estimates: dict[str, ParameterEstimate] | None = None
     data_fit: DataFit | None = None
+    #: The error estimate (computed on first use, or by the escalating solve).
+    estimate: ErrorEstimate | None = None
+    #: Every training run of the solve (one unless it escalated).
+    attempts: list[Attempt] = field(default_factory=list)
+    #: Whether the network was first fitted to a classical solution.
+    warm_start: bool = False
+    #: Every attempt's solution, in order (this one among them), for benchmarks and inspection.
+    tried: list[Solution] = field(default_factory=list, repr=False)
 
     # -- evaluation ------------------------------------------------------------------------
     @property
@@ -91,11 +109,51 @@ class Solution:
             errors.append(abs(float(evaluate(c.residual, env, np.zeros(1))[0])))
         return errors
 
+    def error_estimate(self) -> ErrorEstimate:
+        """The estimated error on the metric grid (:func:`odeserve.estimate.estimate_error`), once."""
+        if self.estimate is None:
+            from odeserve.estimate import estimate_error
+
+            xs = np.linspace(*self.problem.domain, METRIC_POINTS)
+            problem = self._forward_problem()
+            if problem is None:
+                note = (
+                    "not estimated: the data stand in for conditions, so there is no forward problem "
+                    "to solve classically (see metrics.data_fit)"
+                )
+                self.estimate = ErrorEstimate(method="none", note=note)
+            else:
+                self.estimate = estimate_error(problem, self.derivatives, xs)
+        return self.estimate
+
+    def _forward_problem(self) -> Problem | None:
+        """The problem itself, or for an inverse problem the forward problem with the estimated
+        parameters fixed (None when the data stand in for conditions)."""
+        if not self.problem.is_inverse:
+            return self.problem
+        from odeserve.errors import SpecError
+        from odeserve.problem import analyse
+
+        spec = self.problem.spec.model_copy(
+            update={
+                "parameters": {**self.problem.spec.parameters, **self.parameter_values},
+                "unknown_parameters": {},
+                "data": [],
+            }
+        )
+        try:
+            return analyse(spec)
+        except SpecError:
+            return None
+
     def metrics(self) -> Metrics:
         """Residuals, condition errors and (with an exact solution) errors, on a uniform grid of
         METRIC_POINTS points: not the (Chebyshev) training grid, apart from the two ends."""
+        from odeserve.estimate import verdict
+
         xs = np.linspace(*self.problem.domain, METRIC_POINTS)
         res = self.residuals(xs)
+        estimate = self.error_estimate()
         return Metrics(
             outcome=self.outcome,
             message=self.message,
@@ -114,6 +172,10 @@ class Solution:
             error=self._exact_errors(xs) if self.problem.exact else None,
             parameters=self.estimates,
             data_fit=self.data_fit,
+            estimate=estimate,
+            accuracy=verdict(estimate, self.problem.options.tolerance),
+            attempts=list(self.attempts),
+            warm_start=self.warm_start,
         )
 
     def _exact_errors(self, xs: np.ndarray) -> dict[str, ErrorStats]:
@@ -138,6 +200,8 @@ class Solution:
     def samples(self, x: Any = None, derivatives: int | None = None) -> Samples:
         """The solution resource: ``{variable, x, values, derivatives, residuals}`` on the output
         grid (or at ``x``)."""
+        from odeserve.estimate import verdict
+
         xs = np.asarray(self.problem.output_x if x is None else x, dtype=np.float64)
         nd = self.problem.output_derivatives if derivatives is None else derivatives
         derivs = self.derivatives(xs, nd)
@@ -152,6 +216,7 @@ class Solution:
                 for j, u in enumerate(self.unknowns)
             },
             residuals={f"equations[{i}]": res[:, i].tolist() for i in range(res.shape[1])},
+            accuracy=verdict(self.error_estimate(), self.problem.options.tolerance),
         )
 
     # -- export --------------------------------------------------------------------------------

@@ -9,11 +9,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from odeserve.estimate.reference import Probe, classical_reference
+from odeserve.estimate.system import NotApplicable
 from odeserve.hooks import Hooks, TrainState
 from odeserve.network import layer_sizes, parameter_count
 from odeserve.problem import Problem, load_problem
 from odeserve.solver.constraints import ConstraintPlan, plan_constraints
+from odeserve.solver.escalate import solve_escalating
 from odeserve.solver.inverse import DataRows, ParameterMap, collocation_with_data
+from odeserve.solver.marching import FitResidual, Offsets, march, warm_fit
 from odeserve.solver.residual import Residual
 from odeserve.solver.solution import Solution
 from odeserve.solver.train import STALL_LOSS, train
@@ -70,6 +74,74 @@ def build_trial(problem: Problem, device: torch.device, dtype: torch.dtype) -> t
     return trial, plan, scales
 
 
+def refined_points(solution: Solution, n: int) -> np.ndarray:
+    """Residual-based refinement: the n points of a fine grid where ``solution``'s scaled residual
+    is largest."""
+    grid = np.linspace(*solution.problem.domain, 8 * n + 1)
+    with np.errstate(all="ignore"):
+        size = np.nan_to_num(np.max(np.abs(solution.residuals(grid)), axis=1), nan=np.inf)
+    return np.sort(grid[np.argsort(size)[-n:]])
+
+
+def _classical_values(problem: Problem, probe: Probe, xs: np.ndarray) -> np.ndarray | None:
+    """The classical solution at xs for a warm start, or None where there is none."""
+    try:
+        return classical_reference(problem, probe, xs).values
+    except (NotApplicable, ValueError, ArithmeticError, np.linalg.LinAlgError):
+        return None
+
+
+def train_attempt(
+    problem: Problem,
+    device: torch.device,
+    offsets: Offsets,
+    *,
+    resume: TrainState | None = None,
+    windows: int = 1,
+    warm_probe: Probe | None = None,
+    refine: Solution | None = None,
+    checkpoint: bool = True,
+) -> Solution:
+    """One training run: optionally a warm start (a fit to the classical solution computed with
+    ``warm_probe`` as seed) and time-marching over ``windows``, then training on the whole domain;
+    ``refine``: add collocation points where that solution's residual is largest."""
+    dtype = DTYPES[problem.options.precision]
+    trial, plan, scales = build_trial(problem, device, dtype)
+    unit = chebyshev_points(0.0, 1.0, problem.options.points)
+    a, b = problem.domain
+    xs = a + (b - a) * unit
+    if refine is not None:
+        xs = np.union1d(xs, refined_points(refine, problem.options.points))
+    x = torch.as_tensor(xs, dtype=dtype, device=device)
+    eq_scales = np.array([scales[min(i, len(scales) - 1)] for i in range(len(problem.equations))])
+    time_left, before = problem.options.time_limit_s, offsets.elapsed
+    warm = False
+    if warm_probe is not None and resume is None:
+        target = _classical_values(problem, warm_probe, xs)
+        if target is not None:
+            fit = warm_fit(
+                FitResidual(problem, trial, plan, x, scales, target),
+                trial.theta,
+                problem.options,
+                offsets,
+                time_left / 3,
+            )
+            trial.theta.copy_(fit.theta)
+            time_left -= fit.elapsed
+            warm = True
+    if windows > 1 and resume is None:
+        stopped = march(Residual, trial, (problem, plan, eq_scales), windows, unit, offsets, time_left / 2)
+        time_left = problem.options.time_limit_s - (offsets.elapsed - before)
+        if stopped is not None:
+            return Solution(problem, trial, plan, stopped, warm_start=warm)
+    options = problem.options.model_copy(update={"time_limit_s": max(time_left, 1e-3)})
+    residual = Residual(problem, trial, plan, x, eq_scales)
+    result = train(residual, trial.theta, options, hooks=offsets.hooks(checkpoint), resume=resume)
+    offsets.advance(result)
+    trial.theta.copy_(result.theta)
+    return Solution(problem, trial, plan, result, warm_start=warm)
+
+
 def solve(
     problem: Problem | ProblemSpec | Mapping[str, Any] | str,
     *,
@@ -83,18 +155,34 @@ def solve(
         problem: a spec (dict, JSON text or model) or an analysed :class:`Problem`.
         device: torch device; CPU when not given.
         hooks: callbacks that watch every step, may cancel the run and receive checkpoints
-            (:class:`odeserve.Hooks`).
+            (:class:`odeserve.Hooks`); across escalation attempts the iterations and seconds
+            count on, and checkpoints come from the first attempt only.
         resume: a :class:`TrainState` (from a checkpoint, or ``solution.result.state``) to
             continue from, for the same problem; the continued run ends exactly where an
             uninterrupted one would.
 
     Returns:
-        A :class:`Solution`; its ``outcome`` says how training ended (never an exception for
-        a numerical outcome). Invalid problems raise :class:`odeserve.SpecError`.
+        A :class:`Solution` with its error estimate; when that estimate exceeds
+        ``options.tolerance`` and time remains, the best of several attempts
+        (:mod:`odeserve.solver.escalate`). Its ``outcome`` says how training ended (never an
+        exception for a numerical outcome). Invalid problems raise :class:`odeserve.SpecError`.
     """
     if not isinstance(problem, Problem):
         problem = load_problem(problem)
     dev = torch.device(device) if device is not None else torch.device("cpu")
+    if problem.is_inverse:
+        return _solve_inverse(problem, dev, hooks, resume)
+
+    def attempt(p: Problem, offsets: Offsets, **kwargs: Any) -> Solution:
+        return train_attempt(p, dev, offsets, **kwargs)
+
+    return solve_escalating(problem, attempt, hooks, resume)
+
+
+def _solve_inverse(problem: Problem, dev: torch.device, hooks: Hooks | None, resume: TrainState | None) -> Solution:
+    """Data and unknown parameters: weights and parameters trained together, then the
+    parameters' statistics and the data fit (odeserve.solver.uncertainty). No escalation: the
+    data, not a classical reference, say how good the answer is."""
     dtype = DTYPES[problem.options.precision]
     trial, plan, scales = build_trial(problem, dev, dtype)
     points = collocation_with_data(chebyshev_points(*problem.domain, problem.options.points), problem)

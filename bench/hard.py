@@ -1,0 +1,255 @@
+"""``python -m bench.hard``: the hard set (``odeserve/examples/hard.json``) through odeserve with
+and without escalation, with the error estimate and verdict beside the true error; the peers
+(DeepXDE, NeuroDiffEq) where installed, on the problems with an exact solution.
+
+The true error is measured against the exact solution where the problem has one, else against a
+trusted scipy solution computed here, at run time, by the benchmarks' own classical solver
+(``bench.solvers.ode_scipy``'s right-hand side: DOP853 at rtol 1e-13, Radau when stiff;
+``solve_bvp`` at tol 1e-10 from a linear guess), independent of odeserve's estimator.
+
+Options: ``--problems a,b``, ``--time-limit S`` (default 60, the spec's default),
+``--peers deepxde,neurodiffeq``, ``--out FILE`` (results are merged into it, by problem, so the
+set can be run in parts), ``--table`` (print the markdown table of FILE and exit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import subprocess
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from bench.common import RESULTS, ROOT, machine
+from bench.solvers.ode_scipy import _rhs
+from odeserve.evaluate import evaluate, exact_values
+from odeserve.examples import hard_problems
+from odeserve.problem import Problem, load_problem
+
+OUT = RESULTS / "hard.json"
+PEERS = {"deepxde": "bench.solvers.ode_deepxde", "neurodiffeq": "bench.solvers.ode_neurodiffeq"}
+GRID = 1001
+
+
+def trusted(problem: Problem, xs: np.ndarray) -> np.ndarray:
+    """(len(xs), m): the exact solution, else a tight scipy solution."""
+    if problem.exact:
+        ex = exact_values(problem.exact, problem.variable, xs)
+        return np.stack([ex[u] for u in problem.unknowns], axis=1)
+    from scipy.integrate import solve_bvp, solve_ivp
+
+    slots = [(u, k) for u in problem.unknowns for k in range(problem.orders[u])]
+    cols = [slots.index((u, 0)) for u in problem.unknowns]
+    f = _rhs(problem)
+    a, b = problem.domain
+    points = {k.point for c in problem.conditions for k in c.keys}
+    if points == {a}:
+        y0 = np.zeros(len(slots))
+        for c in problem.conditions:
+            assert c.linear is not None
+            ((key, coef),) = c.linear.coeffs.items()
+            y0[slots.index((key.unknown, key.order))] = -c.linear.constant / coef
+        fun = lambda x, y: f(x, y)[:, 0]  # noqa: E731
+        sol = solve_ivp(fun, (a, b), y0, method="DOP853", rtol=1e-13, atol=1e-14, t_eval=xs)
+        if sol.status != 0:
+            sol = solve_ivp(fun, (a, b), y0, method="Radau", rtol=1e-12, atol=1e-14, t_eval=xs)
+        return sol.y.T[:, cols]
+
+    def bc(ya: np.ndarray, yb: np.ndarray) -> np.ndarray:
+        out = []
+        for c in problem.conditions:
+            env = {k: (ya if k.point == a else yb)[slots.index((k.unknown, k.order))] for k in c.keys}
+            out.append(float(evaluate(c.residual, env, np.zeros(1))[0]))
+        return np.array(out)
+
+    mesh = np.linspace(a, b, 201)
+    sol = solve_bvp(f, bc, mesh, np.zeros((len(slots), mesh.size)), tol=1e-10, max_nodes=200_000)
+    assert sol.status == 0, sol.message
+    return sol.sol(xs).T[:, cols]
+
+
+def rel_l2(pred: np.ndarray, ref: np.ndarray) -> float:
+    """The largest relative L2 error over the unknowns (as the estimate and the verdict)."""
+    return max(float(np.linalg.norm(pred[:, j] - ref[:, j]) / np.linalg.norm(ref[:, j])) for j in range(ref.shape[1]))
+
+
+def run_odeserve(spec: dict[str, Any], time_limit: float, ref: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One solve with escalation; ``plain`` is its first attempt (the options as given: exactly
+    what ``escalate: false`` runs), ``escalated`` the kept one."""
+    from odeserve import solve
+
+    spec = {**spec, "options": {**spec.get("options", {}), "time_limit_s": time_limit}}
+    t0 = time.perf_counter()
+    solution = solve(spec)
+    seconds = time.perf_counter() - t0  # training, estimates and escalation: what a job takes
+    m = solution.metrics()
+    xs = np.linspace(*solution.problem.domain, GRID)
+    first, kept = m.attempts[0], next(a for a in m.attempts if a.kept)
+    assert m.accuracy is not None and m.estimate is not None
+    tol = m.accuracy.tolerance
+    plain = {
+        "rel_l2": rel_l2(solution.tried[0](xs), ref),
+        "seconds": first.time_s,
+        "outcome": first.outcome.value,
+        "estimate": first.estimated_rel_l2,
+        "met": None if first.estimated_rel_l2 is None else first.estimated_rel_l2 <= tol,
+    }
+    escalated = {
+        "rel_l2": rel_l2(solution(xs), ref),
+        "seconds": round(seconds, 2),
+        "outcome": m.outcome.value,
+        "estimate": m.estimate.rel_l2,
+        "method": m.estimate.method,
+        "met": m.accuracy.met,
+        "attempts": len(m.attempts),
+        "kept": kept.change,
+    }
+    return plain, escalated
+
+
+def run_peer(peer: str, name: str) -> dict[str, Any]:
+    """A peer on one problem with an exact solution, in a fresh interpreter."""
+    if importlib.util.find_spec(peer) is None:
+        return {"skipped": f"{peer} not installed (pip install -e .[bench])"}
+    code = (
+        "import json, importlib; from odeserve.examples import hard_problems; "
+        f"r = importlib.import_module({PEERS[peer]!r}).run({name!r}, hard_problems()[{name!r}]); "
+        "print('PEER ' + json.dumps(r.to_json()))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=1800)
+    for line in out.stdout.splitlines():
+        if line.startswith("PEER "):
+            r = json.loads(line[5:])
+            return {"skipped": r["skipped"]} if r["skipped"] else {"rel_l2": r["rel_l2"], "seconds": r["train_s"]}
+    return {"skipped": (out.stderr.strip().splitlines() or ["failed"])[-1][:200]}
+
+
+def fmt(v: Any, spec: str = ".1e") -> str:
+    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
+
+
+def table(data: dict[str, Any]) -> str:
+    lines = [
+        "| problem | reference | plain: error | s | estimate | verdict | escalated: error | s | estimate | verdict | attempts (kept) | peers |",
+        "|---|---|---:|---:|---:|---|---:|---:|---:|---|---|---|",
+    ]
+    verdict = {True: "met", False: "not met", None: "unknown"}
+    for name, r in data["problems"].items():
+        p, e = r["plain"], r["escalated"]
+        peers = "; ".join(
+            f"{k}: {fmt(v.get('rel_l2'))} in {fmt(v.get('seconds'), '.0f')} s"
+            if "rel_l2" in v
+            else f"{k}: {v['skipped']}"
+            for k, v in r.get("peers", {}).items()
+        )
+        lines.append(
+            f"| {name} | {r['reference']} | {fmt(p['rel_l2'])} | {p['seconds']:.0f} | {fmt(p['estimate'])} | "
+            f"{verdict[p['met']]} | {fmt(e['rel_l2'])} | {e['seconds']:.0f} | {fmt(e['estimate'])} | "
+            f"{verdict[e['met']]} | {e['attempts']} ({e['kept']}) | {peers or '—'} |"
+        )
+    return "\n".join(lines)
+
+
+#: What the numbers do not say by themselves (kept with the generator so that bench.report
+#: reproduces it); written from the committed results.
+NOTES = """What these numbers say, and do not:
+
+- The estimate: wherever the classical reference applied (16 of 17 problems), it matched the true
+  error to 2-3 significant digits, good and poor answers alike, so no verdict was wrongly "met".
+  On `steep_front_50` no classical solution converged within the guard and the residual estimate
+  was not confirmed by a finer grid (the front makes the problem ill-conditioned): the estimate
+  is null and the verdict "unknown", not a wrong "met". (An earlier version of this case, the
+  autonomous front `y'' = -2*k^2*y*(1 - y^2)`, has a family of shifted solutions; the network
+  found a shifted one. The estimate measures the distance to the nearest solution, so the set
+  now pins the front with a forcing term.)
+- Solved to the tolerance with escalation: 7 of 17 (stiff, van der Pol mu=1, Lane-Emden, sqrt,
+  Bratu, Troesch, predator-prey). Time-marching is what solved van der Pol (0.38 -> 4e-5) and
+  predator-prey (80 -> 5e-8) and improved the pendulum (1.8 -> 4e-2).
+- Not solved: boundary layers (eps 1e-2, 1e-3), long horizons (10 and 25 periods), the forced
+  Duffing oscillator, van der Pol mu=5, Lorenz, the chain of ten equations (2.5e-3) and the steep
+  front. The runs were made on a 2-core machine shared with three other sessions' test suites
+  (load average 4-6 for most rows): a 60 s limit bought a fraction of the iterations it buys on an
+  idle machine, the first attempt (30 s) ended on the time limit for most problems, and the
+  escalation had time for one attempt, never the later rungs (wider/deeper networks, other seeds,
+  long Adam phases) nor the warm start (`options.warm_start`, off by default, not benchmarked
+  here). The stiff problem reached 7e-7 here and 3e-2 in another run under heavier load:
+  time-limited results on a shared machine vary run to run. Rerun on an idle machine
+  (`python -m bench.hard`, about 20 minutes) before drawing conclusions about speed.
+- Peers (DeepXDE, NeuroDiffEq) were not installed in this session: `--peers deepxde,neurodiffeq`
+  runs them on the problems with an exact solution."""
+
+
+def section(data: dict[str, Any]) -> list[str]:
+    """The BENCHMARKS.md section (``bench.report`` calls this when the results file exists)."""
+    meta = data.get("meta", {})
+    tol = 1e-4
+    wrong = [
+        n
+        for n, r in data["problems"].items()
+        for k in ("plain", "escalated")
+        if r[k]["met"] and r[k]["rel_l2"] > 10 * tol
+    ]
+    unsolved = [n for n, r in data["problems"].items() if r["escalated"]["rel_l2"] > tol]
+    return [
+        "## Hard problems: error estimate, verdict and escalation",
+        "",
+        "`python -m bench.hard` (`--time-limit`, `--problems`, `--peers`); raw results in `bench/results/hard.json`.",
+        f"Machine: {meta.get('machine', {}).get('cpu', '?')}, {meta.get('machine', {}).get('cores', '?')} cores "
+        f"({meta.get('date', '?')}), time limit {meta.get('time_limit_s', '?'):g} s per run, default options otherwise "
+        "(tolerance 1e-4), one solve per problem: `plain` is its first attempt (the options as given, which is what `escalate: false` runs), `escalated` the attempt kept. Error: the largest relative L2 "
+        "error over the unknowns on 1001 points against the exact solution (`exact`) or a tight scipy solution "
+        "computed by the benchmark's own classical solver (`scipy`). Seconds: plain: the first attempt (training and estimate); escalated: the whole `solve()` (all attempts). Estimate and verdict: `metrics.estimate.rel_l2` and `metrics.accuracy.met`.",
+        "",
+        table(data),
+        "",
+        f'Verdict wrongly "met" (true error above 10x the tolerance): {", ".join(wrong) or "never"}. '
+        f"Not solved to the tolerance with escalation: {', '.join(unsolved) or 'none'}.",
+        "",
+        *([NOTES, ""] if NOTES else []),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--problems", default="")
+    parser.add_argument("--time-limit", type=float, default=60.0)
+    parser.add_argument("--peers", default="")
+    parser.add_argument("--out", default=str(OUT))
+    parser.add_argument("--table", action="store_true")
+    args = parser.parse_args()
+    try:
+        with open(args.out) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        data = {"problems": {}}
+    if args.table:
+        print(table(data))
+        return
+    import torch
+
+    torch.set_num_threads(2)
+    hard = hard_problems()
+    names = [n for n in args.problems.split(",") if n] or list(hard)
+    peers = [p for p in args.peers.split(",") if p]
+    data["meta"] = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "time_limit_s": args.time_limit}
+    for name in names:
+        problem = load_problem(hard[name])
+        ref = trusted(problem, np.linspace(*problem.domain, GRID))
+        row: dict[str, Any] = {"reference": "exact" if problem.exact else "scipy"}
+        row["plain"], row["escalated"] = run_odeserve(hard[name], args.time_limit, ref)
+        if peers and problem.exact:
+            row["peers"] = {peer: run_peer(peer, name) for peer in peers}
+        data["problems"][name] = row
+        print(name, json.dumps(row), flush=True)
+        with open(args.out, "w") as f:
+            json.dump(data, f, indent=1)
+    print(table(data))
+
+
+if __name__ == "__main__":
+    main()

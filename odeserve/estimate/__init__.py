@@ -1,0 +1,79 @@
+"""How wrong is a trained solution? An estimate without the exact solution, and a verdict.
+
+``estimate_error`` tries an independent classical solution first (:mod:`.reference`: scipy's
+``solve_ivp``/``solve_bvp`` on the same parsed equations) and falls back to the linearised
+residual (:mod:`.residual`). Both need only numpy and scipy, and the trained solution's values
+and derivatives (``probe(x, order) -> [y, y', ...]``), so this package imports no torch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from odeserve.estimate.reference import classical_reference
+from odeserve.estimate.residual import FACTOR, linearized_correction
+from odeserve.estimate.system import NotApplicable
+from odeserve.problem import Problem
+from odeserve.report import Accuracy, ErrorEstimate, EstimateStats
+
+Probe = Callable[[np.ndarray, int], list[np.ndarray]]
+
+#: What a failing classical or collocation solve may raise besides NotApplicable.
+_NUMERICAL = (NotApplicable, ValueError, ArithmeticError, np.linalg.LinAlgError, RuntimeError)
+
+
+def _stats(problem: Problem, diff: np.ndarray, ref: np.ndarray) -> dict[str, EstimateStats]:
+    out = {}
+    for j, u in enumerate(problem.unknowns):
+        norm = float(np.linalg.norm(ref[:, j]))
+        err = float(np.linalg.norm(diff[:, j]))
+        out[u] = EstimateStats(rel_l2=err / norm if norm > 0 else err, max_abs=float(np.max(np.abs(diff[:, j]))))
+    return out
+
+
+def estimate_error(problem: Problem, probe: Probe, xs: np.ndarray, guard_s: float = 5.0) -> ErrorEstimate:
+    """The estimated error of the solution ``probe`` on the ascending grid ``xs``."""
+    t0 = time.perf_counter()
+    values = probe(xs, 0)[0]
+    if not np.all(np.isfinite(values)):
+        return ErrorEstimate(method="none", note="the solution is not finite on the grid", time_s=_since(t0))
+    try:
+        ref = classical_reference(problem, probe, xs, guard_s)
+        if not np.all(np.isfinite(ref.values)):
+            raise NotApplicable("the classical solution is not finite")
+        stats = _stats(problem, values - ref.values, ref.values)
+        for s in stats.values():  # never claim more than the reference can tell
+            s.rel_l2 = max(s.rel_l2, ref.uncertainty)
+        return _record("classical", stats, t0, solver=ref.solver, reference_uncertainty=ref.uncertainty, factor=1.0)
+    except _NUMERICAL as exc:
+        why = str(exc) or type(exc).__name__
+    try:
+        e = linearized_correction(problem, probe, xs) * FACTOR
+        if not np.all(np.isfinite(e)):
+            raise NotApplicable("the linearised correction is not finite")
+    except _NUMERICAL as exc:
+        note = f"no classical solution ({why}); no residual estimate ({str(exc) or type(exc).__name__})"
+        return ErrorEstimate(method="none", note=note, time_s=_since(t0))
+    stats = _stats(problem, e, values)
+    return _record("linearized_residual", stats, t0, factor=FACTOR, note=f"no classical solution: {why}")
+
+
+def _since(t0: float) -> float:
+    return round(time.perf_counter() - t0, 4)
+
+
+def _record(method: str, stats: dict[str, EstimateStats], t0: float, **extra: object) -> ErrorEstimate:
+    worst = max(s.rel_l2 for s in stats.values())
+    return ErrorEstimate(method=method, unknowns=stats, rel_l2=worst, time_s=_since(t0), **extra)
+
+
+def verdict(estimate: ErrorEstimate | None, tolerance: float) -> Accuracy:
+    """``met`` is null when there is no estimate."""
+    rel = estimate.rel_l2 if estimate is not None else None
+    return Accuracy(tolerance=tolerance, estimated_rel_l2=rel, met=None if rel is None else rel <= tolerance)
+
+
+__all__ = ["NotApplicable", "estimate_error", "verdict"]

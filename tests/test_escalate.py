@@ -1,0 +1,68 @@
+"""Escalation (issue 9): when the estimate exceeds the tolerance and time remains, the solver
+tries again, smarter, keeps the best attempt by estimate and records every attempt."""
+
+from __future__ import annotations
+
+import pytest
+
+from odeserve import Hooks, Outcome, load_problem, solve
+from odeserve.examples import hard_problems
+from odeserve.solver.escalate import budgeted, ladder
+from tests.problems import public_problems, with_options
+
+PUBLIC = public_problems()
+
+
+def test_ladder_depends_on_the_problem() -> None:
+    ivp = [v.change for v in ladder(load_problem(PUBLIC["lagaris2"]))]
+    bvp = [v.change for v in ladder(load_problem(PUBLIC["seed_poly"]))]
+    assert any("time-marching" in c for c in ivp) and not any("time-marching" in c for c in bvp)
+    assert any("seed 1" in c for c in bvp) and any("width 48" in c for c in bvp)
+    warm = ladder(load_problem(with_options(PUBLIC["seed_poly"], warm_start=True)))
+    assert warm[0].warm and "warm start" in warm[0].change
+
+
+def test_first_attempt_gets_a_share_of_the_time_only_when_escalation_may_follow() -> None:
+    assert budgeted(load_problem(PUBLIC["lagaris2"]))
+    assert budgeted(load_problem(with_options(PUBLIC["lagaris2"], time_limit_s=5)))
+    for extra in ({"max_iterations": 10}, {"target_loss": 1e-3}, {"escalate": False}):
+        assert not budgeted(load_problem(with_options(PUBLIC["lagaris2"], **extra)))
+
+
+def test_no_escalation_when_the_user_set_the_budget_or_the_target() -> None:
+    for extra in ({"max_iterations": 40}, {"target_loss": 1e-3}, {"escalate": False, "max_iterations": 300}):
+        m = solve(with_options(PUBLIC["lagaris2"], tolerance=1e-14, **extra)).metrics()
+        assert m.accuracy is not None and m.accuracy.met is False
+        assert [a.attempt for a in m.attempts] == [1] and m.attempts[0].kept
+        assert m.attempts[0].change == "the options as given"
+
+
+@pytest.mark.slow
+def test_escalation_on_predator_prey_keeps_the_best_attempt() -> None:
+    """The issue's example: the first run settles far from the oscillation; escalation records
+    its attempts, keeps the best by estimate and reports one continuous run to the hooks."""
+    steps: list[int] = []
+    spec = with_options(hard_problems()["predator_prey"], time_limit_s=60)
+    s = solve(spec, hooks=Hooks(on_step=lambda st: steps.append(st.iteration)))
+    m = s.metrics()
+    assert len(m.attempts) >= 2
+    assert sum(a.kept for a in m.attempts) == 1
+    kept = next(a for a in m.attempts if a.kept)
+    finite = [a.estimated_rel_l2 for a in m.attempts if a.estimated_rel_l2 is not None]
+    assert kept.estimated_rel_l2 == min(finite) == m.estimate.rel_l2  # type: ignore[union-attr]
+    assert kept.estimated_rel_l2 < m.attempts[0].estimated_rel_l2  # type: ignore[operator]
+    assert steps == list(range(1, len(steps) + 1))  # iterations count on across attempts
+    assert s.outcome is not Outcome.DIVERGED and f"attempt {kept.attempt} of {len(m.attempts)}" in s.message
+
+
+@pytest.mark.slow
+def test_warm_start_is_the_first_rung_and_reported() -> None:
+    """With options.warm_start, the first escalation fits the network to the classical solution
+    before physics training; metrics.warm_start says whether the kept network started so."""
+    spec = with_options(PUBLIC["lagaris2"], tolerance=1e-14, warm_start=True, time_limit_s=60)
+    m = solve(spec).metrics()
+    assert m.accuracy is not None and m.accuracy.met is False  # 1e-14 is out of reach
+    assert len(m.attempts) >= 2 and m.attempts[1].change.startswith("warm start")
+    kept = next(a for a in m.attempts if a.kept)
+    assert m.warm_start is kept.change.startswith("warm start")
+    assert m.attempts[1].estimated_rel_l2 is not None and m.attempts[1].estimated_rel_l2 < 1e-6
