@@ -66,6 +66,7 @@ def test_noisy_decay_rate_matches_the_classical_least_squares_fit() -> None:
     assert abs(k.value - ls.x[0]) <= 0.05 * se_ls
     assert k.std_error == pytest.approx(se_ls, rel=0.1)
     assert k.ci95[0] <= K <= k.ci95[1]
+    assert m.estimate is not None and m.estimate.method == "classical"  # the forward problem, k fixed
     fit = m.data_fit
     assert fit.noise == "given" and fit.dof == 19 and 0.2 < fit.reduced_chi2 < 3.0
     assert len(fit.sets[0].residuals) == 20 and fit.sets[0].rms == pytest.approx(sigma, rel=0.5)
@@ -77,6 +78,8 @@ def test_data_stand_in_for_a_missing_condition() -> None:
     k = s.metrics().parameters["k"]
     assert abs(k.value - K) / K <= 1e-4
     assert abs(s([0.0])[0, 0] - 1.0) <= 1e-4
+    m = s.metrics()
+    assert m.estimate is not None and m.estimate.method == "none" and m.accuracy.met is None
 
 
 def test_a_flat_direction_is_reported_not_hidden() -> None:
