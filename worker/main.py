@@ -87,8 +87,11 @@ class OdeWorkerMixin(_WorkerBase):
 
 class OdeWorker(OdeWorkerMixin, Worker):
     def execute_job(self, job: Job, queue: Any) -> None:
-        preload(get_settings())  # before the fork: the work horse inherits the templates
         super().execute_job(job, queue)
+        # After the job, not between dequeue and fork: a job popped from the queue but not yet
+        # started must not wait (a worker killed then would lose it). The next work horse
+        # inherits what the last one traced.
+        preload(get_settings())
 
 
 def worker_class(settings: Settings) -> type[Worker]:
@@ -109,6 +112,8 @@ def run_worker(burst: bool = False, settings: Settings | None = None) -> int:
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
     if settings.worker_class == "fork":
         import odeserve.solver.solve  # noqa: F401 - preload torch (import only) for fast forks
+
+        preload(settings)  # the export templates already on disk
 
     with contextlib.suppress(OSError):
         os.nice(settings.worker_nice)  # the API, on the same machine, answers first
