@@ -134,7 +134,19 @@ def test_verdict_met_and_not_met() -> None:
 @pytest.mark.parametrize("name", HARD_EXACT)
 def test_hard_problem_estimate_is_honest(name: str) -> None:
     """Without escalation and on a fixed budget: good and poor answers alike are judged right."""
-    check_honest(solve(with_options(HARD[name], max_iterations=400, escalate=False)).metrics())
+    m = solve(with_options(HARD[name], max_iterations=400, escalate=False)).metrics()
+    if name in NO_ESTIMATE:
+        # Known gap (issue 9 stays open): neither the classical solve (its step count) nor the
+        # residual estimate (not resolved on 513 nodes) applies, so the verdict is "unknown",
+        # never "met".
+        assert m.estimate is not None and m.estimate.method == "none" and m.estimate.note
+        assert m.accuracy is not None and m.accuracy.met is None
+        return
+    check_honest(m)
+
+
+#: Hard cases whose estimate is honestly "none" at this budget.
+NO_ESTIMATE = {"steep_front_50"}
 
 
 def test_estimate_never_claims_more_than_the_reference_can_tell() -> None:
