@@ -28,6 +28,7 @@ from common.logs import configure_logging
 from common.queue import make_queue
 from common.settings import ConfigError, Settings, get_settings
 from common.store import HANDBACK_TTL_S, set_flag
+from worker.orphans import requeue_orphans
 from worker.policy import CANCELED_MARKER, SolveOnlyJob, retries_after_failure
 from worker.templates import preload
 
@@ -76,6 +77,16 @@ class OdeWorkerMixin(_WorkerBase):
         if CANCELED_MARKER in exc_string:  # canceled by the watchdog: the job reads 'canceled'
             with contextlib.suppress(Exception):
                 job.set_status(JobStatus.CANCELED)
+
+    def clean_registries(self) -> None:
+        super().clean_registries()
+        # Jobs popped by a worker that died before starting them (see worker.orphans).
+        try:
+            found = requeue_orphans(self.connection, self.queues[0].name, self.queues)
+        except (RedisConnectionError, RedisTimeoutError):
+            return
+        if found:
+            logging.getLogger("odeserve.worker").warning("requeued orphaned jobs", extra={"jobs": found})
 
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
         job_id = self.get_current_job_id()
