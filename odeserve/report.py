@@ -118,7 +118,7 @@ class ErrorStats(_Record):
 class ParameterEstimate(_Record):
     """An unknown parameter as estimated from the data, with its uncertainty."""
 
-    value: float
+    value: float | None
     std_error: float | None = Field(
         ..., description="Standard error from the curvature at the optimum; null when not identifiable."
     )
@@ -137,15 +137,15 @@ class DataSetFit(_Record):
 
     unknown: str
     order: int
-    rms: float
-    max_abs: float
-    residuals: list[float]
+    rms: float | None
+    max_abs: float | None
+    residuals: list[float | None]
 
 
 class DataFit(_Record):
     """Goodness of fit to the data."""
 
-    chi2: float = Field(..., description="Sum of squared residuals over the measurement deviations.")
+    chi2: float | None = Field(..., description="Sum of squared residuals over the measurement deviations.")
     dof: int = Field(..., description="Data points minus estimated parameters minus missing conditions.")
     reduced_chi2: float | None = Field(..., description="chi2 / dof: near 1 for a good fit with the stated sigmas.")
     noise: str = Field(..., description="'given' (the sigmas of the spec) or 'estimated' (from the residuals).")
@@ -194,7 +194,7 @@ class Attempt(_Record):
     attempt: int = Field(..., description="1 is the run with the options as given.")
     change: str = Field(..., description="What this attempt changed against the options as given.")
     outcome: Outcome
-    loss: float
+    loss: float | None = Field(..., description="Best loss (null: not finite, see the metrics' non_finite).")
     iterations: int
     estimated_rel_l2: float | None
     time_s: float = Field(..., description="Seconds of training and estimating.")
