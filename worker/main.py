@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Worker
 from rq.job import Job, JobStatus
@@ -83,7 +84,7 @@ class OdeWorkerMixin(_WorkerBase):
         # Jobs popped by a worker that died before starting them (see worker.orphans).
         try:
             found = requeue_orphans(self.connection, self.queues[0].name, self.queues)
-        except (RedisConnectionError, RedisTimeoutError):
+        except RedisError:  # Redis away or still loading: the next maintenance tries again
             return
         if found:
             logging.getLogger("odeserve.worker").warning("requeued orphaned jobs", extra={"jobs": found})
