@@ -43,6 +43,11 @@ def output_scales(problem: Problem) -> np.ndarray:
     return scales
 
 
+def equation_scales(problem: Problem, scales: np.ndarray) -> np.ndarray:
+    """Each equation's residual scale: the output scale of the unknown of the same index."""
+    return np.array([scales[min(i, len(scales) - 1)] for i in range(len(problem.equations))])
+
+
 def chebyshev_points(a: float, b: float, n: int) -> np.ndarray:
     """Chebyshev-Lobatto points: denser near the ends, where PINN errors usually start."""
     k = np.arange(n)
@@ -113,7 +118,7 @@ def train_attempt(
     if refine is not None:
         xs = np.union1d(xs, refined_points(refine, problem.options.points))
     x = torch.as_tensor(xs, dtype=dtype, device=device)
-    eq_scales = np.array([scales[min(i, len(scales) - 1)] for i in range(len(problem.equations))])
+    eq_scales = equation_scales(problem, scales)
     time_left, before = problem.options.time_limit_s, offsets.elapsed
     warm = False
     if warm_probe is not None and resume is None:
@@ -187,17 +192,16 @@ def _solve_inverse(problem: Problem, dev: torch.device, hooks: Hooks | None, res
     trial, plan, scales = build_trial(problem, dev, dtype)
     points = collocation_with_data(chebyshev_points(*problem.domain, problem.options.points), problem)
     x = torch.as_tensor(points, dtype=dtype, device=dev)
-    eq_scales = np.array([scales[min(i, len(scales) - 1)] for i in range(len(problem.equations))])
+    eq_scales = equation_scales(problem, scales)
     params = ParameterMap.of(problem, trial.theta.numel())
-    data = DataRows(problem, trial, scales, trial.theta) if problem.is_inverse else None
+    data = DataRows(problem, trial, scales, trial.theta)
     residual = Residual(problem, trial, plan, x, eq_scales, params, data)
     theta0 = torch.cat([trial.theta, torch.tensor(params.raw_initial(problem), dtype=dtype, device=dev)])
-    stall = STALL_LOSS + (4.0 * data.weight**2 * data.count / (len(points) + data.count) if data else 0.0)
+    # Noisy data cannot be fitted exactly: a chi-square up to 4 per point raises the stall floor.
+    stall = STALL_LOSS + 4.0 * data.weight**2 * data.count / (len(points) + data.count)
     result = train(residual, theta0, problem.options, hooks=hooks, resume=resume, stall_loss=stall)
     trial.theta.copy_(result.theta[: params.offset])
-    if not problem.is_inverse:
-        return Solution(problem, trial, plan, result)
     dense = chebyshev_points(*problem.domain, dense_points(problem, params.offset))
-    estimates, fit = parameter_statistics(problem, trial, plan, scales, eq_scales, params, result.theta, dense)
+    estimates, fit = parameter_statistics(problem, trial, plan, data, eq_scales, params, result.theta, dense)
     values = params.floats(result.theta)
     return Solution(problem, trial, plan, result, parameter_values=values, estimates=estimates, data_fit=fit)

@@ -130,12 +130,3 @@ class ExportTemplates:
             os.replace(tmp, self.directory / f"{name}.pt2")  # atomic for concurrent readers
         except OSError:
             Path(tmp).unlink(missing_ok=True)
-
-
-def prewarm() -> None:
-    """Import what the first ``torch.export`` of a process would import (about a second of
-    module loading). Imports only: no autograd, no CUDA, so a forking worker parent may call it
-    and every work horse starts with it done."""
-    import torch._dynamo  # noqa: F401
-    import torch._export.serde.serialize  # noqa: F401
-    import torch.export._trace  # noqa: F401

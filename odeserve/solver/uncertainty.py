@@ -142,7 +142,7 @@ def parameter_statistics(
     problem: Problem,
     trial: Trial,
     plan: ConstraintPlan,
-    scales: np.ndarray,
+    data: DataRows,
     eq_scales: np.ndarray,
     params: ParameterMap,
     theta: Tensor,
@@ -150,9 +150,9 @@ def parameter_statistics(
 ) -> tuple[dict[str, ParameterEstimate] | None, DataFit]:
     """Estimates with standard errors (None without unknown parameters) and the data fit.
 
-    ``x`` is the dense grid (:func:`dense_points` Chebyshev points)."""
+    ``data`` are the training's data rows; ``x`` is the dense grid (:func:`dense_points`
+    Chebyshev points)."""
     theta = theta.detach()
-    data = DataRows(problem, trial, scales, theta)
     xt = torch.as_tensor(collocation_with_data(x, problem), dtype=theta.dtype, device=theta.device)
     res = Residual(problem, trial, plan, xt, eq_scales, params, data)
     with torch.enable_grad():
