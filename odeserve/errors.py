@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 #: Pydantic inserts the tag of the union member it tried into error locations ("float",
 #: "constrained-str", ...); they are not part of a field's path.
-PYDANTIC_UNION_TAGS = frozenset({"float", "str", "int", "constrained-str", "list[float]", "none"})
+PYDANTIC_UNION_TAGS = frozenset({"float", "str", "int", "constrained-str", "list[float]", "none", "parameter-range"})
 
 
 def pydantic_loc(loc: Iterable[str | int], drop: Iterable[str] = ()) -> tuple[str | int, ...]:

@@ -40,6 +40,11 @@ def equation_env(variable: str, unknowns: Sequence[str], x: Any, derivs: Sequenc
     return env
 
 
-def exact_values(exact: Mapping[str, Program], variable: str, xs: np.ndarray) -> dict[str, np.ndarray]:
-    """The closed-form solutions that were given, on the points ``xs``."""
-    return {name: evaluate(prog, {variable: xs}, xs) for name, prog in exact.items()}
+def exact_values(
+    exact: Mapping[str, Program], variable: str, xs: np.ndarray, parameters: Mapping[str, float] | None = None
+) -> dict[str, np.ndarray]:
+    """The closed-form solutions that were given, on the points ``xs`` (at the ranged
+    ``parameters``' values for a parametric model)."""
+    env: dict[Key, Any] = {variable: xs}
+    env.update(parameters or {})
+    return {name: evaluate(prog, env, xs) for name, prog in exact.items()}

@@ -27,18 +27,24 @@ class Names:
         parameters: Mapping[str, float],
         unknowns: tuple[str, ...],
         estimated: Collection[str] = (),
+        ranged: Collection[str] = (),
     ) -> None:
         self.variable = variable
         self.parameters = parameters
         self.unknowns = unknowns
         #: Unknown parameters: loaded by name in equations and conditions, never constants.
         self.estimated = frozenset(estimated)
+        #: Ranged parameters (inputs of a parametric model): loaded by name like the variable.
+        self.ranged = frozenset(ranged)
 
     def known(self) -> list[str]:
-        return [self.variable, *self.parameters, *self.estimated, *self.unknowns, *CONSTANTS]
+        return [self.variable, *self.parameters, *self.estimated, *self.ranged, *self.unknowns, *CONSTANTS]
 
-    def _estimated(self, node: Node) -> str | None:
-        return node.name if isinstance(node, Name) and node.name in self.estimated else None
+    def _loaded(self, node: Node) -> str | None:
+        """An estimated or ranged parameter's name (a load key), else None."""
+        if isinstance(node, Name) and (node.name in self.estimated or node.name in self.ranged):
+            return node.name
+        return None
 
     def constant(self, node: Node) -> float | Key:
         if isinstance(node, Name):
@@ -47,6 +53,12 @@ class Names:
                     (),
                     f"parameter '{node.name}' is estimated from the data, so it cannot appear here: "
                     "this must be a constant",
+                    node.col,
+                )
+            if node.name in self.ranged:
+                raise SpecError(
+                    (),
+                    f"parameter '{node.name}' has a range, so it cannot appear here: this must be a constant",
                     node.col,
                 )
             if node.name in CONSTANTS:
@@ -90,11 +102,13 @@ class Names:
             return self.variable
         if isinstance(node, Name) and node.name in self.unknowns:
             return DerivKey(node.name, 0)
-        return self._estimated(node) or self.constant_or_variable(node)
+        return self._loaded(node) or self.constant_or_variable(node)
 
     def in_exact(self, node: Node) -> float | Key:
         if isinstance(node, Name) and node.name == self.variable:
             return self.variable
+        if isinstance(node, Name) and node.name in self.ranged:
+            return node.name
         return self.constant_or_variable(node)
 
     def in_condition(self, node: Node) -> float | Key:
@@ -104,7 +118,7 @@ class Names:
             return PointKey(node.name, node.order, constant_value(node.at, self.constant))
         if isinstance(node, Name) and node.name in self.unknowns:
             raise SpecError((), f"a condition needs '{node.name}' at a point, e.g. {node.name}(0)", node.col)
-        return self._estimated(node) or self.constant(node)
+        return self._loaded(node) or self.constant(node)
 
 
 def constant_value(node: Node, resolve: Resolver) -> float:

@@ -26,27 +26,52 @@ def _series(values: Sequence[float | None]) -> np.ndarray:
     return np.array([np.nan if v is None else v for v in values], dtype=float)
 
 
+#: A parametric model's curves drawn per panel and series (more combinations share the colours).
+MAX_CURVES = 12
+
+
+def _blocks(samples: Samples) -> list[tuple[str, slice, dict[str, float]]]:
+    """The samples' blocks: one per combination of a parametric model's parameter values (label
+    suffix, rows, values), or the whole for a plain model."""
+    n = len(samples.x)
+    if not samples.parameters:
+        return [("", slice(0, n), {})]
+    names = list(samples.parameters)
+    keys = list(zip(*(samples.parameters[k] for k in names)))
+    starts = [i for i in range(n) if i == 0 or keys[i] != keys[i - 1]]
+    out = []
+    for i, start in enumerate(starts):
+        values = dict(zip(names, map(float, keys[start])))
+        label = " (" + ", ".join(f"{k}={v:g}" for k, v in values.items()) + ")"
+        out.append((label, slice(start, starts[i + 1] if i + 1 < len(starts) else n), values))
+    step = max(1, len(out) // MAX_CURVES)
+    return out[::step]
+
+
 def _draw_values(ax: Any, problem: Problem, samples: Samples, xs: np.ndarray) -> None:
-    exact = exact_values(problem.exact, problem.variable, xs)
-    for name, vals in samples.values.items():
-        ax.plot(xs, _series(vals), label=f"{name} (PINN)")
-        if name in exact:
-            ax.plot(xs, exact[name], "--", label=f"{name} (exact)")
+    for label, rows, params in _blocks(samples):
+        exact = exact_values(problem.exact, problem.variable, xs[rows], params)
+        for name, vals in samples.values.items():
+            ax.plot(xs[rows], _series(vals)[rows], label=f"{name}{label} (PINN)")
+            if name in exact:
+                ax.plot(xs[rows], exact[name], "--", label=f"{name}{label} (exact)")
     ax.set_title("solution")
     ax.legend(fontsize="small")
 
 
 def _draw_derivatives(ax: Any, samples: Samples, xs: np.ndarray) -> None:
-    for name, vals in samples.derivatives.items():
-        ax.plot(xs, _series(vals), label=name)
+    for label, rows, _ in _blocks(samples):
+        for name, vals in samples.derivatives.items():
+            ax.plot(xs[rows], _series(vals)[rows], label=name + label)
     ax.set_title("derivatives")
     if samples.derivatives:
         ax.legend(fontsize="small")
 
 
 def _draw_residuals(ax: Any, samples: Samples, xs: np.ndarray) -> None:
-    for name, vals in samples.residuals.items():
-        ax.semilogy(xs, np.abs(_series(vals)) + 1e-300, label=name)
+    for label, rows, _ in _blocks(samples):
+        for name, vals in samples.residuals.items():
+            ax.semilogy(xs[rows], np.abs(_series(vals)[rows]) + 1e-300, label=name + label)
     ax.set_title("|residual|")
     ax.legend(fontsize="small")
 

@@ -6,7 +6,9 @@ field, the index, the reason and (for expressions) the column. Imports no torch.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import itertools
 import json
 import math
 from collections.abc import Mapping
@@ -23,7 +25,15 @@ from odeserve.expr.nodes import Deriv, Node, walk
 from odeserve.expr.parser import parse_equation, parse_expression, suggest
 from odeserve.expr.program import Program, compile_node
 from odeserve.names import Names, compile_difference, constant_value
-from odeserve.spec import Options, ProblemSpec, UnknownParameter, domain_width_error
+from odeserve.spec import (
+    MAX_OUTPUT_COMBINATIONS,
+    MAX_OUTPUT_POINTS,
+    Options,
+    ParameterRange,
+    ProblemSpec,
+    UnknownParameter,
+    domain_width_error,
+)
 
 #: Relative tolerance for a condition point lying on the domain's boundary.
 _EDGE_TOL = 1e-12
@@ -77,6 +87,10 @@ class Problem:
     output_x: tuple[float, ...]
     output_derivatives: int
     spec_hash: str
+    #: Ranged parameters (inputs of a parametric model besides the variable), in spec order.
+    ranges: Mapping[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
+    #: Parametric models: the combinations of ranged values to sample at (empty otherwise).
+    output_parameters: tuple[Mapping[str, float], ...] = ()
 
     @property
     def options(self) -> Options:
@@ -85,6 +99,11 @@ class Problem:
     @property
     def max_order(self) -> int:
         return max(self.orders.values(), default=0)
+
+    @property
+    def is_parametric(self) -> bool:
+        """Whether some parameters have a range (the model takes them as inputs)."""
+        return bool(self.ranges)
 
     @property
     def is_inverse(self) -> bool:
@@ -126,28 +145,70 @@ def analyse(spec: ProblemSpec) -> Problem:
     eq_trees = [_parse(t, spec.variable, ("equations", i)) for i, t in enumerate(spec.equations)]
     cond_trees = [_parse(t, spec.variable, ("conditions", i)) for i, t in enumerate(spec.conditions)]
     unknowns = _unknowns(spec, eq_trees, cond_trees)
-    names = Names(spec.variable, spec.parameters, unknowns, spec.unknown_parameters)
+    fixed, ranges = split_parameters(spec)
+    names = Names(spec.variable, fixed, unknowns, spec.unknown_parameters, ranges)
     domain = _domain(spec, names)
     equations, orders = _equations(spec, eq_trees, names)
     data = _data(spec, unknowns, orders, domain)
     conditions = _conditions(spec, cond_trees, names, domain, orders, data)
-    _check_used(spec, equations, conditions)
+    _check_used(spec, equations, conditions, ranges)
+    output_x = _output_points(spec, domain)
     return Problem(
         spec=spec,
         variable=spec.variable,
         domain=domain,
         unknowns=unknowns,
         orders=orders,
-        parameters=dict(spec.parameters),
+        parameters=fixed,
         equations=equations,
         conditions=conditions,
         exact=_exact(spec, names),
         unknown_parameters=dict(spec.unknown_parameters),
         data=data,
-        output_x=_output_points(spec, domain),
+        output_x=output_x,
         output_derivatives=spec.output.derivatives,
         spec_hash=spec_hash(spec),
+        ranges=ranges,
+        output_parameters=_output_parameters(spec, ranges, len(output_x)),
     )
+
+
+def split_parameters(spec: ProblemSpec) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+    """The fixed parameters' values and the ranged parameters' ranges, each in spec order."""
+    fixed = {k: float(v) for k, v in spec.parameters.items() if not isinstance(v, ParameterRange)}
+    ranges = {k: v.range for k, v in spec.parameters.items() if isinstance(v, ParameterRange)}
+    return fixed, ranges
+
+
+def _output_parameters(
+    spec: ProblemSpec, ranges: Mapping[str, tuple[float, float]], n_points: int
+) -> tuple[dict[str, float], ...]:
+    """Every combination of the ranged values to sample at: those of output.parameters, each
+    range's ends and middle for a parameter it does not list."""
+    asked = spec.output.parameters
+    loc: tuple[str | int, ...] = ("output", "parameters")
+    if asked is not None and not ranges:
+        raise SpecError(loc, "only parameters with a range can be sampled at chosen values; none has a range")
+    values: dict[str, list[float]] = {}
+    for name, (lo, hi) in ranges.items():
+        values[name] = [lo, 0.5 * (lo + hi), hi]
+    for name, chosen in (asked or {}).items():
+        if name not in ranges:
+            raise SpecError((*loc, name), f"'{name}' is not a parameter with a range{suggest(name, list(ranges))}")
+        lo, hi = ranges[name]
+        tol = _EDGE_TOL * (hi - lo)
+        for i, v in enumerate(chosen):
+            if not lo - tol <= v <= hi + tol:
+                raise SpecError((*loc, name, i), f"{v:g} is outside the range [{lo:g}, {hi:g}] the model is trained on")
+        values[name] = list(chosen)
+    combos = math.prod(len(v) for v in values.values()) if values else 0
+    if combos > MAX_OUTPUT_COMBINATIONS or combos * n_points > MAX_OUTPUT_POINTS:
+        raise SpecError(
+            loc,
+            f"{combos} combinations of parameter values at {n_points} points each exceed the limits "
+            f"({MAX_OUTPUT_COMBINATIONS} combinations, {MAX_OUTPUT_POINTS} samples)",
+        )
+    return tuple(dict(zip(values, combo)) for combo in itertools.product(*values.values())) if values else ()
 
 
 def _check_names(spec: ProblemSpec) -> None:
@@ -166,6 +227,13 @@ def _check_names(spec: ProblemSpec) -> None:
             raise SpecError(loc, f"'{name}' is also a known parameter: give it one role")
     if spec.unknown_parameters and not spec.data:
         raise IllPosedError(("data",), "unknown parameters can only be estimated from data: add measurements")
+    for name, value in spec.parameters.items():
+        if isinstance(value, ParameterRange) and (spec.data or spec.unknown_parameters):
+            raise SpecError(
+                ("parameters", name),
+                "a parameter with a range (a parametric model) cannot be combined with data or unknown "
+                "parameters (an inverse problem): fix its value, or leave out the data",
+            )
 
 
 def _parse(text: str, variable: str, loc: tuple[str | int, ...]) -> Tree:
@@ -260,11 +328,19 @@ def _conditions(
     return tuple(conditions)
 
 
-def _check_used(spec: ProblemSpec, equations: tuple[Equation, ...], conditions: tuple[Condition, ...]) -> None:
+def _check_used(
+    spec: ProblemSpec,
+    equations: tuple[Equation, ...],
+    conditions: tuple[Condition, ...],
+    ranges: Mapping[str, tuple[float, float]],
+) -> None:
     used = {k for e in equations for k in e.residual.keys} | {k for c in conditions for k in c.residual.keys}
     for name in spec.unknown_parameters:
         if name not in used:
             raise SpecError(("unknown_parameters", name), f"'{name}' appears in no equation or condition")
+    for name in ranges:
+        if name not in used:
+            raise SpecError(("parameters", name), f"'{name}' has a range but appears in no equation or condition")
 
 
 def _check_determined(
@@ -380,4 +456,4 @@ def _domain(spec: ProblemSpec, names: Names) -> tuple[float, float]:
     return a, b
 
 
-__all__ = ["Condition", "Data", "Equation", "Problem", "analyse", "load_problem", "spec_hash"]
+__all__ = ["Condition", "Data", "Equation", "Problem", "analyse", "load_problem", "spec_hash", "split_parameters"]

@@ -232,6 +232,11 @@ class Samples(_FiniteRecord):
     """The solution on the output grid: values, derivatives and equation residuals."""
 
     variable: str = Field(..., description="Name of the independent variable.")
+    parameters: dict[str, list[float]] | None = Field(
+        None,
+        description="Parametric models: per ranged parameter, its value at each sample (the output points "
+        "once per combination of values, one block after another); null otherwise.",
+    )
     x: list[float]
     values: dict[str, list[float | None]] = Field(..., description="Per unknown, its values at x.")
     derivatives: dict[str, list[float | None]] = Field(..., description="Keyed by the primed name: y', y'', ...")

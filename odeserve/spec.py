@@ -10,7 +10,16 @@ import math
 import sys
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StringConstraints,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 from odeserve.expr.grammar import MAX_EXPRESSION_LENGTH, MAX_ORDER
 
@@ -24,6 +33,11 @@ MAX_WIDTH = 512
 MAX_HIDDEN_LAYERS = 8
 MAX_DATA_SETS = 16
 MAX_DATA_POINTS = 10_000  # per data set and over all data sets together
+#: Parametric models: at most this many ranged parameters (network inputs besides the variable),
+#: this many values per parameter in output.parameters and this many combinations of them.
+MAX_RANGED_PARAMETERS = 3
+MAX_OUTPUT_PARAMETER_VALUES = 100
+MAX_OUTPUT_COMBINATIONS = 1000
 #: Default relative L2 tolerance of options.tolerance: well above the 1e-8..1e-10 the public
 #: problems reach, well below what a plot shows.
 DEFAULT_TOLERANCE = 1e-4
@@ -65,7 +79,11 @@ class Options(_Strict):
         "('lbfgs'), or none ('adam': Adam only).",
     )
     points: int = Field(
-        128, ge=4, le=MAX_COLLOCATION_POINTS, description="Collocation points (Chebyshev-spaced on the domain)."
+        128,
+        ge=4,
+        le=MAX_COLLOCATION_POINTS,
+        description="Collocation points (Chebyshev-spaced on the domain). A parametric model uses 32 unless "
+        "this is set, each with every value of the parameter grid (parameter_points).",
     )
     target_loss: Finite = Field(
         1e-26, ge=0, description="Stop when the mean squared (scaled) residual falls to this value."
@@ -96,6 +114,13 @@ class Options(_Strict):
         description="Fit the network to a classical (scipy) solution of the equations before physics "
         "training, where one can be computed.",
     )
+    parameter_points: int = Field(
+        16,
+        ge=2,
+        le=64,
+        description="Parametric models: collocation values per ranged parameter (Chebyshev-spaced on its "
+        "range); the collocation set is every point with every combination of values.",
+    )
 
 
 class Output(_Strict):
@@ -106,6 +131,19 @@ class Output(_Strict):
         None, max_length=MAX_OUTPUT_POINTS, description="Explicit sample points; overrides points."
     )
     derivatives: int = Field(1, ge=0, le=MAX_ORDER, description="Derivative orders to return with the values.")
+    parameters: dict[Identifier, list[Finite]] | None = Field(
+        None,
+        description="Parametric models: the values of each ranged parameter to sample at (every combination); "
+        "absent: each range's ends and middle.",
+    )
+
+    @field_validator("parameters")
+    @classmethod
+    def _few_values(cls, v: dict[str, list[float]] | None) -> dict[str, list[float]] | None:
+        for name, values in (v or {}).items():
+            if not 1 <= len(values) <= MAX_OUTPUT_PARAMETER_VALUES:
+                raise ValueError(f"'{name}' needs 1 to {MAX_OUTPUT_PARAMETER_VALUES} values, got {len(values)}")
+        return v
 
 
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -154,6 +192,32 @@ class UnknownParameter(_Strict):
         return self
 
 
+class ParameterRange(_Strict):
+    """A parameter that varies over a range: the network takes it as an input (a parametric
+    surrogate, trained over the whole range at once)."""
+
+    range: tuple[Finite, Finite] = Field(..., description="[lower, upper], lower < upper.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ParameterRange:
+        lo, hi = self.range
+        if not lo < hi:
+            raise ValueError(f"range needs lower < upper, got [{lo:g}, {hi:g}]")
+        return self
+
+
+def _parameter_kind(value: object) -> str:
+    return "parameter-range" if isinstance(value, (dict, ParameterRange)) else "float"
+
+
+#: A number, or an object with a range: told apart by the value's JSON type, so that an error
+#: names the member meant (the tags are dropped from error locations).
+ParameterValue = Annotated[
+    Annotated[Finite, Tag("float")] | Annotated[ParameterRange, Tag("parameter-range")],
+    Discriminator(_parameter_kind),
+]
+
+
 class ProblemSpec(_Strict):
     """An ODE problem, spec v1."""
 
@@ -172,8 +236,10 @@ class ProblemSpec(_Strict):
     unknowns: list[Identifier] | None = Field(
         None, max_length=MAX_EQUATIONS, description="Unknown functions; inferred when absent."
     )
-    parameters: dict[Identifier, Finite] = Field(
-        default_factory=dict, description="Named constants usable in every expression."
+    parameters: dict[Identifier, ParameterValue] = Field(
+        default_factory=dict,
+        description="Named constants usable in every expression; a parameter given as {'range': [lo, hi]} "
+        "becomes an input of the model (a parametric surrogate over the range).",
     )
     unknown_parameters: dict[Identifier, UnknownParameter] = Field(
         default_factory=dict,
@@ -195,6 +261,8 @@ class ProblemSpec(_Strict):
     def _few_parameters(cls, v: dict[str, object]) -> dict[str, object]:
         if len(v) > MAX_PARAMETERS:
             raise ValueError(f"at most {MAX_PARAMETERS} parameters")
+        if sum(isinstance(p, ParameterRange) for p in v.values()) > MAX_RANGED_PARAMETERS:
+            raise ValueError(f"at most {MAX_RANGED_PARAMETERS} parameters with a range")
         return v
 
     @field_validator("data")

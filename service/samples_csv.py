@@ -1,4 +1,5 @@
-"""The samples as CSV: one column per series, one row per point. A non-finite value (null in the
+"""The samples as CSV: one column per series (after the variable, a parametric model's
+parameters), one row per point. A non-finite value (null in the
 JSON) is an empty cell, and a last column ``non_finite`` then names, per row, the columns left
 empty and the kind of value (nan, inf, -inf) — the JSON's ``non_finite`` entries, row by row."""
 
@@ -34,8 +35,10 @@ def _series(samples: Samples, field: str) -> list[float | None]:
 def to_csv(samples: Samples) -> str:
     groups = {"values": samples.values, "derivatives": samples.derivatives, "residuals": samples.residuals}
     columns = {f"{g}.{name}": name for g, table in groups.items() for name in table}
-    header = [samples.variable, *columns.values()]
+    ranged = samples.parameters or {}  # a parametric model's parameter values, after the variable
+    header = [samples.variable, *ranged, *columns.values()]
     series: list[list[float | None]] = [list(samples.x)]
+    series += [list(v) for v in ranged.values()]
     series += [list(table[name]) for table in groups.values() for name in table]
     rows = [["" if v is None else repr(v) for v in row] for row in zip(*series)]
     if samples.non_finite:

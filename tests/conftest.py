@@ -15,6 +15,11 @@ import pytest
 
 from tests.problems import ROOT
 
+# In-process solves use one intra-op thread, as the worker and the CLI do for problems this size
+# (odeserve.threads): with every core, two busy processes on a small machine slow each other
+# several-fold. Set before torch is first imported; the threads rule's own tests set theirs.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:

@@ -97,3 +97,42 @@ def test_readme_download_of_a_missing_job_fails_instead_of_saving_the_error(live
     )
     assert out.returncode == 22  # curl -f: HTTP error
     assert not (tmp_path / "model.pt").exists()
+
+
+def readme_python(heading: str) -> str:
+    """The first ```python block after ``heading`` in README.md."""
+    text = (ROOT / "README.md").read_text()
+    match = re.search(r"```python\n(.*?)```", text[text.index(heading) :], re.S)
+    assert match, f"no python block under {heading}"
+    return match.group(1)
+
+
+def test_readme_inverse_and_parametric_curl_examples_work_as_written(live_server, tmp_path) -> None:
+    import torch
+
+    inverse = readme_block("## Inverse problems").replace("localhost:8000", f"localhost:{live_server}")
+    out = subprocess.run(["bash", "-euo", "pipefail", "-c", inverse], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and '"status":"queued"' in out.stdout.replace(" ", ""), out.stderr + out.stdout
+    script = readme_block("## Parametric models").replace("localhost:8000", f"localhost:{live_server}")
+    out = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr + out.stdout
+    lines = out.stdout.strip().splitlines()
+    assert lines[0] == "x,k,y,y',equations[0]" and len(lines) == 1 + 3 * 5
+    model = torch.jit.load(str(tmp_path / "decay.pt"))
+    got = float(model(torch.tensor([[1.0, 1.3]], dtype=torch.float64))[0, 0])
+    assert abs(got - 2.718281828459045**-1.3) < 1e-4
+
+
+@pytest.mark.slow
+def test_readme_parametric_python_example_runs_as_written(tmp_path) -> None:
+    code = readme_python("## Parametric models")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stderr
+    first = out.stdout.splitlines()[0].split()
+    assert float(first[0]) <= 1e-4 and first[1] == "True"
+    assert (tmp_path / "decay.pt").is_file() and (tmp_path / "decay.pt2").is_file()

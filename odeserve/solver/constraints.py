@@ -94,7 +94,10 @@ def _hard_conditions(problem: Problem) -> tuple[list[int], dict[str, int], list[
         if c.linear is not None and len({k.unknown for k in c.linear.coeffs}) == 1:
             hard.append(i)
             counts[next(iter(c.linear.coeffs)).unknown] += 1
-    return hard, counts, ["conditions that are not linear are imposed as penalties"]
+    return hard, counts, [
+        "conditions that are not linear in the unknowns' values, or that involve a ranged or estimated "
+        "parameter, are imposed as penalties"
+    ]
 
 
 def _degree_choices(unknowns: tuple[str, ...], counts: dict[str, int]) -> Iterator[dict[str, tuple[int, ...]]]:

@@ -30,6 +30,7 @@ from typing import Any
 
 from odeserve.hooks import Hooks, TrainState
 from odeserve.outcome import Outcome
+from odeserve.parametric import domain_points
 from odeserve.problem import Problem
 from odeserve.report import Attempt
 from odeserve.solver.marching import Offsets, initial_point
@@ -60,26 +61,25 @@ class Variant:
 def ladder(problem: Problem) -> list[Variant]:
     """The attempts after the first, in order."""
     o, net = problem.options, problem.options.network
-    ivp = initial_point(problem) is not None
+    # A parametric model trains over the parameters' box: no marching, warm start or refinement
+    # (each is defined on the variable alone), only more points, a larger network, other seeds.
+    plain = not problem.is_parametric
+    ivp = plain and initial_point(problem) is not None
     wide = min(net.width * 2, MAX_WIDTH)
-    p2 = min(o.points * 2, MAX_POINTS // 2)
+    p2 = min(domain_points(problem) * 2, MAX_POINTS // 2)
 
     def longer(adam: int) -> dict[str, Any]:
         adam = max(o.adam_iterations, adam)
         return {"adam_iterations": adam, "max_iterations": o.max_iterations + adam}
 
     rungs: list[Variant] = []
-    if o.warm_start:
+    if o.warm_start and plain:
         rungs.append(Variant("warm start: fitted to the classical solution first", warm=True))
     if ivp:
         rungs.append(Variant("time-marching over 4 windows", windows=4))
+    more = f"{p2} points and {p2} more where the residual is largest" if plain else f"{p2} points"
     rungs.append(
-        Variant(
-            f"{p2} points and {p2} more where the residual is largest, width {wide}, 1000 Adam steps",
-            {"points": p2, **longer(1000)},
-            {"width": wide},
-            refine=True,
-        )
+        Variant(f"{more}, width {wide}, 1000 Adam steps", {"points": p2, **longer(1000)}, {"width": wide}, refine=plain)
     )
     if ivp:
         rungs.append(

@@ -38,6 +38,11 @@ TORCH = Backend(
 )
 
 
+def parameter_env(problem: Problem, q: Tensor) -> dict[Key, Tensor]:
+    """The ranged parameters' load keys: column i of ``q`` (n, P) is the i-th ranged parameter."""
+    return {name: q[:, i] for i, name in enumerate(problem.ranges)}
+
+
 def run_torch(program: Program, env: Mapping[Key, Any], like: Tensor) -> Tensor:
     """Run a program on tensors; a constant result is broadcast to the shape of ``like``."""
     out = program.run(env, TORCH)
@@ -57,10 +62,16 @@ class Residual:
         eq_scales: np.ndarray,
         params: ParameterMap | None = None,
         data: DataRows | None = None,
+        q: Tensor | None = None,
+        grid: Tensor | None = None,
     ) -> None:
+        """``q`` (n, P): a parametric model's parameter values at each collocation point;
+        ``grid`` (G, P): the distinct parameter values, at which every penalty condition holds."""
         self.problem = problem
         self.trial = trial
         self.x = x
+        self.q = q
+        self.grid = grid
         self.n_net = trial.theta.numel()
         self.params = params if params is not None and params.names else None
         self.data = data if data is not None and data.count else None
@@ -73,32 +84,45 @@ class Residual:
         self.pen_points = sorted({k.point for k in keys})
         self.pen_x = torch.tensor(self.pen_points, dtype=x.dtype, device=x.device)
         self.pen_order = max((k.order for k in keys), default=0)
-        # A penalty row weighs as much as a whole equation's rows together.
-        self.pen_weight = float(np.sqrt(len(x)))
+        # A penalty condition weighs as much as a whole equation's rows together (its rows are
+        # one per parameter value of the grid: one for a plain problem).
+        n_grid = 1 if grid is None else grid.shape[0]
+        self.pen_weight = float(np.sqrt(len(x) / n_grid))
 
     def equations(self, theta: Tensor) -> list[Tensor]:
         """Scaled residual of each equation at the collocation points (theta (P,) or (n, P))."""
-        derivs = self.trial.derivatives(self._net(theta), self.x, self.order, self.phi)
+        derivs = self.trial.derivatives(self._net(theta), self.x, self.order, self.phi, self.q)
         env = equation_env(self.problem.variable, self.problem.unknowns, self.x, derivs)
         if self.params is not None:
             env.update(self.params.values(theta))
+        if self.q is not None:
+            env.update(parameter_env(self.problem, self.q))
         return [run_torch(eq.residual, env, self.x) / s for eq, s in zip(self.problem.equations, self.eq_scales)]
 
     def penalties(self, theta: Tensor) -> list[Tensor]:
-        """One weighted residual per penalty condition."""
+        """Per penalty condition, its weighted residual at every parameter value of the grid
+        (one row for a plain problem)."""
         if not self.penalty:
             return []
-        pd = self.trial.derivatives(self._net(theta), self.pen_x, self.pen_order)
+        n_pts = len(self.pen_points)
+        xs, qs, n_grid = self.pen_x, None, 1
+        if self.grid is not None:
+            n_grid = self.grid.shape[0]
+            xs, qs = self.pen_x.repeat(n_grid), self.grid.repeat_interleave(n_pts, 0)
+        pd = self.trial.derivatives(self._net(theta), xs, self.pen_order, None, qs)
         penv: dict[Key, Tensor] = {}
         if self.params is not None:
             penv.update(self.params.values(theta))
-        for j, u in enumerate(self.problem.unknowns):
-            for k in range(self.pen_order + 1):
+        if self.grid is not None:
+            penv.update(parameter_env(self.problem, self.grid))
+        for k in range(self.pen_order + 1):
+            at = pd[k].reshape(n_grid, n_pts, -1)
+            for j, u in enumerate(self.problem.unknowns):
                 for i, p in enumerate(self.pen_points):
-                    penv[PointKey(u, k, p)] = pd[k][i, j]
+                    penv[PointKey(u, k, p)] = at[:, i, j]
+        like = self.pen_x.new_zeros(n_grid)
         return [
-            run_torch(c.residual, penv, self.pen_x[:1]).reshape(1) * (self.pen_weight / self.eq_scales[0])
-            for c in self.penalty
+            run_torch(c.residual, penv, like).reshape(-1) * (self.pen_weight / self.eq_scales[0]) for c in self.penalty
         ]
 
     def _net(self, theta: Tensor) -> Tensor:
@@ -127,11 +151,11 @@ class Residual:
         values = [r.detach() for r in eqs]
         if self.penalty:
             th = theta.detach().clone().requires_grad_(True)
-            pens = self.penalties(th)
-            for i, p in enumerate(pens):
-                (g,) = torch.autograd.grad(p.sum(), th, retain_graph=i < len(pens) - 1)
+            pens = torch.cat(self.penalties(th))
+            for i, p in enumerate(pens.unbind(0)):  # a few rows: one per condition (and parameter value)
+                (g,) = torch.autograd.grad(p, th, retain_graph=i < len(pens) - 1)
                 blocks.append(g.unsqueeze(0))
-                values.append(p.detach())
+            values.append(pens.detach())
         if self.data is not None:
             # Each data row depends only on its own copy of the weights, as the collocation rows.
             drows = theta.detach().unsqueeze(0).expand(self.data.count, theta.shape[0]).clone().requires_grad_(True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,7 @@ from odeserve.evaluate import equation_env, evaluate, exact_values
 from odeserve.expr.grammar import MAX_ORDER
 from odeserve.expr.keys import Key
 from odeserve.outcome import Outcome
+from odeserve.parametric import fixed_at, metric_grid
 from odeserve.problem import Problem
 from odeserve.report import (
     Attempt,
@@ -35,6 +37,10 @@ from odeserve.solver.trial import Trial
 METRIC_POINTS = 1001
 #: Most loss-history entries kept (evenly thinned beyond this).
 MAX_HISTORY = 2000
+
+
+def _worst(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else max(a, b)
 
 
 def prime_name(name: str, order: int) -> str:
@@ -73,40 +79,62 @@ class Solution:
     def unknowns(self) -> tuple[str, ...]:
         return self.problem.unknowns
 
-    def derivatives(self, x: Any, order: int = 0) -> list[np.ndarray]:
-        """``[y, y', ..., y^(order)]`` at the points x, each of shape (len(x), m)."""
+    def derivatives(self, x: Any, order: int = 0, parameters: Mapping[str, float] | None = None) -> list[np.ndarray]:
+        """``[y, y', ..., y^(order)]`` at the points x, each of shape (len(x), m); a parametric
+        model needs ``parameters``, a value for each ranged parameter."""
         if not 0 <= order <= MAX_ORDER:
             raise ValueError(f"order must be between 0 and {MAX_ORDER}")
-        xt = torch.as_tensor(
-            np.asarray(x, dtype=np.float64).reshape(-1), dtype=self.trial.theta.dtype, device=self.trial.theta.device
-        )
+        like = self.trial.theta
+        xs = np.asarray(x, dtype=np.float64).reshape(-1)
+        xt = torch.as_tensor(xs, dtype=like.dtype, device=like.device)
+        q = self._parameter_columns(len(xs), parameters)
         with torch.no_grad():
-            outs = self.trial.derivatives(self.trial.theta, xt, order)
+            outs = self.trial.derivatives(like, xt, order, None, None if q is None else q.to(like))
         return [o.double().cpu().numpy() for o in outs]
 
-    def __call__(self, x: Any, order: int = 0) -> np.ndarray:
-        """Values (order 0) or the order-th derivative at x, shape (len(x), m)."""
-        return self.derivatives(x, order)[order]
+    def _parameter_columns(self, n: int, parameters: Mapping[str, float] | None) -> torch.Tensor | None:
+        ranges = self.problem.ranges
+        given = dict(parameters or {})
+        if set(given) != set(ranges):
+            raise ValueError(f"give a value for each parameter with a range, {list(ranges)}; got {list(given)}")
+        if not ranges:
+            return None
+        return torch.tensor([[float(given[k]) for k in ranges]], dtype=torch.float64).expand(n, len(ranges))
 
-    def residuals(self, x: Any) -> np.ndarray:
+    def __call__(self, x: Any, order: int = 0, parameters: Mapping[str, float] | None = None) -> np.ndarray:
+        """Values (order 0) or the order-th derivative at x, shape (len(x), m)."""
+        return self.derivatives(x, order, parameters)[order]
+
+    def residuals(self, x: Any, parameters: Mapping[str, float] | None = None) -> np.ndarray:
         """Equation residuals (lhs - rhs, unscaled) at x, shape (len(x), n_equations)."""
         xs = np.asarray(x, dtype=np.float64).reshape(-1)
-        derivs = self.derivatives(xs, self.problem.max_order)
+        derivs = self.derivatives(xs, self.problem.max_order, parameters)
         env = equation_env(self.problem.variable, self.unknowns, xs, derivs)
         env.update(self.parameter_values)
+        env.update(parameters or {})
         return np.stack([evaluate(eq.residual, env, xs) for eq in self.problem.equations], axis=1)
 
     # -- metrics -----------------------------------------------------------------------------
+    def parameter_grid(self) -> list[dict[str, float]]:
+        """The parameter values metrics are measured at: for a parametric model an even grid
+        over the ranges (:func:`odeserve.parametric.metric_grid`), else one empty set."""
+        return metric_grid(self.problem)
+
     def condition_errors(self) -> list[float]:
-        """|lhs - rhs| of every condition, evaluated on the trained model."""
+        """|lhs - rhs| of every condition on the trained model (the largest over the parameter
+        grid for a parametric model)."""
         errors = []
         for c in self.problem.conditions:
-            env: dict[Key, float] = {}
-            env.update(self.parameter_values)
-            for key in c.keys:
-                j = self.unknowns.index(key.unknown)
-                env[key] = float(self.derivatives([key.point], key.order)[key.order][0, j])
-            errors.append(abs(float(evaluate(c.residual, env, np.zeros(1))[0])))
+            worst = 0.0
+            for values in self.parameter_grid():
+                env: dict[Key, float] = {}
+                env.update(self.parameter_values)
+                env.update(values)
+                for key in c.keys:
+                    j = self.unknowns.index(key.unknown)
+                    env[key] = float(self.derivatives([key.point], key.order, values)[key.order][0, j])
+                worst = max(worst, abs(float(evaluate(c.residual, env, np.zeros(1))[0])))
+            errors.append(worst)
         return errors
 
     def error_estimate(self) -> ErrorEstimate:
@@ -122,9 +150,42 @@ class Solution:
                     "to solve classically (see metrics.data_fit)"
                 )
                 self.estimate = ErrorEstimate(method="none", note=note)
+            elif self.problem.is_parametric:
+                self.estimate = self._estimate_over_range(xs)
             else:
                 self.estimate = estimate_error(problem, self.derivatives, xs)
         return self.estimate
+
+    def _estimate_over_range(self, xs: np.ndarray) -> ErrorEstimate:
+        """A parametric model's estimate: the worst over the parameter grid of the estimates at
+        each of its values; none where any value has none (the range is not covered)."""
+        from odeserve.estimate import estimate_error
+
+        grid = self.parameter_grid()
+        parts = []
+        for values in grid:
+            probe = lambda x, order, v=values: self.derivatives(x, order, v)  # noqa: E731
+            parts.append((values, estimate_error(fixed_at(self.problem, values), probe, xs)))
+        where = ", ".join(f"{k} in [{lo:g}, {hi:g}]" for k, (lo, hi) in self.problem.ranges.items())
+        seconds = round(sum(e.time_s for _, e in parts), 4)
+        missing = [v for v, e in parts if e.rel_l2 is None]
+        if missing:
+            note = f"not estimated at {missing[0]}: {next(e.note for v, e in parts if v is missing[0])}"
+            return ErrorEstimate(method="none", note=note, time_s=seconds)
+        values, worst = max(parts, key=lambda p: p[1].rel_l2 or 0.0)
+        unknowns = {
+            u: worst.unknowns[u].model_copy(
+                update={
+                    "rel_l2": max(e.unknowns[u].rel_l2 for _, e in parts),
+                    "max_abs": max(e.unknowns[u].max_abs for _, e in parts),
+                }
+            )
+            for u in worst.unknowns
+        }
+        note = f"the worst over {len(parts)} parameter values ({where}); the worst at {values}"
+        if worst.note:
+            note += f"; there: {worst.note}"
+        return worst.model_copy(update={"unknowns": unknowns, "time_s": seconds, "note": note})
 
     def _forward_problem(self) -> Problem | None:
         """The problem itself, or for an inverse problem the forward problem with the estimated
@@ -152,7 +213,7 @@ class Solution:
         from odeserve.estimate import verdict
 
         xs = np.linspace(*self.problem.domain, METRIC_POINTS)
-        res = self.residuals(xs)
+        res = np.concatenate([self.residuals(xs, values) for values in self.parameter_grid()])
         estimate = self.error_estimate()
         return Metrics(
             outcome=self.outcome,
@@ -179,15 +240,22 @@ class Solution:
         )
 
     def _exact_errors(self, xs: np.ndarray) -> dict[str, ErrorStats]:
-        values = self(xs)
+        """Per unknown, the error against the exact solution (the worst over the parameter grid
+        for a parametric model)."""
         out: dict[str, ErrorStats] = {}
-        for name, exact in exact_values(self.problem.exact, self.problem.variable, xs).items():
-            err = values[:, self.unknowns.index(name)] - exact
-            norm = float(np.linalg.norm(exact))
-            out[name] = ErrorStats(
-                max_abs=float(np.max(np.abs(err))),
-                rel_l2=float(np.linalg.norm(err) / norm) if norm > 0 else float(np.linalg.norm(err)),
-            )
+        for params in self.parameter_grid():
+            values = self(xs, 0, params)
+            for name, exact in exact_values(self.problem.exact, self.problem.variable, xs, params).items():
+                err = values[:, self.unknowns.index(name)] - exact
+                norm = float(np.linalg.norm(exact))
+                rel = float(np.linalg.norm(err) / norm) if norm > 0 else float(np.linalg.norm(err))
+                stats = ErrorStats(max_abs=float(np.max(np.abs(err))), rel_l2=rel)
+                seen = out.get(name)
+                if seen is not None:
+                    stats = ErrorStats(
+                        max_abs=_worst(seen.max_abs, stats.max_abs), rel_l2=_worst(seen.rel_l2, stats.rel_l2)
+                    )
+                out[name] = stats
         return out
 
     def history(self) -> list[HistoryPoint]:
@@ -197,17 +265,25 @@ class Solution:
         keep = h[::step] + ([h[-1]] if h and (len(h) - 1) % step else [])
         return [HistoryPoint(iteration=i, loss=loss, elapsed_s=t) for i, loss, t in keep]
 
-    def samples(self, x: Any = None, derivatives: int | None = None) -> Samples:
+    def samples(
+        self, x: Any = None, derivatives: int | None = None, parameters: list[Mapping[str, float]] | None = None
+    ) -> Samples:
         """The solution resource: ``{variable, x, values, derivatives, residuals}`` on the output
-        grid (or at ``x``)."""
+        grid (or at ``x``). A parametric model is sampled at each combination of parameter values
+        (``output.parameters``, or ``parameters``), one block of points after another, with the
+        parameters' values as columns."""
         from odeserve.estimate import verdict
 
-        xs = np.asarray(self.problem.output_x if x is None else x, dtype=np.float64)
+        one = np.asarray(self.problem.output_x if x is None else x, dtype=np.float64)
         nd = self.problem.output_derivatives if derivatives is None else derivatives
-        derivs = self.derivatives(xs, nd)
-        res = self.residuals(xs)
+        combos = list(parameters if parameters is not None else self.problem.output_parameters) or [{}]
+        derivs = [np.concatenate(d) for d in zip(*(self.derivatives(one, nd, c) for c in combos))]
+        res = np.concatenate([self.residuals(one, c) for c in combos])
+        xs = np.tile(one, len(combos))
+        columns = {k: np.repeat([c[k] for c in combos], len(one)).tolist() for k in self.problem.ranges}
         return Samples(
             variable=self.problem.variable,
+            parameters=columns or None,
             x=xs.tolist(),
             values={u: derivs[0][:, j].tolist() for j, u in enumerate(self.unknowns)},
             derivatives={
@@ -230,7 +306,13 @@ class Solution:
             "domain": list(self.problem.domain),
             "spec_hash": self.problem.spec_hash,
             "dtype": str(self.trial.theta.dtype).replace("torch.", ""),
-            "input": "x of shape (N, 1), float64, physical units",
+            "input": (
+                f"(N, {1 + len(self.problem.ranges)}) float64 in physical units: the columns are inputs"
+                if self.problem.is_parametric
+                else "x of shape (N, 1), float64, physical units"
+            ),
+            "inputs": [self.problem.variable, *self.problem.ranges],
+            "parameter_ranges": {k: list(v) for k, v in self.problem.ranges.items()},
             "parameters": {**self.problem.parameters, **self.parameter_values},
             "estimated_parameters": (
                 {k: v.model_dump(mode="json") for k, v in self.estimates.items()} if self.estimates else {}

@@ -13,6 +13,7 @@ from odeserve.estimate.reference import Probe, classical_reference
 from odeserve.estimate.system import NotApplicable
 from odeserve.hooks import Hooks, TrainState
 from odeserve.network import layer_sizes, parameter_count
+from odeserve.parametric import chebyshev_points, collocation_rows, domain_points, training_grid
 from odeserve.problem import Problem, load_problem
 from odeserve.solver.constraints import ConstraintPlan, plan_constraints
 from odeserve.solver.escalate import solve_escalating
@@ -48,12 +49,6 @@ def equation_scales(problem: Problem, scales: np.ndarray) -> np.ndarray:
     return np.array([scales[min(i, len(scales) - 1)] for i in range(len(problem.equations))])
 
 
-def chebyshev_points(a: float, b: float, n: int) -> np.ndarray:
-    """Chebyshev-Lobatto points: denser near the ends, where PINN errors usually start."""
-    k = np.arange(n)
-    return 0.5 * (a + b) - 0.5 * (b - a) * np.cos(np.pi * k / (n - 1))
-
-
 def initial_theta(sizes: list[int], seed: int, dtype: torch.dtype) -> torch.Tensor:
     """Glorot-normal weights and zero biases, from a generator seeded with ``seed``."""
     gen = torch.Generator().manual_seed(seed)
@@ -71,12 +66,12 @@ def build_trial(problem: Problem, device: torch.device, dtype: torch.dtype) -> t
     """The untrained trial function (initial weights from the seed), its constraint plan and
     output scales."""
     net = problem.options.network
-    sizes = layer_sizes(net, 1, len(problem.unknowns))
+    sizes = layer_sizes(net, 1 + len(problem.ranges), len(problem.unknowns))
     scales = output_scales(problem)
     plan = plan_constraints(problem)
     theta0 = initial_theta(sizes, problem.options.seed, dtype)
-    trial = Trial(sizes, net.activation, problem.domain, scales, plan, theta0).to(device)
-    return trial, plan, scales
+    trial = Trial(sizes, net.activation, problem.domain, scales, plan, theta0, list(problem.ranges.values()))
+    return trial.to(device), plan, scales
 
 
 def refined_points(solution: Solution, n: int) -> np.ndarray:
@@ -112,7 +107,7 @@ def train_attempt(
     ``refine``: add collocation points where that solution's residual is largest."""
     dtype = DTYPES[problem.options.precision]
     trial, plan, scales = build_trial(problem, device, dtype)
-    unit = chebyshev_points(0.0, 1.0, problem.options.points)
+    unit = chebyshev_points(0.0, 1.0, domain_points(problem))
     a, b = problem.domain
     xs = a + (b - a) * unit
     if refine is not None:
@@ -140,11 +135,23 @@ def train_attempt(
         if stopped is not None:
             return Solution(problem, trial, plan, stopped, warm_start=warm)
     options = problem.options.model_copy(update={"time_limit_s": max(time_left, 1e-3)})
-    residual = Residual(problem, trial, plan, x, eq_scales)
+    residual = _residual(problem, trial, plan, xs, eq_scales)
     result = train(residual, trial.theta, options, hooks=offsets.hooks(checkpoint), resume=resume)
     offsets.advance(result)
     trial.theta.copy_(result.theta)
     return Solution(problem, trial, plan, result, warm_start=warm)
+
+
+def _residual(problem: Problem, trial: Trial, plan: ConstraintPlan, xs: np.ndarray, eq_scales: np.ndarray) -> Residual:
+    """The residual on the points ``xs`` and, for a parametric model, every combination of the
+    training grid's parameter values with them."""
+    like = trial.theta
+    if not problem.is_parametric:
+        return Residual(problem, trial, plan, torch.as_tensor(xs).to(like), eq_scales)
+    grid = training_grid(problem)
+    rows, q = collocation_rows(xs, grid)
+    as_t = lambda a: torch.as_tensor(a).to(like)  # noqa: E731
+    return Residual(problem, trial, plan, as_t(rows), eq_scales, q=as_t(q), grid=as_t(grid))
 
 
 def solve(

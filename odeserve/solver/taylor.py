@@ -98,15 +98,25 @@ def _layer(theta: Tensor, offset: int, n_in: int, n_out: int) -> tuple[Tensor, T
     return w.reshape(n_out, n_in).t(), b
 
 
-def mlp_taylor(theta: Tensor, sizes: list[int], t: Tensor, dt: Tensor, order: int, activation: int) -> list[Tensor]:
+def mlp_taylor(
+    theta: Tensor,
+    sizes: list[int],
+    t: Tensor,
+    dt: Tensor,
+    order: int,
+    activation: int,
+    s: Tensor | None = None,
+) -> list[Tensor]:
     """Values and x-derivatives up to ``order`` of the MLP with flat parameters ``theta``.
 
     Args:
         theta: all weights and biases, layer by layer (W row-major, then b): shape (P,), or
             (n, P) to give every point its own copy (then one backward pass of the summed
             outputs yields the per-point gradients, i.e. the Jacobian's rows).
-        sizes: layer widths ``[1, hidden..., m]``.
+        sizes: layer widths ``[1 + P, hidden..., m]``.
         t: the scaled input, shape (n,), already mapped to [-1, 1].
+        s: a parametric model's other inputs, shape (n, P), scaled to [-1, 1]; constant in x, so
+            they shift the first layer's pre-activation and leave the derivatives' recursion as is.
         dt: dt/dx, the scaling's slope (a 0-dim tensor).
         order: highest derivative wanted (0..4).
         activation: TANH or SIN.
@@ -115,13 +125,18 @@ def mlp_taylor(theta: Tensor, sizes: list[int], t: Tensor, dt: Tensor, order: in
         ``order + 1`` tensors of shape (n, m): the k-th derivative with respect to x.
     """
     n_layers = len(sizes) - 1
-    wt, b = _layer(theta, 0, 1, sizes[1])  # wt: (1, w) or (n, 1, w)
+    wt, b = _layer(theta, 0, sizes[0], sizes[1])  # wt: (1 + P, w) or (n, 1 + P, w)
     if theta.dim() == 2:
-        w_row = wt.squeeze(1)
+        w_row = wt[:, 0]
         b_row = b.squeeze(1)
     else:
-        w_row = wt.expand(t.shape[0], sizes[1])
+        w_row = wt[:1].expand(t.shape[0], sizes[1])
         b_row = b
+    if s is not None:  # the parameters' part of the first layer: constant in x
+        if theta.dim() == 2:
+            b_row = b_row + torch.matmul(s.unsqueeze(1), wt[:, 1:]).squeeze(1)
+        else:
+            b_row = b_row + torch.matmul(s, wt[1:])
     # The input is t with t' = dt and no higher derivatives: z is affine in x.
     zs: list[Tensor] = [t.unsqueeze(1) * w_row + b_row]
     if order >= 1:
@@ -131,7 +146,7 @@ def mlp_taylor(theta: Tensor, sizes: list[int], t: Tensor, dt: Tensor, order: in
         for _ in range(2, order + 1):
             zs.append(zero)
         return zs
-    offset = sizes[1] * 2
+    offset = sizes[1] * (sizes[0] + 1)
     for layer in range(1, n_layers):
         hs = faa_di_bruno(zs, activation_derivatives(zs[0], order, activation), layer == 1)
         n_in = sizes[layer]

@@ -36,12 +36,13 @@ def architecture(trial: Trial) -> Key:
     """What the traced graph depends on: layer sizes, activation, constraint structure and the
     shapes and dtypes of every buffer."""
     shapes = tuple((name, tuple(b.shape), str(b.dtype)) for name, b in trial.named_buffers())
-    return (tuple(trial.sizes), trial.activation, trial.has_constraints, trial.key_max_order, shapes)
+    return (tuple(trial.sizes), trial.activation, trial.has_constraints, trial.key_max_order, trial.n_params, shapes)
 
 
 def trace(module: Trial) -> torch.export.ExportedProgram:
     """``torch.export`` of a CPU float64 trial, with a dynamic number of points."""
-    example = torch.linspace(-1.0, 1.0, 8, dtype=torch.float64).reshape(-1, 1)
+    cols = 1 + module.n_params  # the variable, then a parametric model's ranged parameters
+    example = torch.linspace(-1.0, 1.0, 8 * cols, dtype=torch.float64).reshape(8, cols)
     n = torch.export.Dim("n", min=1)
     return torch.export.export(module, (example,), dynamic_shapes=({0: n},))
 

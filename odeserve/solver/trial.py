@@ -7,6 +7,7 @@ its ``forward`` with the trained ``theta`` stored as a buffer).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -37,6 +38,8 @@ class Trial(nn.Module):
         K: Tensor
         center: Tensor
         half_width: Tensor
+        p_center: Tensor
+        p_half: Tensor
 
     def __init__(
         self,
@@ -46,6 +49,7 @@ class Trial(nn.Module):
         scales: np.ndarray,
         plan: ConstraintPlan,
         theta: Tensor,
+        ranges: Sequence[tuple[float, float]] = (),
     ) -> None:
         super().__init__()
         dtype = theta.dtype
@@ -71,6 +75,10 @@ class Trial(nn.Module):
         # domain with its buffers swapped (see odeserve.solver.templates).
         self.register_buffer("center", torch.tensor(0.5 * (a + b), dtype=dtype))
         self.register_buffer("half_width", torch.tensor(0.5 * (b - a), dtype=dtype))
+        # A parametric model's other inputs (the ranged parameters), each scaled to [-1, 1].
+        self.n_params: int = len(ranges)
+        self.register_buffer("p_center", as_t([0.5 * (lo + hi) for lo, hi in ranges]).reshape(-1))
+        self.register_buffer("p_half", as_t([0.5 * (hi - lo) for lo, hi in ranges]).reshape(-1))
 
     def basis(self, x: Tensor, order: int) -> list[Tensor]:
         """phi^(k)(x) for k = 0..order, each (n, nb): the k-th x-derivative of t^d is
@@ -86,29 +94,44 @@ class Trial(nn.Module):
             out.append(coef * torch.pow(t, torch.clamp(degrees - k, min=0.0)) * (dt**k))
         return out
 
-    def derivatives(self, theta: Tensor, x: Tensor, order: int, phi: list[Tensor] | None = None) -> list[Tensor]:
+    def derivatives(
+        self,
+        theta: Tensor,
+        x: Tensor,
+        order: int,
+        phi: list[Tensor] | None = None,
+        q: Tensor | None = None,
+    ) -> list[Tensor]:
         """``[y, y', ..., y^(order)]`` at x (shape (n,)), each of shape (n, m).
 
         theta is (P,), or (n, P) to use a separate copy of the weights at every point (then
         row i depends only on theta[i], which yields the Jacobian in one backward pass).
-        ``phi`` is ``basis(x, order)`` when the caller has it cached.
+        ``phi`` is ``basis(x, order)`` when the caller has it cached. ``q`` (n, n_params): a
+        parametric model's parameter values at each point (physical units).
         """
         t = (x - self.center) / self.half_width
         dt = 1.0 / self.half_width
         n = t.shape[0]
+        s: Tensor | None = None
+        if q is not None:
+            s = (q - self.p_center) / self.p_half
         if not self.has_constraints:
-            outs = mlp_taylor(theta, self.sizes, t, dt, order, self.activation)
+            outs = mlp_taylor(theta, self.sizes, t, dt, order, self.activation, s)
             return [o * self.scales for o in outs]
         tp = (self.points - self.center) / self.half_width
         n_pts = tp.shape[0]
         scale = self.scales[self.key_unknown]
         k_cond = self.key_max_order
-        if theta.dim() == 2:
-            # Per-point weights: the condition points need every row's weights, at their own
-            # (usually lower) orders; a separate pass is cheaper than widening the main one.
-            raw = mlp_taylor(theta, self.sizes, t, dt, order, self.activation)
-            th = theta.repeat_interleave(n_pts, 0)
-            nd = mlp_taylor(th, self.sizes, tp.repeat(n), dt, k_cond, self.activation)
+        if theta.dim() == 2 or s is not None:
+            # Per-point weights or parameters: the condition points need every row's weights
+            # and parameters, at their own (usually lower) orders; a separate pass is cheaper
+            # than widening the main one.
+            raw = mlp_taylor(theta, self.sizes, t, dt, order, self.activation, s)
+            th = theta.repeat_interleave(n_pts, 0) if theta.dim() == 2 else theta
+            sp: Tensor | None = None
+            if s is not None:
+                sp = s.repeat_interleave(n_pts, 0)
+            nd = mlp_taylor(th, self.sizes, tp.repeat(n), dt, k_cond, self.activation, sp)
             cond = torch.stack(nd, 1).reshape(n, n_pts, k_cond + 1, nd[0].shape[-1])
             c = self.c0 + (cond[:, self.key_point, self.key_order, self.key_unknown] * scale) @ self.K.t()
         else:
@@ -120,11 +143,20 @@ class Trial(nn.Module):
             phi = self.basis(x, order)
         return [raw[k][:n] * self.scales + (phi[k] * c) @ self.owner for k in range(order + 1)]
 
+    def _inputs(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """The variable and (parametric models) the parameters' columns of an (N, 1 + P) input."""
+        if self.n_params == 0:
+            return x.reshape(-1), None
+        return x[:, 0], x[:, 1:]
+
     def forward(self, x: Tensor) -> Tensor:
-        """x of shape (N, 1) in physical units -> (N, m), unknowns in problem order."""
-        return self.derivatives(self.theta, x.reshape(-1), 0)[0]
+        """x of shape (N, 1 + P) in physical units (the variable, then the ranged parameters)
+        -> (N, m), unknowns in problem order."""
+        xs, q = self._inputs(x)
+        return self.derivatives(self.theta, xs, 0, None, q)[0]
 
     @torch.jit.export
     def derivative(self, x: Tensor, order: int) -> Tensor:
-        """The order-th derivative (0..4) at x of shape (N, 1) -> (N, m)."""
-        return self.derivatives(self.theta, x.reshape(-1), order)[order]
+        """The order-th derivative (0..4) in the variable at x of shape (N, 1 + P) -> (N, m)."""
+        xs, q = self._inputs(x)
+        return self.derivatives(self.theta, xs, order, None, q)[order]
