@@ -30,6 +30,10 @@ from odeserve.problem import Problem
 
 #: M must be at least this well conditioned for its conditions to be built in.
 _MAX_CONDITION_NUMBER = 1e8
+_PENALTY_NOTE = (
+    "conditions that are not linear in the unknowns' values, or that involve a ranged or estimated "
+    "parameter, are imposed as penalties"
+)
 #: Degrees tried per unknown: subsets of 0..k+_EXTRA_DEGREES-1 for k basis functions.
 _EXTRA_DEGREES = 3
 
@@ -94,10 +98,7 @@ def _hard_conditions(problem: Problem) -> tuple[list[int], dict[str, int], list[
         if c.linear is not None and len({k.unknown for k in c.linear.coeffs}) == 1:
             hard.append(i)
             counts[next(iter(c.linear.coeffs)).unknown] += 1
-    return hard, counts, [
-        "conditions that are not linear in the unknowns' values, or that involve a ranged or estimated "
-        "parameter, are imposed as penalties"
-    ]
+    return hard, counts, [_PENALTY_NOTE]
 
 
 def _degree_choices(unknowns: tuple[str, ...], counts: dict[str, int]) -> Iterator[dict[str, tuple[int, ...]]]:
