@@ -119,7 +119,8 @@ class Options(_Strict):
         ge=2,
         le=64,
         description="Parametric models: collocation values per ranged parameter (Chebyshev-spaced on its "
-        "range); the collocation set is every point with every combination of values.",
+        "range); the collocation set is every point with every combination of values. Unless set: 16 for "
+        "one ranged parameter, 8 each for two, 5 each for three.",
     )
 
 

@@ -35,13 +35,13 @@ def jacobian_shape(problem: Problem) -> tuple[int, int]:
     """``(rows, params)`` of a problem's largest residual Jacobian: collocation points (times a
     parametric model's parameter grid, and data points) times equations plus conditions and data rows, and the network's weights plus the
     unknown parameters. An inverse problem's statistics take one Jacobian on a denser grid."""
-    from odeserve.parametric import domain_points
+    from odeserve.parametric import domain_points, grid_values
 
     opts = problem.options
     n_data = sum(len(d.x) for d in problem.data)
     weights = parameter_count(layer_sizes(opts.network, 1 + len(problem.ranges), len(problem.unknowns)))
     # A parametric model pairs every point with every value of its parameter grid.
-    grid = opts.parameter_points ** len(problem.ranges)
+    grid = grid_values(problem) ** len(problem.ranges)
     points = domain_points(problem) * grid + n_data
     if problem.is_inverse:
         points = max(points, min(2 * weights, 4000) + n_data)  # odeserve.solver.uncertainty

@@ -5,7 +5,7 @@ from __future__ import annotations
 from common.settings import Settings
 from odeserve.errors import LimitError
 from odeserve.network import layer_sizes, parameter_count
-from odeserve.parametric import domain_points
+from odeserve.parametric import domain_points, grid_values
 from odeserve.problem import Problem
 from service.admission import admit
 
@@ -25,7 +25,7 @@ def enforce_limits(problem: Problem, settings: Settings) -> None:
         raise LimitError(field, f"at most {settings.max_sample_points} sample points on this server")
     if o.points > settings.max_collocation_points:
         raise LimitError(("options", "points"), f"must be at most {settings.max_collocation_points} on this server")
-    rows = domain_points(problem) * o.parameter_points ** len(problem.ranges)
+    rows = domain_points(problem) * grid_values(problem) ** len(problem.ranges)
     if rows > settings.max_collocation_points:
         raise LimitError(
             ("options", "parameter_points"),

@@ -40,7 +40,16 @@ def test_solve_writes_metrics_samples_plot_and_model(tmp_path) -> None:
     assert "error of y vs exact" in out.stdout and "outcome: budget_reached" in out.stdout
     result = json.loads((tmp_path / "r.json").read_text())
     assert set(result) == {"metrics", "samples", "history"}
-    assert set(result["samples"]) == {"variable", "x", "values", "derivatives", "residuals", "non_finite", "accuracy"}
+    assert set(result["samples"]) == {
+        "variable",
+        "parameters",
+        "x",
+        "values",
+        "derivatives",
+        "residuals",
+        "non_finite",
+        "accuracy",
+    }
     assert result["metrics"]["accuracy"]["met"] is True and "tolerance 1.0e-04 (relative L2): met" in out.stdout
     assert result["metrics"]["error"]["y"]["rel_l2"] < 1e-5
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"

@@ -209,3 +209,22 @@ def test_an_inverse_job_over_http_reports_its_estimates(service) -> None:
     assert job["metrics"]["data_fit"]["noise"] == "given" and len(job["metrics"]["data_fit"]["sets"]) == 1
     bad = service.post("/solve", json={**spec, "data": [{"unknown": "z", "x": [1], "values": [1]}]})
     assert bad.status_code == 422 and "data[0].unknown" in bad.text
+
+
+def test_identifiability_does_not_depend_on_the_datas_units() -> None:
+    """Well-determined but correlated parameters whose information is tiny next to the equations'
+    (data without sigma) are identifiable; a product a*b is not, at any scale."""
+    import torch
+
+    from odeserve.solver.uncertainty import _covariance
+
+    corr = torch.tensor([[1.0, 0.9, 0.0], [0.9, 1.0, 0.3], [0.0, 0.3, 1.0]], dtype=torch.float64)
+    scale = torch.tensor([1e-3, 2e-2, 5e-4], dtype=torch.float64)
+    F = corr * scale.unsqueeze(0) * scale.unsqueeze(1)
+    for ref in (1.0, 1e3):  # the equations' scale: F's diagonal is 2.5e-7..4e-4 of it, or 2.5e-10..4e-7
+        cov, weak = _covariance(F, ref)
+        assert not bool(weak.any())
+        assert torch.allclose(cov, torch.linalg.inv(F), rtol=1e-8)
+    g = torch.tensor([[2.0], [1.0]], dtype=torch.float64)  # y' = -a*b*y: one direction only
+    cov, weak = _covariance(g @ g.T * 1e-6, 1.0)
+    assert bool(weak.all())

@@ -43,8 +43,15 @@ DENSE_PER_WEIGHT = 2
 MAX_DENSE_POINTS = 4000
 #: The ridge ``a`` as a fraction of the largest singular value of Jt, squared.
 RIDGE = 1e-7
-#: An eigenvalue of F below this fraction of the largest diagonal of Jp^T Jp is a flat direction.
-FLAT = 1e-9
+#: A parameter whose information F_ii is below this fraction of the largest diagonal of Jp^T Jp
+#: has none (the equations barely involve it).
+NO_INFORMATION = 1e-14
+#: An eigenvalue of F's correlation form (F scaled to a unit diagonal) below this is a flat
+#: direction: parameters that trade off against each other (y' = -a*b*y: 1e-15; Lotka-Volterra's
+#: four parameters from noise-free data: 1e-2). The scale-free form matters: F's own eigenvalues
+#: against Jp^T Jp mix the data's units with the equations' (1e3 heavier) and called Lotka-Volterra's
+#: parameters flat when their data had no sigma.
+FLAT = 1e-8
 
 
 def t_quantile_975(dof: int) -> float:
@@ -107,15 +114,29 @@ def _information(Jt: Tensor, Jp: Tensor) -> Tensor:
     return 0.5 * (F + F.T)
 
 
+def _covariance(F: Tensor, ref: float) -> tuple[Tensor, Tensor]:
+    """F's inverse on the identifiable directions, and which parameters lie on a flat one (no
+    information, or a flat direction of the correlation form; see FLAT)."""
+    diag = F.diagonal()
+    none = diag <= NO_INFORMATION * ref
+    scale = torch.where(none, torch.ones_like(diag), diag).rsqrt()
+    C = F * scale.unsqueeze(0) * scale.unsqueeze(1)
+    C[none, :] = 0.0
+    C[:, none] = 0.0
+    w, V = torch.linalg.eigh(C)
+    flat = w <= FLAT
+    weak = none | (V[:, flat].abs() > 0.1).any(dim=1) if bool(flat.any()) else none
+    keep = ~flat
+    inv = (V[:, keep] / w[keep]) @ V[:, keep].T
+    return inv * scale.unsqueeze(0) * scale.unsqueeze(1), weak
+
+
 def _estimates(
     problem: Problem, params: ParameterMap, theta: Tensor, F: Tensor, ref: float, s2: float, dof: int
 ) -> dict[str, ParameterEstimate]:
     values = params.floats(theta)
-    w, V = torch.linalg.eigh(F)
-    flat = w <= FLAT * ref
-    weak = (V[:, flat].abs() > 0.1).any(dim=1) if bool(flat.any()) else torch.zeros(len(values), dtype=torch.bool)
-    keep = ~flat
-    cov = (V[:, keep] / w[keep]) @ V[:, keep].T * s2
+    cov, weak = _covariance(F, ref)
+    cov = cov * s2
     q = 1.959963984540054 if all(d.sigma is not None for d in problem.data) else t_quantile_975(dof)
     out: dict[str, ParameterEstimate] = {}
     for i, name in enumerate(params.names):
