@@ -1,6 +1,7 @@
 """The Redis key layout of odeserve (besides RQ's own ``rq:*`` keys), in one place.
 
 odeserve:job:{id}:{artifact}        artifacts and flags of a job (see ``Artifact``)
+odeserve:job:{id}:member:{i}:{artifact}  a sweep member's artifacts
 odeserve:idempotency:{owner}:{sha}  Idempotency-Key reservations
 odeserve:queue:{queue}:owner:{owner}:jobs  the owner's queued and running job ids (sorted set, by submit time)
 odeserve:queue:{queue}:jobs                every queued and running job id (sorted set: the queue cap)
@@ -30,8 +31,11 @@ class Artifact(str, Enum):
     HANDBACK = "handback"  # flag: checkpoint and give the job back (worker shutdown)
 
 
-def artifact(job_id: str, name: Artifact) -> str:
-    return f"{PREFIX}:job:{job_id}:{name.value}"
+def artifact(job_id: str, name: Artifact, member: int | None = None) -> str:
+    """A job's artifact; a sweep's member ``i`` has its own under ``member:{i}:``."""
+    if member is None:
+        return f"{PREFIX}:job:{job_id}:{name.value}"
+    return f"{PREFIX}:job:{job_id}:member:{member}:{name.value}"
 
 
 def idempotency(owner: str, key: str) -> str:

@@ -44,13 +44,26 @@ class JobMeta(_Record):
         return cls.model_validate(job_meta or {"progress": {"max_iterations": 0}})
 
 
+class SweepMember(_Record):
+    """One member of a sweep: its parameter values, how its training ended and its metrics
+    (its samples, history, models and plots are at the job's routes with ``?member=index``)."""
+
+    index: int
+    parameters: dict[str, float]
+    outcome: Outcome
+    message: str
+    metrics: Metrics
+
+
 class JobResult(_Record):
-    """A finished job's return value (small: the samples and models are artifacts)."""
+    """A finished job's return value (small: the samples and models are artifacts). For a sweep,
+    ``members`` lists every member, and outcome and metrics are those of the worst member."""
 
     outcome: Outcome
     message: str
     metrics: Metrics
     device: str
+    members: list[SweepMember] | None = None
 
 
 class JobEvent(_Record):

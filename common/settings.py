@@ -87,6 +87,7 @@ class Settings(BaseSettings):
     max_sample_points: int = Field(20_000, ge=2)
     max_collocation_points: int = Field(5_000, ge=4)
     max_network_parameters: int = Field(200_000, ge=1)
+    max_sweep_members: int = Field(256, ge=1, description="Most members of one sweep.")
     max_artifact_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="Cap on one stored artifact.")
 
     def require_redis_url(self) -> str:

@@ -33,24 +33,27 @@ class ArtifactStore:
     def from_settings(cls, redis: Redis, settings: Settings) -> ArtifactStore:
         return cls(redis, settings.result_ttl_s, settings.max_artifact_bytes)
 
-    def put(self, job_id: str, name: Artifact, data: bytes) -> bool:
-        """Store one artifact; False (and nothing stored) when it is over the cap."""
+    def put(self, job_id: str, name: Artifact, data: bytes, member: int | None = None) -> bool:
+        """Store one artifact (of a sweep's ``member``); False (and nothing stored) when it is
+        over the cap."""
         if len(data) > self.max_bytes:
             return False
-        self.redis.set(keys.artifact(job_id, name), data, ex=self.ttl_s)
+        self.redis.set(keys.artifact(job_id, name, member), data, ex=self.ttl_s)
         return True
 
-    def put_model(self, job_id: str, name: Artifact, value: BaseModel | Sequence[BaseModel]) -> bool:
+    def put_model(
+        self, job_id: str, name: Artifact, value: BaseModel | Sequence[BaseModel], member: int | None = None
+    ) -> bool:
         """Store a record (or a list of records) as JSON."""
         if not isinstance(value, BaseModel):
             data = b"[" + b",".join(v.model_dump_json().encode() for v in value) + b"]"
         else:
             data = value.model_dump_json().encode()
-        return self.put(job_id, name, data)
+        return self.put(job_id, name, data, member)
 
-    def get(self, job_id: str, name: Artifact) -> bytes | None:
+    def get(self, job_id: str, name: Artifact, member: int | None = None) -> bytes | None:
         # redis-py types its sync and async clients' returns as one union; this client is sync.
-        data: bytes | None = self.redis.get(keys.artifact(job_id, name))  # type: ignore[assignment]
+        data: bytes | None = self.redis.get(keys.artifact(job_id, name, member))  # type: ignore[assignment]
         return data
 
     def delete(self, job_id: str, name: Artifact) -> None:

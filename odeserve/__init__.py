@@ -29,6 +29,20 @@ def solve(problem: Any, **kwargs: Any) -> Solution:
     return _solve(problem, **kwargs)
 
 
+def solve_sweep(problem: Any, *, device: Any = None, hooks: Hooks | None = None) -> list[Solution]:
+    """Solve a problem with a ``sweep``: one :class:`Solution` per member, all members trained
+    together as one batch (see :mod:`odeserve.solver.sweep`)."""
+    import torch
+
+    from odeserve.solver.sweep import solve_sweep as _solve_sweep
+
+    if not isinstance(problem, Problem):
+        problem = load_problem(problem)
+    if not problem.is_sweep:
+        raise SpecError(("sweep",), "the problem has no sweep: solve it with odeserve.solve")
+    return _solve_sweep(problem, torch.device(device) if device is not None else torch.device("cpu"), hooks)
+
+
 def derivative(fun: Any, order: int = 1) -> Any:
     """``derivative(fun, n)(x)``: the n-th derivative of a torch function of x, by autograd."""
     from odeserve.solver.autodiff import derivative as _derivative
@@ -48,4 +62,5 @@ __all__ = [
     "derivative",
     "load_problem",
     "solve",
+    "solve_sweep",
 ]

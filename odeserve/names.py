@@ -34,7 +34,8 @@ class Names:
         self.unknowns = unknowns
         #: Unknown parameters: loaded by name in equations and conditions, never constants.
         self.estimated = frozenset(estimated)
-        #: Ranged parameters (inputs of a parametric model): loaded by name like the variable.
+        #: Ranged parameters (inputs of a parametric model) and swept ones (a value per member of
+        #: a sweep): loaded by name like the variable.
         self.ranged = frozenset(ranged)
 
     def known(self) -> list[str]:
@@ -58,7 +59,8 @@ class Names:
             if node.name in self.ranged:
                 raise SpecError(
                     (),
-                    f"parameter '{node.name}' has a range, so it cannot appear here: this must be a constant",
+                    f"parameter '{node.name}' has a range or is swept, so it cannot appear here: "
+                    "this must be a constant",
                     node.col,
                 )
             if node.name in CONSTANTS:

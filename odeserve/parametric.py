@@ -90,8 +90,8 @@ def metric_grid(problem: Problem) -> list[dict[str, float]]:
 
 
 def fixed_at(problem: Problem, values: Mapping[str, float]) -> Problem:
-    """The plain problem with the ranged parameters fixed at ``values`` (for a classical
-    reference at one parameter value)."""
+    """The plain problem with the ranged (or swept) parameters fixed at ``values``: a classical
+    reference at one parameter value, or one member of a sweep."""
     from odeserve.problem import analyse
 
     spec = problem.spec
@@ -99,6 +99,7 @@ def fixed_at(problem: Problem, values: Mapping[str, float]) -> Problem:
         update={
             "parameters": {**spec.parameters, **values},
             "output": spec.output.model_copy(update={"parameters": None}),
+            "sweep": None,
         }
     )
     return analyse(fixed)

@@ -91,6 +91,8 @@ class Problem:
     ranges: Mapping[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
     #: Parametric models: the combinations of ranged values to sample at (empty otherwise).
     output_parameters: tuple[Mapping[str, float], ...] = ()
+    #: Sweeps: each member's values of the swept parameters (empty otherwise).
+    sweep: tuple[Mapping[str, float], ...] = ()
 
     @property
     def options(self) -> Options:
@@ -99,6 +101,11 @@ class Problem:
     @property
     def max_order(self) -> int:
         return max(self.orders.values(), default=0)
+
+    @property
+    def is_sweep(self) -> bool:
+        """Whether the problem is solved for several parameter values at once (one network each)."""
+        return bool(self.sweep)
 
     @property
     def is_parametric(self) -> bool:
@@ -146,7 +153,10 @@ def analyse(spec: ProblemSpec) -> Problem:
     cond_trees = [_parse(t, spec.variable, ("conditions", i)) for i, t in enumerate(spec.conditions)]
     unknowns = _unknowns(spec, eq_trees, cond_trees)
     fixed, ranges = split_parameters(spec)
-    names = Names(spec.variable, fixed, unknowns, spec.unknown_parameters, ranges)
+    members = _sweep(spec, fixed)
+    for name in spec.sweep or {}:
+        del fixed[name]  # loaded by name: one value per member
+    names = Names(spec.variable, fixed, unknowns, spec.unknown_parameters, [*ranges, *(spec.sweep or {})])
     domain = _domain(spec, names)
     equations, orders = _equations(spec, eq_trees, names)
     data = _data(spec, unknowns, orders, domain)
@@ -170,7 +180,24 @@ def analyse(spec: ProblemSpec) -> Problem:
         spec_hash=spec_hash(spec),
         ranges=ranges,
         output_parameters=_output_parameters(spec, ranges, len(output_x)),
+        sweep=members,
     )
+
+
+def _sweep(spec: ProblemSpec, fixed: Mapping[str, float]) -> tuple[dict[str, float], ...]:
+    """Each member's values of the swept parameters; each swept name must be a fixed parameter."""
+    if spec.sweep is None:
+        return ()
+    for name in spec.sweep:
+        if name not in fixed:
+            kind = "has a range" if name in spec.parameters else "is not in parameters"
+            raise SpecError(("sweep", name), f"'{name}' {kind}: a sweep varies a parameter given as a number")
+    if spec.data or spec.unknown_parameters:
+        raise SpecError(("sweep",), "a sweep cannot be combined with data or unknown parameters (an inverse problem)")
+    if any(isinstance(v, ParameterRange) for v in spec.parameters.values()):
+        raise SpecError(("sweep",), "a sweep cannot be combined with parameters that have a range")
+    names = list(spec.sweep)
+    return tuple(dict(zip(names, values)) for values in zip(*spec.sweep.values()))
 
 
 def split_parameters(spec: ProblemSpec) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
@@ -341,6 +368,9 @@ def _check_used(
     for name in ranges:
         if name not in used:
             raise SpecError(("parameters", name), f"'{name}' has a range but appears in no equation or condition")
+    for name in spec.sweep or {}:
+        if name not in used:
+            raise SpecError(("sweep", name), f"'{name}' is swept but appears in no equation or condition")
 
 
 def _check_determined(

@@ -38,6 +38,9 @@ MAX_DATA_POINTS = 10_000  # per data set and over all data sets together
 MAX_RANGED_PARAMETERS = 3
 MAX_OUTPUT_PARAMETER_VALUES = 100
 MAX_OUTPUT_COMBINATIONS = 1000
+#: Sweeps: at most this many members (one network each, trained together as one batch); the
+#: service may lower it (ODESERVE_MAX_SWEEP_MEMBERS).
+MAX_SWEEP_MEMBERS = 1024
 #: Default relative L2 tolerance of options.tolerance: well above the 1e-8..1e-10 the public
 #: problems reach, well below what a plot shows.
 DEFAULT_TOLERANCE = 1e-4
@@ -251,6 +254,12 @@ class ProblemSpec(_Strict):
         max_length=MAX_DATA_SETS,
         description="Measurements; with data, conditions may be fewer than the total order.",
     )
+    sweep: dict[Identifier, list[Finite]] | None = Field(
+        None,
+        description="Solve the problem for several values of its parameters at once: per swept parameter "
+        "(each also given in parameters) its values, all lists of one length; member i takes the i-th value "
+        "of each. The members (one network each) are trained together as one batch, each stopping on its own.",
+    )
     exact: dict[Identifier, Expression] | None = Field(
         None, description="Closed-form solutions, used only to report errors."
     )
@@ -264,6 +273,21 @@ class ProblemSpec(_Strict):
             raise ValueError(f"at most {MAX_PARAMETERS} parameters")
         if sum(isinstance(p, ParameterRange) for p in v.values()) > MAX_RANGED_PARAMETERS:
             raise ValueError(f"at most {MAX_RANGED_PARAMETERS} parameters with a range")
+        return v
+
+    @field_validator("sweep")
+    @classmethod
+    def _members(cls, v: dict[str, list[float]] | None) -> dict[str, list[float]] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("name at least one parameter to sweep")
+        lengths = {len(values) for values in v.values()}
+        if len(lengths) != 1:
+            raise ValueError(f"every swept parameter needs as many values as the others, got lengths {sorted(lengths)}")
+        (n,) = lengths
+        if not 1 <= n <= MAX_SWEEP_MEMBERS:
+            raise ValueError(f"a sweep has 1 to {MAX_SWEEP_MEMBERS} members, got {n}")
         return v
 
     @field_validator("data")

@@ -46,6 +46,8 @@ def jacobian_shape(problem: Problem) -> tuple[int, int]:
     if problem.is_inverse:
         points = max(points, min(2 * weights, 4000) + n_data)  # odeserve.solver.uncertainty
     rows = points * len(problem.equations) + len(problem.conditions) * grid + n_data
+    # A sweep's batched step is as large as one with every member's rows.
+    rows *= max(len(problem.sweep), 1)
     return rows, weights + len(problem.unknown_parameters)
 
 

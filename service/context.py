@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request, Security
+from fastapi import Depends, Query, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
@@ -69,3 +69,11 @@ def _owner(
 
 
 Owner = Annotated[str, Depends(_owner)]
+
+#: ``?member=i``: which member of a sweep (required for a sweep's results, absent otherwise).
+Member = Annotated[
+    int | None,
+    Query(
+        ge=0, description="A sweep's member (0-based, as in the job's members); required for a sweep, absent otherwise."
+    ),
+]

@@ -157,6 +157,7 @@ def describe(job: RQJob) -> Job:
         outcome=result.outcome if result else None,
         message=result.message if result else None,
         metrics=result.metrics if result else None,
+        members=result.members if result else None,
         device=result.device if result else None,
         resumed_from=meta.resumed_from,
         error=error,
@@ -177,9 +178,30 @@ def cancel(queue: Queue, store: ArtifactStore, job: RQJob) -> None:
             job.cancel()
 
 
-def artifact(store: ArtifactStore, job: RQJob, name: Artifact) -> bytes:
-    """A stored artifact, or 409 saying why there is none."""
-    data = store.get(job.id, name)
+def sweep_size(job: RQJob) -> int:
+    """How many members the job's sweep has (0: not a sweep), from its spec."""
+    spec = job.args[0] if job.args else {}
+    sweep = spec.get("sweep") if isinstance(spec, dict) else None
+    return len(next(iter(sweep.values()), [])) if isinstance(sweep, dict) and sweep else 0
+
+
+def check_member(job: RQJob, member: int | None) -> None:
+    """A sweep's results need ``?member=i``; a plain job's take none (422 saying which)."""
+    n = sweep_size(job)
+    if n and member is None:
+        raise ApiError(
+            422, "Unprocessable Content", f"job {job.id} is a sweep of {n} members: add ?member=i (0..{n - 1})"
+        )
+    if not n and member is not None:
+        raise ApiError(422, "Unprocessable Content", f"job {job.id} is not a sweep: leave out member")
+    if member is not None and member >= n:
+        raise ApiError(422, "Unprocessable Content", f"job {job.id} has members 0..{n - 1}, not {member}")
+
+
+def artifact(store: ArtifactStore, job: RQJob, name: Artifact, member: int | None = None) -> bytes:
+    """A stored artifact (of a sweep's ``member``, checked), or 409 saying why there is none."""
+    check_member(job, member)
+    data = store.get(job.id, name, member)
     if data is None:
         status = describe(job).status
         if status in ("queued", "running"):

@@ -32,6 +32,8 @@ def enforce_limits(problem: Problem, settings: Settings) -> None:
             f"{rows} collocation points (domain points times the parameter grid) is over this server's "
             f"limit of {settings.max_collocation_points}",
         )
+    if len(problem.sweep) > settings.max_sweep_members:
+        raise LimitError(("sweep",), f"at most {settings.max_sweep_members} members on this server")
     n = parameter_count(layer_sizes(o.network, 1 + len(problem.ranges), len(problem.unknowns)))
     if n > settings.max_network_parameters:
         raise LimitError(

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from common.records import Progress
+from common.records import Progress, SweepMember
 from odeserve.outcome import Outcome
 from odeserve.report import HistoryPoint as LossPoint
 from odeserve.report import Metrics, Samples
@@ -73,7 +73,14 @@ class Job(_Out):
     progress: Progress
     outcome: Outcome | None = None
     message: str | None = None
-    metrics: Metrics | None = None
+    metrics: Metrics | None = Field(
+        None, description="For a sweep: the metrics of its worst member by estimated error (see members)."
+    )
+    members: list[SweepMember] | None = Field(
+        None,
+        description="A finished sweep's members, in order: each one's parameter values, outcome and metrics. "
+        "Their samples, models, history and plots are at the result routes with ?member=index.",
+    )
     device: str | None = Field(None, description="Where the job trained: cpu or cuda.")
     resumed_from: int | None = Field(
         None, description="Set when a worker died or shut down mid-job: the iteration another worker resumed from."

@@ -132,8 +132,8 @@ def test_a_plain_problem_is_unchanged_by_the_parametric_path() -> None:
             SpecError,
             "parameters.c: 'c' has a range but appears in no equation or condition",
         ),
-        ({"domain": [0, "2*k"]}, SpecError, "domain[1]: parameter 'k' has a range"),
-        ({"conditions": ["y(k) = 1"]}, SpecError, "conditions[0]: parameter 'k' has a range"),
+        ({"domain": [0, "2*k"]}, SpecError, "domain[1]: parameter 'k' has a range or is swept"),
+        ({"conditions": ["y(k) = 1"]}, SpecError, "conditions[0]: parameter 'k' has a range or is swept"),
         (
             {
                 "equations": ["y' = -k*y*a*b*c"],

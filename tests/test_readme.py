@@ -136,3 +136,30 @@ def test_readme_parametric_python_example_runs_as_written(tmp_path) -> None:
     first = out.stdout.splitlines()[0].split()
     assert float(first[0]) <= 1e-4 and first[1] == "True"
     assert (tmp_path / "decay.pt").is_file() and (tmp_path / "decay.pt2").is_file()
+
+
+def test_readme_sweep_curl_example_works_as_written(live_server, tmp_path) -> None:
+    import torch
+
+    script = readme_block("## Sweeps").replace("localhost:8000", f"localhost:{live_server}")
+    out = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr + out.stdout
+    lines = out.stdout.strip().splitlines()
+    assert lines[0] == "x,N,N',equations[0]" and len(lines) == 4
+    assert abs(float(lines[-1].split(",")[1]) - 100 * 2.718281828459045**-10) < 1e-2  # k = 1 at x = 10
+    model = torch.jit.load(str(tmp_path / "member0.pt"))
+    assert abs(float(model(torch.tensor([[4.0]], dtype=torch.float64))[0, 0]) - 100 * 2.718281828459045**-1) < 1e-2
+
+
+@pytest.mark.slow
+def test_readme_sweep_python_example_runs_as_written(tmp_path) -> None:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    code = readme_python("## Sweeps")
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert [line.split()[1] for line in lines] == ["0.25}", "0.5}", "1.0}"] and all(ln.endswith("True") for ln in lines)

@@ -29,6 +29,7 @@ from common.store import ArtifactStore, record_outcome
 from odeserve.hooks import TrainState
 from odeserve.threads import jacobian_shape, threads_for
 from worker.reporter import JobReporter, persistent, tolerant
+from worker.sweep_result import sweep_result
 from worker.templates import templates_for
 from worker.watchdog import Watchdog
 
@@ -104,14 +105,20 @@ def _train(
     settings: Settings,
     resume: TrainState | None,
     canceled: Callable[[], bool | None],
-) -> Solution:
-    """Train under the watchdog (time limit and cancel within seconds, compile included) and the
+) -> Solution | list[Solution]:
+    """Train (a sweep: every member) under the watchdog (time limit and cancel within seconds, compile included) and the
     memory cap (an allocation past it is a JobMemoryError: the job fails once, alone)."""
+    from odeserve.hooks import Hooks
     from odeserve.solver.solve import solve
 
     watchdog = Watchdog(problem.options.time_limit_s, canceled)
     try:
         with watchdog:
+            if problem.is_sweep:  # no checkpoints: a handed-back sweep starts again
+                from odeserve import solve_sweep
+
+                hooks = Hooks(on_step=reporter.on_step, should_stop=reporter.should_stop)
+                return solve_sweep(problem, device=device, hooks=hooks)
             return solve(problem, device=device, hooks=reporter.hooks(settings.checkpoint_s), resume=resume)
     except Exception as exc:
         if watchdog.reason is not None:  # torch may wrap it (dynamo): report the watchdog's reason
@@ -165,37 +172,47 @@ def solve_job(spec: dict[str, Any]) -> dict[str, Any]:
     context = _log_context(reporter, device)
     log.info("job started", extra=context | {"iterations": int(resume["iteration"]) if resume else 0})
     canceled = lambda: tolerant(lambda: store.flagged(job.id, Artifact.CANCEL))  # noqa: E731
-    solution = _train(problem, device, reporter, settings, resume, canceled)
+    trained = _train(problem, device, reporter, settings, resume, canceled)
+    solution = trained[0] if isinstance(trained, list) else trained
     r = solution.result
     if reporter.stop_reason == "handback":
         persistent(lambda: reporter.checkpoint(r.state or {}))
         persistent(lambda: store.delete(job.id, Artifact.HANDBACK))
         log.info("job handed back", extra=context | {"iterations": r.iterations})
         raise HandedBack(f"handed back at iteration {r.iterations} (worker shutting down); it resumes elsewhere")
+    if isinstance(trained, list):
+        result = sweep_result(problem, trained, device, lambda i, s: store_solution(store, job.id, s, settings, i))
+    else:
+        store_solution(store, job.id, solution, settings)
+        result = JobResult(
+            outcome=solution.outcome, message=solution.message, metrics=solution.metrics(), device=device
+        )
+    persistent(lambda: record_outcome(job.connection, result.outcome.value, r.elapsed))
+    tolerant(lambda: store.delete(job.id, Artifact.CHECKPOINT))
+    done = {"outcome": result.outcome.value, "iterations": r.iterations, "duration_ms": round(r.elapsed * 1e3, 1)}
+    log.info("job finished", extra=context | done)
+    final = Progress(
+        iteration=r.iterations, max_iterations=opts.max_iterations, loss=r.loss, elapsed_s=r.elapsed, eta_s=0.0
+    )
+    reporter.write_progress(final, must=True)
+    return result.model_dump(mode="json")
 
-    metrics = solution.metrics()
+
+def store_solution(
+    store: ArtifactStore, job_id: str, solution: Solution, settings: Settings, member: int | None = None
+) -> None:
+    """Store a solution's samples, history and models (a sweep member's under its index)."""
     samples, history = solution.samples(), solution.history()
     exported = solution.export_bytes(templates_for(settings))
     models = {Artifact.TORCHSCRIPT: solution.torchscript_bytes(), Artifact.EXPORT: exported}
 
     def store_all() -> None:
         stored = [
-            store.put_model(job.id, Artifact.SAMPLES, samples),
-            store.put_model(job.id, Artifact.HISTORY, history),
+            store.put_model(job_id, Artifact.SAMPLES, samples, member),
+            store.put_model(job_id, Artifact.HISTORY, history, member),
         ]
-        stored += [store.put(job.id, name, data) for name, data in models.items()]
+        stored += [store.put(job_id, name, data, member) for name, data in models.items()]
         if not all(stored):
-            log.warning("an artifact was over ODESERVE_MAX_ARTIFACT_BYTES and was not stored", extra=context)
+            log.warning("an artifact was over ODESERVE_MAX_ARTIFACT_BYTES and was not stored", extra={"job_id": job_id})
 
     persistent(store_all)
-    persistent(lambda: record_outcome(job.connection, solution.outcome.value, r.elapsed))
-    tolerant(lambda: store.delete(job.id, Artifact.CHECKPOINT))
-    done = {"outcome": solution.outcome.value, "iterations": r.iterations, "duration_ms": round(r.elapsed * 1e3, 1)}
-    log.info("job finished", extra=context | done)
-    final = Progress(
-        iteration=r.iterations, max_iterations=opts.max_iterations, loss=r.loss, elapsed_s=r.elapsed, eta_s=0.0
-    )
-    reporter.write_progress(final, must=True)
-    return JobResult(outcome=solution.outcome, message=solution.message, metrics=metrics, device=device).model_dump(
-        mode="json"
-    )

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from odeserve.errors import SpecError
 from odeserve.estimate.reference import Probe, classical_reference
 from odeserve.estimate.system import NotApplicable
 from odeserve.hooks import Hooks, TrainState
@@ -184,6 +185,8 @@ def solve(
     dev = torch.device(device) if device is not None else torch.device("cpu")
     if problem.is_inverse:
         return _solve_inverse(problem, dev, hooks, resume)
+    if problem.is_sweep:
+        raise SpecError(("sweep",), "a sweep has one solution per member: solve it with odeserve.solve_sweep")
 
     def attempt(p: Problem, offsets: Offsets, **kwargs: Any) -> Solution:
         return train_attempt(p, dev, offsets, **kwargs)

@@ -13,7 +13,7 @@ from common import keys
 from common.keys import Artifact
 from common.records import JobEvent
 from service import auth, events, jobs
-from service.context import AppContext, Context, Owner
+from service.context import AppContext, Context, Member, Owner
 from service.errors import responses
 from service.schemas import HistoryPoint, Job
 
@@ -62,11 +62,12 @@ def cancel_job(job_id: str, ctx: Context, owner: Owner) -> Job:
     "/jobs/{job_id}/history",
     response_model=list[HistoryPoint],
     name="get_history",
-    responses=responses(401, 404, 409, 503),
+    responses=responses(401, 404, 409, 422, 503),
 )
-def get_history(job_id: str, ctx: Context, owner: Owner) -> Response:
-    """The loss per iteration (at most 2,000 entries, evenly thinned; the last one kept)."""
-    data = jobs.artifact(ctx.store, owned(ctx, job_id, owner), Artifact.HISTORY)
+def get_history(job_id: str, ctx: Context, owner: Owner, member: Member = None) -> Response:
+    """The loss per iteration (at most 2,000 entries, evenly thinned; the last one kept); a
+    sweep's member's with ``?member=i``."""
+    data = jobs.artifact(ctx.store, owned(ctx, job_id, owner), Artifact.HISTORY, member)
     return Response(data, media_type="application/json")
 
 

@@ -15,7 +15,7 @@ from rq.job import Job as RQJob
 from common.keys import Artifact
 from odeserve.problem import load_problem
 from service import jobs
-from service.context import AppContext, Context, Owner
+from service.context import AppContext, Context, Member, Owner
 from service.errors import ApiError, responses
 from service.routers.jobs import owned
 from service.samples_csv import to_csv
@@ -23,25 +23,29 @@ from service.schemas import HistoryPoint, Solution
 
 router = APIRouter()
 
-_ERRORS = responses(401, 404, 409, 503)
+_ERRORS = responses(401, 404, 409, 422, 503)
 
 
-def _result(ctx: AppContext, job_id: str, owner: str, name: Artifact) -> tuple[RQJob, bytes]:
+def _result(ctx: AppContext, job_id: str, owner: str, name: Artifact, member: int | None) -> tuple[RQJob, bytes]:
     """A stored result of a usable run; 409 with the reason for a diverged or unfinished one."""
     job = owned(ctx, job_id, owner)
+    jobs.check_member(job, member)
     described = jobs.describe(job)
-    if described.error is not None and described.error.type == "diverged":
+    if member is not None and described.members is not None and member < len(described.members):
+        if described.members[member].outcome.value == "diverged":
+            raise ApiError(409, "Conflict", f"member {member} of job {job.id} diverged: it has no usable result")
+    elif described.error is not None and described.error.type == "diverged":
         raise ApiError(
             409,
             "Conflict",
             f"job {job.id} diverged ({described.error.detail}): it has no usable solution, model or plot; "
             f"its loss history is at /jobs/{job.id}/history",
         )
-    return job, jobs.artifact(ctx.store, job, name)
+    return job, jobs.artifact(ctx.store, job, name, member)
 
 
-def _samples(ctx: AppContext, job_id: str, owner: str) -> Solution:
-    return Solution.model_validate_json(_result(ctx, job_id, owner, Artifact.SAMPLES)[1])
+def _samples(ctx: AppContext, job_id: str, owner: str, member: int | None) -> Solution:
+    return Solution.model_validate_json(_result(ctx, job_id, owner, Artifact.SAMPLES, member)[1])
 
 
 def _file(data: bytes, media_type: str, filename: str) -> Response:
@@ -57,11 +61,12 @@ def get_solution(
     job_id: str,
     ctx: Context,
     owner: Owner,
+    member: Member = None,
     format: Literal["json", "csv"] = Query("json", include_in_schema=False),  # before /solution.csv
 ) -> Response:
     """Samples on the output grid: values, derivatives and residuals. Non-finite numbers are
     null and listed in `non_finite` with where and why."""
-    solution = _samples(ctx, job_id, owner)
+    solution = _samples(ctx, job_id, owner, member)
     if format == "csv":
         return _csv_response(job_id, solution)
     return JSONResponse(solution.model_dump(mode="json"))
@@ -80,9 +85,9 @@ _CSV_DOC = (
     response_class=Response,
     responses={200: {"description": _CSV_DOC, "content": {"text/csv": {"schema": {"type": "string"}}}}, **_ERRORS},
 )
-def get_solution_csv(job_id: str, ctx: Context, owner: Owner) -> Response:
+def get_solution_csv(job_id: str, ctx: Context, owner: Owner, member: Member = None) -> Response:
     """Samples on the output grid as CSV."""
-    return _csv_response(job_id, _samples(ctx, job_id, owner))
+    return _csv_response(job_id, _samples(ctx, job_id, owner, member))
 
 
 def _binary(description: str) -> dict[int | str, dict[str, Any]]:
@@ -96,10 +101,11 @@ def _binary(description: str) -> dict[int | str, dict[str, Any]]:
     response_class=Response,
     responses=_binary("The TorchScript model (load with torch.jit.load)."),
 )
-def get_model_torchscript(job_id: str, ctx: Context, owner: Owner) -> Response:
-    """The trained model as TorchScript: x (N, 1) float64 -> (N, m); `derivative(x, k)` too."""
-    job, data = _result(ctx, job_id, owner, Artifact.TORCHSCRIPT)
-    return _file(data, "application/octet-stream", f"{job.id}.pt")
+def get_model_torchscript(job_id: str, ctx: Context, owner: Owner, member: Member = None) -> Response:
+    """The trained model as TorchScript: x (N, 1) float64 -> (N, m) (a parametric model: (N, 1 + P));
+    `derivative(x, k)` too."""
+    job, data = _result(ctx, job_id, owner, Artifact.TORCHSCRIPT, member)
+    return _file(data, "application/octet-stream", _name(job.id, member, "pt"))
 
 
 @router.get(
@@ -108,10 +114,14 @@ def get_model_torchscript(job_id: str, ctx: Context, owner: Owner) -> Response:
     response_class=Response,
     responses=_binary("The torch.export program (load with torch.export.load)."),
 )
-def get_model_export(job_id: str, ctx: Context, owner: Owner) -> Response:
+def get_model_export(job_id: str, ctx: Context, owner: Owner, member: Member = None) -> Response:
     """The trained model as a torch.export program."""
-    job, data = _result(ctx, job_id, owner, Artifact.EXPORT)
-    return _file(data, "application/octet-stream", f"{job.id}.pt2")
+    job, data = _result(ctx, job_id, owner, Artifact.EXPORT, member)
+    return _file(data, "application/octet-stream", _name(job.id, member, "pt2"))
+
+
+def _name(job_id: str, member: int | None, suffix: str) -> str:
+    return f"{job_id}.{suffix}" if member is None else f"{job_id}-{member}.{suffix}"
 
 
 @router.get("/jobs/{job_id}/model", include_in_schema=False)
@@ -124,16 +134,22 @@ def get_model(
     return get_model_torchscript(job_id, ctx, owner)
 
 
-async def _plot(ctx: AppContext, job_id: str, owner: str, fmt: Literal["png", "svg"]) -> Response:
+async def _plot(ctx: AppContext, job_id: str, owner: str, fmt: Literal["png", "svg"], member: int | None) -> Response:
     def draw() -> bytes:
+        from odeserve.parametric import fixed_at
         from odeserve.plot import figure  # numpy and matplotlib load on the first plot, not at startup
 
-        job, samples = _result(ctx, job_id, owner, Artifact.SAMPLES)
-        history = [HistoryPoint.model_validate(h) for h in json.loads(jobs.artifact(ctx.store, job, Artifact.HISTORY))]
+        job, samples = _result(ctx, job_id, owner, Artifact.SAMPLES, member)
+        stored = jobs.artifact(ctx.store, job, Artifact.HISTORY, member)
+        history = [HistoryPoint.model_validate(h) for h in json.loads(stored)]
         described = jobs.describe(job)
         problem = load_problem(job.args[0])
+        outcome = described.outcome.value if described.outcome else ""
+        if member is not None:  # a sweep's member: its own plain problem and outcome
+            problem = fixed_at(problem, problem.sweep[member])
+            outcome = described.members[member].outcome.value if described.members else outcome
         solution = Solution.model_validate_json(samples)
-        return figure(problem, solution, history, described.outcome.value if described.outcome else "", fmt)
+        return figure(problem, solution, history, outcome, fmt)
 
     data = await asyncio.to_thread(draw)  # matplotlib is slow and blocking: off the event loop
     return Response(data, media_type="image/png" if fmt == "png" else "image/svg+xml")
@@ -151,9 +167,9 @@ _PLOT_DOC = "The solution and its derivatives (with the exact solution when give
         **_ERRORS,
     },
 )
-async def get_plot_png(job_id: str, ctx: Context, owner: Owner) -> Response:
+async def get_plot_png(job_id: str, ctx: Context, owner: Owner, member: Member = None) -> Response:
     """The job's figure as PNG (the same figure as `odeserve solve --plot`)."""
-    return await _plot(ctx, job_id, owner, "png")
+    return await _plot(ctx, job_id, owner, "png", member)
 
 
 @router.get(
@@ -165,6 +181,6 @@ async def get_plot_png(job_id: str, ctx: Context, owner: Owner) -> Response:
         **_ERRORS,
     },
 )
-async def get_plot_svg(job_id: str, ctx: Context, owner: Owner) -> Response:
+async def get_plot_svg(job_id: str, ctx: Context, owner: Owner, member: Member = None) -> Response:
     """The job's figure as SVG."""
-    return await _plot(ctx, job_id, owner, "svg")
+    return await _plot(ctx, job_id, owner, "svg", member)

@@ -1,0 +1,155 @@
+"""Batched training: Adam, then Levenberg-Marquardt, for many independent weight vectors at once.
+
+The members of a sweep have independent weights, so Adam on the sum of their losses is Adam on
+each (its update is elementwise), and their Levenberg-Marquardt systems are independent: one
+batched Cholesky factorisation solves them all, each with its own damping. Every member keeps
+its own bookkeeping (:class:`odeserve.solver.train._Run`: best weights, history, target,
+budget, time limit, plateau rule) and leaves the batch when it stops; the batch ends when the
+last one has stopped. The hooks see the batch: the iteration count, the largest loss of the
+members still training, and a cancel that stops them all.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from odeserve.hooks import Hooks, Phase, Step
+from odeserve.outcome import Outcome
+from odeserve.solver.train import STALL_LOSS, TrainResult, _Damping, _Run
+from odeserve.spec import Options
+
+
+class BatchResidual(Protocol):
+    def __call__(self, theta: Tensor, members: Tensor) -> Tensor: ...
+
+    def jacobian(self, theta: Tensor, members: Tensor) -> tuple[Tensor, Tensor]: ...
+
+
+class _Batch:
+    """The members still training, and the batch-level view the hooks get."""
+
+    def __init__(self, n: int, options: Options, hooks: Hooks) -> None:
+        self.runs = [_Run(options, Hooks(), None, STALL_LOSS) for _ in range(n)]
+        self.active = list(range(n))
+        self.hooks = hooks
+        self.iteration = 0
+
+    def record(self, theta: Tensor, losses: list[float], phase: Phase) -> list[bool]:
+        """Record one iteration of every active member (rows of ``theta``, ``losses``); return
+        which of them stopped. A cancel stops them all."""
+        stopped = [self.runs[b].record(theta[j], losses[j], phase) for j, b in enumerate(self.active)]
+        self.iteration += 1
+        if self.hooks.on_step is not None:
+            live = [v for v, s in zip(losses, stopped) if not s] or losses
+            elapsed = self.runs[self.active[0]].elapsed
+            self.hooks.on_step(Step(self.iteration, max(live), elapsed, phase, theta[0].detach()))
+        if self.hooks.should_stop is not None and self.hooks.should_stop():
+            for j, b in enumerate(self.active):
+                if not stopped[j]:
+                    self.runs[b].stop = (Outcome.CANCELED, "canceled; the best model reached so far is kept")
+                stopped[j] = True
+        return stopped
+
+    def index(self, like: Tensor) -> Tensor:
+        return torch.tensor(self.active, dtype=torch.long, device=like.device)
+
+
+def _adam(residual: BatchResidual, theta: Tensor, batch: _Batch, options: Options, steps: int) -> Tensor:
+    theta = theta.detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([theta], lr=options.learning_rate)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1), eta_min=options.learning_rate * 0.05)
+    for _ in range(steps):
+        if not batch.active:
+            break
+        opt.zero_grad(set_to_none=True)
+        idx = batch.index(theta)
+        r = residual(theta[idx], idx)
+        losses = (r * r).mean(1)
+        losses.sum().backward()
+        stopped = batch.record(theta[idx], losses.detach().tolist(), "adam")
+        opt.step()
+        sched.step()
+        batch.active = [b for b, s in zip(batch.active, stopped) if not s]
+    return theta.detach()
+
+
+def _damped_steps(r: Tensor, J: Tensor, mu: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Per member, the step of (J^T J + mu I) d = -J^T r in the smaller form, J^T r, and
+    whether the factorisation succeeded."""
+    dual = J.shape[1] < J.shape[2]
+    gram = J @ J.transpose(1, 2) if dual else J.transpose(1, 2) @ J
+    g = (J.transpose(1, 2) @ r.unsqueeze(2)).squeeze(2)
+    eye = torch.eye(gram.shape[1], dtype=J.dtype, device=J.device)
+    L, info = torch.linalg.cholesky_ex(gram + mu.reshape(-1, 1, 1) * eye)
+    ok = info == 0
+    if dual:
+        step = -(J.transpose(1, 2) @ torch.cholesky_solve(r.unsqueeze(2), L)).squeeze(2)
+    else:
+        step = -torch.cholesky_solve(g.unsqueeze(2), L).squeeze(2)
+    return torch.where(ok.unsqueeze(1), step, torch.zeros_like(step)), g, ok
+
+
+def _levenberg_marquardt(residual: BatchResidual, theta: Tensor, batch: _Batch) -> Tensor:
+    theta = theta.detach().clone()
+    idx = batch.index(theta)
+    r, J = residual.jacobian(theta[idx], idx)
+    rows = r.shape[1]
+    gram_diag = (J * J).sum(1 if J.shape[1] >= J.shape[2] else 2).amax(1)
+    damping = {b: _Damping(1e-3 * max(float(d), 1e-30)) for b, d in zip(batch.active, gram_diag)}
+    while batch.active:
+        idx = batch.index(theta)
+        mu = torch.tensor([damping[b].mu for b in batch.active], dtype=theta.dtype, device=theta.device)
+        step, g, ok = _damped_steps(r, J, mu)
+        F = 0.5 * (r * r).sum(1)
+        with torch.no_grad():
+            r_new = residual(theta[idx] + step, idx)
+        F_new = 0.5 * (r_new * r_new).sum(1)
+        predicted = 0.5 * (step * (mu.unsqueeze(1) * step - g)).sum(1)
+        rho = torch.where(ok & (predicted > 0) & torch.isfinite(F_new), (F - F_new) / predicted, -1.0)
+        accepted = rho > 0
+        for j, b in enumerate(batch.active):
+            if bool(accepted[j]):
+                damping[b].accepted(float(rho[j]), float((F[j] - F_new[j]) / F[j].clamp_min(1e-300)))
+            else:
+                damping[b].rejected()
+        if bool(accepted.any()):
+            moved = idx[accepted]
+            theta[moved] = theta[moved] + step[accepted]
+            r_acc, J_acc = residual.jacobian(theta[moved], moved)
+            r, J = r.clone(), J.clone()
+            r[accepted], J[accepted] = r_acc, J_acc
+        losses = (2.0 * 0.5 * (r * r).sum(1) / rows).tolist()
+        stopped = batch.record(theta[idx], losses, "lm")
+        for j, b in enumerate(batch.active):
+            run = batch.runs[b]
+            if not stopped[j] and damping[b].exhausted:
+                run.stop = run.no_progress("the second-order phase can reduce the loss no further")
+                stopped[j] = True
+        keep = torch.tensor([not s for s in stopped], dtype=torch.bool, device=theta.device)
+        r, J = r[keep], J[keep]
+        batch.active = [b for b, s in zip(batch.active, stopped) if not s]
+    return theta
+
+
+def train_batch(residual: BatchResidual, theta0: Tensor, options: Options, hooks: Hooks) -> list[TrainResult]:
+    """Train every row of ``theta0`` (B, P) on its own member's residual; one result each.
+    Levenberg-Marquardt (``optimizer`` 'lm') or Adam alone ('adam'); 'lbfgs' has no batched
+    form here and trains as 'lm'."""
+    batch = _Batch(theta0.shape[0], options, hooks)
+    adam_steps = options.max_iterations if options.optimizer == "adam" else options.adam_iterations
+    theta = _adam(residual, theta0, batch, options, adam_steps)
+    if batch.active and options.optimizer != "adam":
+        theta = _levenberg_marquardt(residual, theta, batch)
+    results = []
+    for b, run in enumerate(batch.runs):
+        if run.stop is None:
+            run.stop = (Outcome.BUDGET, "finished the first-order phase")
+        outcome, message = run.stop
+        best = run.best_theta if run.best_theta is not None else theta[b]
+        loss = run.best_loss if math.isfinite(run.best_loss) else math.nan
+        results.append(TrainResult(best, outcome, message, run.iteration, loss, run.elapsed, run.history, None))
+    return results

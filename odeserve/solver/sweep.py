@@ -1,0 +1,136 @@
+"""Sweeps: one problem for many values of its parameters, every member its own network, all
+trained together as one batch.
+
+The members share the collocation points, the constraint plan and the initial weights (the
+seed); they differ in the swept parameters' values, which the equations and conditions load per
+row. Every collocation row depends only on its own member's weights, so one backward pass over
+per-row copies of the weights yields every member's Jacobian at once, and the
+Levenberg-Marquardt systems are solved as one batched Cholesky factorisation
+(:mod:`odeserve.solver.batch_train`). Each member then stops on its own criterion, as a solo
+solve would, and becomes an ordinary :class:`Solution` of its own plain problem (the swept
+parameters fixed at its values): metrics, error estimate, samples and exports as usual.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from odeserve.evaluate import equation_env
+from odeserve.expr.keys import Key, PointKey
+from odeserve.hooks import Hooks
+from odeserve.parametric import chebyshev_points, fixed_at
+from odeserve.problem import Problem
+from odeserve.solver.constraints import ConstraintPlan
+from odeserve.solver.residual import run_torch
+from odeserve.solver.solution import Solution
+from odeserve.solver.trial import Trial
+
+
+class SweepResidual:
+    """r(theta_b) of every member b at once: (b, R) rows, equations then penalty conditions."""
+
+    def __init__(self, problem: Problem, trial: Trial, plan: ConstraintPlan, x: Tensor, eq_scales: Any) -> None:
+        self.problem = problem
+        self.trial = trial
+        self.x = x
+        self.names = list(problem.sweep[0])
+        self.values = torch.tensor([[m[k] for k in self.names] for m in problem.sweep]).to(x)
+        self.order = problem.max_order
+        self.eq_scales = [float(s) for s in eq_scales]
+        self.phi = trial.basis(x, self.order) if trial.has_constraints else None
+        self.penalty = [problem.conditions[i] for i in plan.penalty]
+        keys = sorted({k for c in self.penalty for k in c.keys})
+        self.pen_points = sorted({k.point for k in keys})
+        self.pen_x = torch.tensor(self.pen_points).to(x)
+        self.pen_order = max((k.order for k in keys), default=0)
+        self.pen_weight = float(len(x)) ** 0.5 / self.eq_scales[0]
+
+    @property
+    def rows(self) -> int:
+        return len(self.x) * len(self.problem.equations) + len(self.penalty)
+
+    def _equations(self, th: Tensor, members: Tensor) -> list[Tensor]:
+        """Per equation, (b * n,) scaled residuals; ``th`` holds one weight row per point."""
+        b, n = len(members), len(self.x)
+        xs = self.x.repeat(b)
+        phi = None if self.phi is None else [p.repeat(b, 1) for p in self.phi]
+        derivs = self.trial.derivatives(th, xs, self.order, phi)
+        env = equation_env(self.problem.variable, self.problem.unknowns, xs, derivs)
+        q = self.values[members].repeat_interleave(n, 0)
+        env.update({name: q[:, i] for i, name in enumerate(self.names)})
+        return [run_torch(eq.residual, env, xs) / s for eq, s in zip(self.problem.equations, self.eq_scales)]
+
+    def _penalties(self, th: Tensor, members: Tensor) -> list[Tensor]:
+        """Per penalty condition, (b,) weighted residuals; ``th`` holds one row per penalty point."""
+        if not self.penalty:
+            return []
+        b, n_pts = len(members), len(self.pen_points)
+        pd = self.trial.derivatives(th, self.pen_x.repeat(b), self.pen_order)
+        q = self.values[members]
+        env: dict[Key, Tensor] = {name: q[:, i] for i, name in enumerate(self.names)}
+        for k in range(self.pen_order + 1):
+            at = pd[k].reshape(b, n_pts, -1)
+            for j, u in enumerate(self.problem.unknowns):
+                for i, p in enumerate(self.pen_points):
+                    env[PointKey(u, k, p)] = at[:, i, j]
+        like = self.pen_x.new_zeros(b)
+        return [run_torch(c.residual, env, like).reshape(-1) * self.pen_weight for c in self.penalty]
+
+    def _copies(self, theta: Tensor, grad: bool) -> tuple[Tensor, Tensor]:
+        """Per-row copies of each member's weights: for the points, and for the penalty points."""
+        eq = theta.repeat_interleave(len(self.x), 0)
+        pen = theta.repeat_interleave(max(len(self.pen_points), 1), 0)
+        if grad:
+            eq, pen = eq.detach().requires_grad_(True), pen.detach().requires_grad_(True)
+        return eq, pen
+
+    def __call__(self, theta: Tensor, members: Tensor) -> Tensor:
+        """(b, R): the residual rows of the members ``members`` at their weights ``theta`` (b, P)."""
+        b, n = len(members), len(self.x)
+        eq, pen = self._copies(theta, grad=False)
+        parts = [r.reshape(b, n) for r in self._equations(eq, members)]
+        parts += [p.reshape(b, 1) for p in self._penalties(pen, members)]
+        return torch.cat(parts, 1)
+
+    def jacobian(self, theta: Tensor, members: Tensor) -> tuple[Tensor, Tensor]:
+        """(r (b, R), J (b, R, P)): every member's rows and Jacobian in one backward pass per
+        equation and penalty condition."""
+        b, n, P = len(members), len(self.x), theta.shape[1]
+        eq, pen = self._copies(theta, grad=True)
+        eqs = self._equations(eq, members)
+        pens = self._penalties(pen, members)
+        values, blocks = [], []
+        last = len(eqs) + len(pens) - 1
+        for i, r in enumerate(eqs):
+            (g,) = torch.autograd.grad(r.sum(), eq, retain_graph=i < last)
+            values.append(r.detach().reshape(b, n))
+            blocks.append(g.reshape(b, n, P))
+        for i, p in enumerate(pens):
+            (g,) = torch.autograd.grad(p.sum(), pen, retain_graph=len(eqs) + i < last)
+            values.append(p.detach().reshape(b, 1))
+            blocks.append(g.reshape(b, -1, P).sum(1, keepdim=True))
+        return torch.cat(values, 1), torch.cat(blocks, 1)
+
+
+def solve_sweep(problem: Problem, device: torch.device, hooks: Hooks | None = None) -> list[Solution]:
+    """Every member of ``problem.sweep`` solved as one batched training; one :class:`Solution`
+    per member, of the plain problem with the swept parameters fixed at its values."""
+    from odeserve.solver.batch_train import train_batch
+    from odeserve.solver.solve import DTYPES, build_trial, equation_scales
+
+    dtype = DTYPES[problem.options.precision]
+    trial, plan, scales = build_trial(problem, device, dtype)
+    x = torch.as_tensor(chebyshev_points(*problem.domain, problem.options.points), dtype=dtype, device=device)
+    residual = SweepResidual(problem, trial, plan, x, equation_scales(problem, scales))
+    theta0 = trial.theta.unsqueeze(0).repeat(len(problem.sweep), 1)
+    results = train_batch(residual, theta0, problem.options, hooks or Hooks())
+    solutions = []
+    for values, result in zip(problem.sweep, results):
+        member = copy.deepcopy(trial)
+        member.theta.copy_(result.theta)
+        solutions.append(Solution(fixed_at(problem, values), member, plan, result))
+    return solutions

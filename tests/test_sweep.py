@@ -1,0 +1,134 @@
+"""Sweeps: one problem for many parameter values, one network per member, trained together as
+one batch; each member an ordinary solution of its own problem, as accurate as a solo solve."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+import pytest
+
+from odeserve import SpecError, load_problem, solve, solve_sweep
+from tests.problems import with_options
+
+KS = [0.5, 1.0, 1.5, 2.0]
+DECAY = {
+    "equations": ["y' = -k*y"],
+    "domain": [0, 2],
+    "conditions": ["y(0) = 1"],
+    "parameters": {"k": 1.0},
+    "exact": {"y": "exp(-k*x)"},
+    "sweep": {"k": KS},
+    "output": {"points": 11},
+}
+XS = np.linspace(0.0, 2.0, 201)
+
+
+def rel_l2(got: np.ndarray, want: np.ndarray) -> float:
+    return float(np.linalg.norm(got - want) / np.linalg.norm(want))
+
+
+def test_every_member_is_as_accurate_as_a_solo_solve() -> None:
+    members = solve_sweep(with_options(DECAY, max_iterations=300))
+    assert [m.problem.parameters["k"] for m in members] == KS
+    for k, member in zip(KS, members):
+        err = rel_l2(member(XS)[:, 0], np.exp(-k * XS))
+        solo = solve(with_options({**DECAY, "sweep": None, "parameters": {"k": k}}, max_iterations=300, escalate=False))
+        solo_err = rel_l2(solo(XS)[:, 0], np.exp(-k * XS))
+        assert err <= max(10 * solo_err, 1e-9), (k, err, solo_err)
+        m = member.metrics()
+        assert m.error is not None and m.error["y"].rel_l2 == pytest.approx(err, rel=0.5)
+        assert m.estimate is not None and m.estimate.method == "classical" and m.accuracy is not None
+        assert m.accuracy.met is True
+        assert member.result.iterations == 300 and member.outcome.value == "budget_reached"
+
+
+def test_members_stop_on_their_own_criterion() -> None:
+    """With a target loss, each member leaves the batch when it reaches it."""
+    members = solve_sweep(with_options(DECAY, max_iterations=2000, target_loss=1e-14))
+    assert all(m.outcome.value == "converged" and m.result.loss <= 1e-14 for m in members), [
+        (m.outcome.value, m.result.loss) for m in members
+    ]
+    assert len({m.result.iterations for m in members}) > 1, [m.result.iterations for m in members]
+
+
+def test_a_swept_parameter_in_a_condition_and_the_exports() -> None:
+    import torch
+
+    spec = {
+        "equations": ["y' = -y"],
+        "domain": [0, 1],
+        "conditions": ["y(0) = a"],
+        "parameters": {"a": 1.0},
+        "sweep": {"a": [1.0, 3.0]},
+    }
+    members = solve_sweep(with_options(spec, max_iterations=300))
+    for a, member in zip([1.0, 3.0], members):
+        assert rel_l2(member(XS / 2)[:, 0], a * np.exp(-XS / 2)) <= 1e-6
+        assert member.metrics().conditions["conditions[0]"] <= 1e-6
+        model = torch.jit.load(io.BytesIO(member.torchscript_bytes()))
+        out = model(torch.tensor([[0.5]], dtype=torch.float64))
+        assert abs(float(out[0, 0]) - a * np.exp(-0.5)) <= 1e-5
+        assert member.metadata()["parameters"] == {"a": a}
+
+
+def test_solve_and_solve_sweep_say_which_to_use() -> None:
+    with pytest.raises(SpecError, match="sweep: a sweep has one solution per member"):
+        solve(DECAY)
+    with pytest.raises(SpecError, match="the problem has no sweep"):
+        solve_sweep({**DECAY, "sweep": None})
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"sweep": {"c": [1, 2]}}, "sweep.c: 'c' is not in parameters"),
+        ({"sweep": {"k": [1, 2]}, "parameters": {"k": {"range": [0, 1]}}}, "sweep.k: 'k' has a range"),
+        ({"sweep": {"k": [1, 2], "c": [1]}, "parameters": {"k": 1, "c": 1}}, "as many values as the others"),
+        ({"sweep": {"k": []}}, "a sweep has 1 to 1024 members, got 0"),
+        ({"sweep": {}}, "name at least one parameter to sweep"),
+        ({"sweep": {"c": [1, 2]}, "parameters": {"k": 1, "c": 1}}, "sweep.c: 'c' is swept but appears in no"),
+        ({"domain": [0, "2*k"]}, "domain[1]: parameter 'k' has a range or is swept"),
+        (
+            {"data": [{"unknown": "y", "x": [1], "values": [0.4]}]},
+            "sweep: a sweep cannot be combined with data or unknown parameters",
+        ),
+    ],
+)
+def test_bad_sweeps_name_the_field(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(SpecError) as info:
+        load_problem({**DECAY, **changes})
+    assert message in str(info.value)
+
+
+def test_a_sweep_job_over_http(service) -> None:
+    """Through the real stack: the job lists its members, each member's results are at
+    ?member=i, and the job's own verdict is its worst member's."""
+    import torch
+
+    from tests.test_service import finish
+
+    r = service.post("/solve", json=with_options({**DECAY, "sweep": {"k": [0.5, 2.0, 1.0]}}, max_iterations=200))
+    assert r.status_code == 202, r.text
+    job = finish(service, r.json()["id"])
+    assert job["status"] == "succeeded", job
+    members = job["members"]
+    assert [m["parameters"] for m in members] == [{"k": 0.5}, {"k": 2.0}, {"k": 1.0}]
+    worst = max(members, key=lambda m: m["metrics"]["estimate"]["rel_l2"])
+    assert job["metrics"] == worst["metrics"] and f"member {worst['index']}" in job["message"]
+    base = f"/jobs/{job['id']}"
+    missing = service.get(f"{base}/solution")
+    assert missing.status_code == 422 and "is a sweep of 3 members" in missing.text
+    assert service.get(f"{base}/solution?member=3").status_code == 422
+    sol = service.get(f"{base}/solution?member=1").json()
+    assert rel_l2(np.array(sol["values"]["y"]), np.exp(-2.0 * np.array(sol["x"]))) <= 1e-4  # member 1: k = 2
+    assert service.get(f"{base}/solution.csv?member=2").text.startswith("x,y,")
+    assert len(service.get(f"{base}/history?member=0").json()) > 0
+    model = torch.jit.load(io.BytesIO(service.get(f"{base}/model.pt?member=1").content))
+    assert abs(float(model(torch.tensor([[1.0]], dtype=torch.float64))[0, 0]) - np.exp(-2.0)) <= 1e-4
+    assert service.get(f"{base}/model.pt2?member=0").status_code == 200
+    assert service.get(f"{base}/plot.png?member=2").content[:4] == b"\x89PNG"
+    plain = service.post("/solve", json=with_options({**DECAY, "sweep": None}, max_iterations=20)).json()
+    finish(service, plain["id"])
+    assert service.get(f"/jobs/{plain['id']}/solution?member=0").status_code == 422
