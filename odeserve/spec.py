@@ -68,7 +68,9 @@ class Options(_Strict):
 
     precision: Literal["float64", "float32"] = Field("float64", description="Floating-point precision.")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed for the initial weights; runs are deterministic.")
-    time_limit_s: Finite = Field(60.0, gt=0, le=86_400, description="Wall-clock budget for training, seconds.")
+    time_limit_s: Finite = Field(
+        60.0, gt=0, le=86_400, description="Wall-clock budget for training, seconds (a sweep: for all its members)."
+    )
     max_iterations: int = Field(
         2000, ge=1, le=1_000_000, description="Iteration budget over both phases (Adam steps + second-order steps)."
     )

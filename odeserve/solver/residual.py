@@ -13,7 +13,7 @@ from odeserve.evaluate import equation_env
 from odeserve.expr.grammar import function_table
 from odeserve.expr.keys import Key, PointKey
 from odeserve.expr.program import Backend, Program
-from odeserve.problem import Problem
+from odeserve.problem import Condition, Problem
 from odeserve.solver.constraints import ConstraintPlan
 from odeserve.solver.inverse import DataRows, ParameterMap
 from odeserve.solver.trial import Trial
@@ -41,6 +41,34 @@ TORCH = Backend(
 def parameter_env(problem: Problem, q: Tensor) -> dict[Key, Tensor]:
     """The ranged parameters' load keys: column i of ``q`` (n, P) is the i-th ranged parameter."""
     return {name: q[:, i] for i, name in enumerate(problem.ranges)}
+
+
+def penalty_points(
+    problem: Problem, plan: ConstraintPlan, x: Tensor
+) -> tuple[list[Condition], list[float], Tensor, int]:
+    """The penalty conditions, their distinct points (as floats and as a tensor like ``x``) and
+    the highest derivative order they use."""
+    penalty = [problem.conditions[i] for i in plan.penalty]
+    keys = sorted({k for c in penalty for k in c.keys})
+    points = sorted({k.point for k in keys})
+    return (
+        penalty,
+        points,
+        torch.tensor(points, dtype=x.dtype, device=x.device),
+        max((k.order for k in keys), default=0),
+    )
+
+
+def point_env(unknowns: tuple[str, ...], points: list[float], derivs: list[Tensor], n_sets: int) -> dict[Key, Tensor]:
+    """The conditions' load keys from ``derivs[k]`` ((n_sets * len(points), m), set-major): each
+    key's values over the sets (parameter values or sweep members), shape (n_sets,)."""
+    env: dict[Key, Tensor] = {}
+    for k, d in enumerate(derivs):
+        at = d.reshape(n_sets, len(points), -1)
+        for j, u in enumerate(unknowns):
+            for i, p in enumerate(points):
+                env[PointKey(u, k, p)] = at[:, i, j]
+    return env
 
 
 def run_torch(program: Program, env: Mapping[Key, Any], like: Tensor) -> Tensor:
@@ -79,11 +107,7 @@ class Residual:
         self.eq_scales = [float(s) for s in eq_scales]
         # The constraint basis at the collocation points does not depend on the weights.
         self.phi = trial.basis(x, self.order) if trial.has_constraints else None
-        self.penalty = [problem.conditions[i] for i in plan.penalty]
-        keys = sorted({k for c in self.penalty for k in c.keys})
-        self.pen_points = sorted({k.point for k in keys})
-        self.pen_x = torch.tensor(self.pen_points, dtype=x.dtype, device=x.device)
-        self.pen_order = max((k.order for k in keys), default=0)
+        self.penalty, self.pen_points, self.pen_x, self.pen_order = penalty_points(problem, plan, x)
         # A penalty condition weighs as much as a whole equation's rows together (its rows are
         # one per parameter value of the grid: one for a plain problem).
         n_grid = 1 if grid is None else grid.shape[0]
@@ -115,11 +139,7 @@ class Residual:
             penv.update(self.params.values(theta))
         if self.grid is not None:
             penv.update(parameter_env(self.problem, self.grid))
-        for k in range(self.pen_order + 1):
-            at = pd[k].reshape(n_grid, n_pts, -1)
-            for j, u in enumerate(self.problem.unknowns):
-                for i, p in enumerate(self.pen_points):
-                    penv[PointKey(u, k, p)] = at[:, i, j]
+        penv.update(point_env(self.problem.unknowns, self.pen_points, pd, n_grid))
         like = self.pen_x.new_zeros(n_grid)
         return [
             run_torch(c.residual, penv, like).reshape(-1) * (self.pen_weight / self.eq_scales[0]) for c in self.penalty

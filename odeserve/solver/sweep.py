@@ -20,12 +20,12 @@ import torch
 from torch import Tensor
 
 from odeserve.evaluate import equation_env
-from odeserve.expr.keys import Key, PointKey
+from odeserve.expr.keys import Key
 from odeserve.hooks import Hooks
 from odeserve.parametric import chebyshev_points, fixed_at
 from odeserve.problem import Problem
 from odeserve.solver.constraints import ConstraintPlan
-from odeserve.solver.residual import run_torch
+from odeserve.solver.residual import penalty_points, point_env, run_torch
 from odeserve.solver.solution import Solution
 from odeserve.solver.trial import Trial
 
@@ -42,11 +42,7 @@ class SweepResidual:
         self.order = problem.max_order
         self.eq_scales = [float(s) for s in eq_scales]
         self.phi = trial.basis(x, self.order) if trial.has_constraints else None
-        self.penalty = [problem.conditions[i] for i in plan.penalty]
-        keys = sorted({k for c in self.penalty for k in c.keys})
-        self.pen_points = sorted({k.point for k in keys})
-        self.pen_x = torch.tensor(self.pen_points).to(x)
-        self.pen_order = max((k.order for k in keys), default=0)
+        self.penalty, self.pen_points, self.pen_x, self.pen_order = penalty_points(problem, plan, x)
         self.pen_weight = float(len(x)) ** 0.5 / self.eq_scales[0]
 
     @property
@@ -68,15 +64,11 @@ class SweepResidual:
         """Per penalty condition, (b,) weighted residuals; ``th`` holds one row per penalty point."""
         if not self.penalty:
             return []
-        b, n_pts = len(members), len(self.pen_points)
+        b = len(members)
         pd = self.trial.derivatives(th, self.pen_x.repeat(b), self.pen_order)
         q = self.values[members]
         env: dict[Key, Tensor] = {name: q[:, i] for i, name in enumerate(self.names)}
-        for k in range(self.pen_order + 1):
-            at = pd[k].reshape(b, n_pts, -1)
-            for j, u in enumerate(self.problem.unknowns):
-                for i, p in enumerate(self.pen_points):
-                    env[PointKey(u, k, p)] = at[:, i, j]
+        env.update(point_env(self.problem.unknowns, self.pen_points, pd, b))
         like = self.pen_x.new_zeros(b)
         return [run_torch(c.residual, env, like).reshape(-1) * self.pen_weight for c in self.penalty]
 
