@@ -196,6 +196,10 @@ def _sweep(spec: ProblemSpec, fixed: Mapping[str, float]) -> tuple[dict[str, flo
         raise SpecError(("sweep",), "a sweep cannot be combined with data or unknown parameters (an inverse problem)")
     if any(isinstance(v, ParameterRange) for v in spec.parameters.values()):
         raise SpecError(("sweep",), "a sweep cannot be combined with parameters that have a range")
+    if spec.options.optimizer == "lbfgs":
+        raise SpecError(
+            ("options", "optimizer"), "a sweep trains with 'lm' or 'adam' (L-BFGS has no batched form here)"
+        )
     names = list(spec.sweep)
     return tuple(dict(zip(names, values)) for values in zip(*spec.sweep.values()))
 

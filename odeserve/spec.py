@@ -209,6 +209,9 @@ class ParameterRange(_Strict):
         lo, hi = self.range
         if not lo < hi:
             raise ValueError(f"range needs lower < upper, got [{lo:g}, {hi:g}]")
+        reason = domain_width_error(lo, hi)  # the model scales its inputs by the width, as for a domain
+        if reason is not None:
+            raise ValueError(f"range: {reason.replace('domain', 'range')}")
         return self
 
 
@@ -308,8 +311,8 @@ def domain_width_error(a: float, b: float) -> str | None:
     if not a < b:
         return f"needs a < b, got [{a:g}, {b:g}]"
     width = b - a
-    if not math.isfinite(width):
-        return f"the width b - a of [{a:g}, {b:g}] overflows; use a narrower domain"
+    if not math.isfinite(width) or not math.isfinite(a + b):
+        return f"the width b - a or the midpoint of [{a:g}, {b:g}] overflows; use a narrower domain"
     if width < sys.float_info.min or width < 4 * math.ulp(max(abs(a), abs(b))):
         return f"the width b - a = {width:g} of [{a:g}, {b:g}] is too small to resolve"
     return None

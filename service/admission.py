@@ -46,7 +46,10 @@ def estimate(problem: Problem, settings: Settings) -> Cost:
 def admit(problem: Problem, settings: Settings) -> None:
     """Raise LimitError (422 naming the fields and the budget) for a problem whose second-order
     step cannot fit this server's per-job memory or its own time limit."""
-    if problem.options.optimizer != "lm" or problem.options.max_iterations <= problem.options.adam_iterations:
+    plain_first_order = (
+        problem.options.optimizer != "lm" or problem.options.max_iterations <= problem.options.adam_iterations
+    )
+    if plain_first_order and not problem.is_sweep:  # a sweep keeps per-row weight copies in every phase
         return
     cost = estimate(problem, settings)
     shape = f"{cost.rows} residual rows x {cost.params} weights"

@@ -51,7 +51,8 @@ def enqueue(queue: Queue, problem: Problem, settings: Settings, job_id: str, own
         # max_retries it fails with worker_died. A hand-back on shutdown is requeued without
         # using a retry; any other failure fails once (worker.policy).
         retry=Retry(max=settings.max_retries) if settings.max_retries else None,
-        job_timeout=int(opts.time_limit_s) + settings.job_timeout_margin_s,
+        # A sweep's members are estimated, sampled and exported after training: time for each.
+        job_timeout=int(opts.time_limit_s) + settings.job_timeout_margin_s + SWEEP_MEMBER_S * len(problem.sweep),
         result_ttl=settings.result_ttl_s,
         failure_ttl=settings.failure_ttl_s,
         ttl=settings.result_ttl_s,
@@ -176,6 +177,11 @@ def cancel(queue: Queue, store: ArtifactStore, job: RQJob) -> None:
         # If it started meanwhile, cancel() refuses and the flag stops it instead.
         with contextlib.suppress(Exception):
             job.cancel()
+
+
+#: Seconds of job timeout per sweep member for its metrics (a classical estimate can take
+#: seconds on a stiff member), samples and exports, which run after training.
+SWEEP_MEMBER_S = 10
 
 
 def sweep_size(job: RQJob) -> int:

@@ -100,6 +100,11 @@ def test_a_condition_with_a_ranged_parameter_holds_across_the_range() -> None:
     assert m.conditions["conditions[0]"] is not None and m.conditions["conditions[0]"] <= 1e-4
 
 
+def test_a_parametric_model_refuses_values_outside_its_range(family: Solution) -> None:
+    with pytest.raises(ValueError, match=r"k = 3 is outside the range \[0.5, 2\]"):
+        family(XS, 0, {"k": 3.0})
+
+
 def test_a_plain_problem_is_unchanged_by_the_parametric_path() -> None:
     s = solve(with_options({"equations": ["y' = -y"], "domain": [0, 1], "conditions": ["y(0) = 1"]}, max_iterations=50))
     assert s.samples().parameters is None
@@ -114,6 +119,8 @@ def test_a_plain_problem_is_unchanged_by_the_parametric_path() -> None:
         ({"parameters": {"k": {"range": [2, 1]}}}, SpecError, "parameters.k: value error, range needs lower < upper"),
         ({"parameters": {"k": {"rnge": [1, 2]}}}, SpecError, "parameters.k.range: field required"),
         ({"parameters": {"k": "one"}}, SpecError, "parameters.k: input should be a valid number"),
+        ({"parameters": {"k": {"range": [1e308, 1.7e308]}}}, SpecError, "parameters.k: value error, range: the width"),
+        ({"parameters": {"k": {"range": [0, 5e-324]}}}, SpecError, "is too small to resolve"),
         (
             {"data": [{"unknown": "y", "x": [1], "values": [0.5]}], "conditions": []},
             SpecError,

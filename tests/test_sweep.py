@@ -132,3 +132,44 @@ def test_a_sweep_job_over_http(service) -> None:
     plain = service.post("/solve", json=with_options({**DECAY, "sweep": None}, max_iterations=20)).json()
     finish(service, plain["id"])
     assert service.get(f"/jobs/{plain['id']}/solution?member=0").status_code == 422
+
+
+def test_a_diverged_member_makes_the_sweeps_verdict_not_met() -> None:
+    from worker.sweep_result import sweep_result
+
+    spec = with_options({**DECAY, "sweep": {"k": [1.0, 1e300]}}, max_iterations=40, adam_iterations=10, points=16)
+    problem = load_problem(spec)
+    members = solve_sweep(problem)
+    assert [m.outcome.value for m in members][1] == "diverged"
+    result = sweep_result(problem, members, "cpu", lambda i, s: None)
+    assert result.outcome.value == "diverged" and "member 1" in result.message
+    assert result.metrics.accuracy is not None and result.metrics.accuracy.met is not True
+
+
+def test_swept_values_keep_their_precision() -> None:
+    import torch
+
+    from odeserve.solver.solve import build_trial
+    from odeserve.solver.sweep import SweepResidual
+
+    problem = load_problem({**DECAY, "sweep": {"k": [0.1, 0.3]}})
+    trial, plan, _ = build_trial(problem, torch.device("cpu"), torch.float64)
+    res = SweepResidual(problem, trial, plan, torch.linspace(0, 2, 8, dtype=torch.float64), [1.0])
+    assert res.values.dtype == torch.float64 and res.values[0, 0].item() == 0.1
+
+
+def test_sweeps_refuse_lbfgs_and_are_admitted_whatever_the_optimizer() -> None:
+    from common.settings import Settings
+    from odeserve.errors import LimitError
+    from service.limits import enforce_limits
+
+    with pytest.raises(SpecError, match="options.optimizer: a sweep trains with 'lm' or 'adam'"):
+        load_problem(with_options(DECAY, optimizer="lbfgs"))
+    big = with_options(
+        {**DECAY, "sweep": {"k": [1.0 + i / 256 for i in range(256)]}},
+        optimizer="adam",
+        points=2000,
+        network={"width": 64},
+    )
+    with pytest.raises(LimitError, match="options.points"):
+        enforce_limits(load_problem(big), Settings())

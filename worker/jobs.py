@@ -173,7 +173,10 @@ def solve_job(spec: dict[str, Any]) -> dict[str, Any]:
     log.info("job started", extra=context | {"iterations": int(resume["iteration"]) if resume else 0})
     canceled = lambda: tolerant(lambda: store.flagged(job.id, Artifact.CANCEL))  # noqa: E731
     trained = _train(problem, device, reporter, settings, resume, canceled)
-    solution = trained[0] if isinstance(trained, list) else trained
+    # A sweep reports the batch: its longest member's iterations and time, its worst loss.
+    solution = (
+        max(trained, key=lambda s: (s.result.iterations, s.result.loss)) if isinstance(trained, list) else trained
+    )
     r = solution.result
     if reporter.stop_reason == "handback":
         persistent(lambda: reporter.checkpoint(r.state or {}))

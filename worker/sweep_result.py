@@ -39,8 +39,8 @@ def sweep_result(
                 metrics=solution.metrics(),
             )
         )
-    usable = [m for m in members if m.outcome is not Outcome.DIVERGED] or members
-    worst = max(usable, key=_error)
+    # A diverged member (no estimate) is the worst: the job's verdict then cannot be "met".
+    worst = max(members, key=lambda m: (m.outcome is Outcome.DIVERGED, _error(m)))
     counts = ", ".join(f"{n} {outcome.value}" for outcome, n in Counter(m.outcome for m in members).items())
     outcome = Outcome.CANCELED if any(m.outcome is Outcome.CANCELED for m in members) else worst.outcome
     message = (

@@ -125,15 +125,19 @@ class Residual:
 
     def penalties(self, theta: Tensor) -> list[Tensor]:
         """Per penalty condition, its weighted residual at every parameter value of the grid
-        (one row for a plain problem)."""
+        (one row for a plain problem). A parametric model's theta may be (G, P), one copy of
+        the weights per grid value (so that one backward pass gives the rows' Jacobian)."""
         if not self.penalty:
             return []
         n_pts = len(self.pen_points)
+        net = self._net(theta)
         xs, qs, n_grid = self.pen_x, None, 1
         if self.grid is not None:
             n_grid = self.grid.shape[0]
             xs, qs = self.pen_x.repeat(n_grid), self.grid.repeat_interleave(n_pts, 0)
-        pd = self.trial.derivatives(self._net(theta), xs, self.pen_order, None, qs)
+            if net.dim() == 2:
+                net = net.repeat_interleave(n_pts, 0)
+        pd = self.trial.derivatives(net, xs, self.pen_order, None, qs)
         penv: dict[Key, Tensor] = {}
         if self.params is not None:
             penv.update(self.params.values(theta))
@@ -169,13 +173,21 @@ class Residual:
             (g,) = torch.autograd.grad(r.sum(), rows, retain_graph=i < len(eqs) - 1 or bool(self.penalty))
             blocks.append(g)
         values = [r.detach() for r in eqs]
-        if self.penalty:
+        if self.penalty and self.grid is not None and self.params is None:
+            # One copy of the weights per grid value: one backward pass per condition.
+            th = theta.detach().unsqueeze(0).expand(self.grid.shape[0], theta.shape[0]).clone().requires_grad_(True)
+            pens = self.penalties(th)
+            for i, p in enumerate(pens):
+                (g,) = torch.autograd.grad(p.sum(), th, retain_graph=i < len(pens) - 1)
+                blocks.append(g)
+                values.append(p.detach())
+        elif self.penalty:
             th = theta.detach().clone().requires_grad_(True)
-            pens = torch.cat(self.penalties(th))
-            for i, p in enumerate(pens.unbind(0)):  # a few rows: one per condition (and parameter value)
-                (g,) = torch.autograd.grad(p, th, retain_graph=i < len(pens) - 1)
+            flat = torch.cat(self.penalties(th))
+            for i, p in enumerate(flat.unbind(0)):  # a few rows: one per condition
+                (g,) = torch.autograd.grad(p, th, retain_graph=i < len(flat) - 1)
                 blocks.append(g.unsqueeze(0))
-            values.append(pens.detach())
+            values.append(flat.detach())
         if self.data is not None:
             # Each data row depends only on its own copy of the weights, as the collocation rows.
             drows = theta.detach().unsqueeze(0).expand(self.data.count, theta.shape[0]).clone().requires_grad_(True)

@@ -99,6 +99,12 @@ class Solution:
             raise ValueError(f"give a value for each parameter with a range, {list(ranges)}; got {list(given)}")
         if not ranges:
             return None
+        for name, (lo, hi) in ranges.items():
+            tol = 1e-12 * (hi - lo)
+            if not lo - tol <= float(given[name]) <= hi + tol:
+                raise ValueError(
+                    f"{name} = {given[name]:g} is outside the range [{lo:g}, {hi:g}] the model was trained on"
+                )
         return torch.tensor([[float(given[k]) for k in ranges]], dtype=torch.float64).expand(n, len(ranges))
 
     def __call__(self, x: Any, order: int = 0, parameters: Mapping[str, float] | None = None) -> np.ndarray:

@@ -38,7 +38,7 @@ class SweepResidual:
         self.trial = trial
         self.x = x
         self.names = list(problem.sweep[0])
-        self.values = torch.tensor([[m[k] for k in self.names] for m in problem.sweep]).to(x)
+        self.values = torch.tensor([[m[k] for k in self.names] for m in problem.sweep], dtype=x.dtype, device=x.device)
         self.order = problem.max_order
         self.eq_scales = [float(s) for s in eq_scales]
         self.phi = trial.basis(x, self.order) if trial.has_constraints else None

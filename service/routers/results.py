@@ -126,12 +126,16 @@ def _name(job_id: str, member: int | None, suffix: str) -> str:
 
 @router.get("/jobs/{job_id}/model", include_in_schema=False)
 def get_model(
-    job_id: str, ctx: Context, owner: Owner, format: Literal["torchscript", "export"] = Query("torchscript")
+    job_id: str,
+    ctx: Context,
+    owner: Owner,
+    member: Member = None,
+    format: Literal["torchscript", "export"] = Query("torchscript"),
 ) -> Response:
     """Earlier path of the two model representations (kept for existing clients)."""
     if format == "export":
-        return get_model_export(job_id, ctx, owner)
-    return get_model_torchscript(job_id, ctx, owner)
+        return get_model_export(job_id, ctx, owner, member)
+    return get_model_torchscript(job_id, ctx, owner, member)
 
 
 async def _plot(ctx: AppContext, job_id: str, owner: str, fmt: Literal["png", "svg"], member: int | None) -> Response:
