@@ -52,9 +52,9 @@ def _draw_values(ax: Any, problem: Problem, samples: Samples, xs: np.ndarray) ->
     for label, rows, params in _blocks(samples):
         exact = exact_values(problem.exact, problem.variable, xs[rows], params)
         for name, vals in samples.values.items():
-            ax.plot(xs[rows], _series(vals)[rows], label=f"{name}{label} (PINN)")
-            if name in exact:
-                ax.plot(xs[rows], exact[name], "--", label=f"{name}{label} (exact)")
+            (line,) = ax.plot(xs[rows], _series(vals)[rows], label=f"{name}{label} (PINN)")
+            if name in exact:  # dashed, in the colour of its curve
+                ax.plot(xs[rows], exact[name], "--", color=line.get_color(), label=f"{name}{label} (exact)")
     ax.set_title("solution")
     ax.legend(fontsize="small")
 
