@@ -138,7 +138,7 @@ def _levenberg_marquardt(residual: BatchResidual, theta: Tensor, batch: _Batch) 
 def train_batch(residual: BatchResidual, theta0: Tensor, options: Options, hooks: Hooks) -> list[TrainResult]:
     """Train every row of ``theta0`` (B, P) on its own member's residual; one result each.
     Levenberg-Marquardt (``optimizer`` 'lm') or Adam alone ('adam'); 'lbfgs' has no batched
-    form here and trains as 'lm'."""
+    form here (a sweep with it is refused when the problem is analysed)."""
     batch = _Batch(theta0.shape[0], options, hooks)
     adam_steps = options.max_iterations if options.optimizer == "adam" else options.adam_iterations
     theta = _adam(residual, theta0, batch, options, adam_steps)
