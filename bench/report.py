@@ -151,8 +151,22 @@ def main() -> None:
     gpu = RESULTS / "gpu" / "gpu.json"
     if gpu.exists():
         parts += gpu_section(json.loads(gpu.read_text()))
+    parts += kept_sections()
     (ROOT / "BENCHMARKS.md").write_text("\n".join(parts))
     print("wrote BENCHMARKS.md")
+
+
+#: Sections written by hand from their own benchmark runs (their raw results are committed beside
+#: the others): kept as they are when the generated sections are written anew.
+KEPT_SECTIONS = ("## Inverse problems", "## Parametric surrogates", "## Sweeps")
+
+
+def kept_sections() -> list[str]:
+    path = ROOT / "BENCHMARKS.md"
+    if not path.exists():
+        return []
+    chunks = ("\n" + path.read_text()).split("\n## ")[1:]
+    return ["## " + c.rstrip("\n") + "\n" for c in chunks if ("## " + c).startswith(KEPT_SECTIONS)]
 
 
 if __name__ == "__main__":
