@@ -77,38 +77,59 @@ def _adam(residual: BatchResidual, theta: Tensor, batch: _Batch, options: Option
     return theta.detach()
 
 
-def _damped_steps(r: Tensor, J: Tensor, mu: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Per member, the step of (J^T J + mu I) d = -J^T r in the smaller form, J^T r, and
-    whether the factorisation succeeded."""
-    dual = J.shape[1] < J.shape[2]
-    gram = J @ J.transpose(1, 2) if dual else J.transpose(1, 2) @ J
-    g = (J.transpose(1, 2) @ r.unsqueeze(2)).squeeze(2)
-    eye = torch.eye(gram.shape[1], dtype=J.dtype, device=J.device)
-    L, info = torch.linalg.cholesky_ex(gram + mu.reshape(-1, 1, 1) * eye)
-    ok = info == 0
-    if dual:
-        step = -(J.transpose(1, 2) @ torch.cholesky_solve(r.unsqueeze(2), L)).squeeze(2)
-    else:
-        step = -torch.cholesky_solve(g.unsqueeze(2), L).squeeze(2)
-    return torch.where(ok.unsqueeze(1), step, torch.zeros_like(step)), g, ok
+class _Systems:
+    """The active members' damped least-squares systems, in the smaller of the two equivalent
+    forms (as :class:`odeserve.solver.train._DampedSolver`): r (b, R), J (b, R, P), the Gram
+    matrices and J^T r, formed once per Jacobian and reused across damping retries."""
+
+    def __init__(self, r: Tensor, J: Tensor) -> None:
+        self.dual = J.shape[1] < J.shape[2]
+        self.r, self.J = r, J
+        self.gram, self.g = self._formed(r, J)
+        self.eye = torch.eye(self.gram.shape[1], dtype=J.dtype, device=J.device)
+
+    def _formed(self, r: Tensor, J: Tensor) -> tuple[Tensor, Tensor]:
+        Jt = J.transpose(1, 2)
+        return (J @ Jt if self.dual else Jt @ J), (Jt @ r.unsqueeze(2)).squeeze(2)
+
+    def initial_mu(self) -> list[float]:
+        return [1e-3 * max(float(d), 1e-30) for d in self.gram.diagonal(dim1=1, dim2=2).amax(1)]
+
+    def steps(self, mu: Tensor) -> tuple[Tensor, Tensor]:
+        """Per member, the step of (J^T J + mu I) d = -J^T r (zero where the factorisation
+        failed) and whether it succeeded."""
+        L, info = torch.linalg.cholesky_ex(self.gram + mu.reshape(-1, 1, 1) * self.eye)
+        ok = info == 0
+        if self.dual:
+            step = -(self.J.transpose(1, 2) @ torch.cholesky_solve(self.r.unsqueeze(2), L)).squeeze(2)
+        else:
+            step = -torch.cholesky_solve(self.g.unsqueeze(2), L).squeeze(2)
+        return torch.where(ok.unsqueeze(1), step, torch.zeros_like(step)), ok
+
+    def replace(self, rows: Tensor, r: Tensor, J: Tensor) -> None:
+        """New Jacobians for the members at ``rows`` (a mask): their systems formed anew."""
+        self.r[rows], self.J[rows] = r, J
+        self.gram[rows], self.g[rows] = self._formed(r, J)
+
+    def keep(self, rows: Tensor) -> None:
+        self.r, self.J, self.gram, self.g = self.r[rows], self.J[rows], self.gram[rows], self.g[rows]
 
 
 def _levenberg_marquardt(residual: BatchResidual, theta: Tensor, batch: _Batch) -> Tensor:
     theta = theta.detach().clone()
     idx = batch.index(theta)
-    r, J = residual.jacobian(theta[idx], idx)
-    rows = r.shape[1]
-    gram_diag = (J * J).sum(1 if J.shape[1] >= J.shape[2] else 2).amax(1)
-    damping = {b: _Damping(1e-3 * max(float(d), 1e-30)) for b, d in zip(batch.active, gram_diag)}
+    systems = _Systems(*residual.jacobian(theta[idx], idx))
+    rows = systems.r.shape[1]
+    damping = {b: _Damping(mu) for b, mu in zip(batch.active, systems.initial_mu())}
     while batch.active:
         idx = batch.index(theta)
         mu = torch.tensor([damping[b].mu for b in batch.active], dtype=theta.dtype, device=theta.device)
-        step, g, ok = _damped_steps(r, J, mu)
-        F = 0.5 * (r * r).sum(1)
+        step, ok = systems.steps(mu)
+        F = 0.5 * (systems.r * systems.r).sum(1)
         with torch.no_grad():
             r_new = residual(theta[idx] + step, idx)
         F_new = 0.5 * (r_new * r_new).sum(1)
-        predicted = 0.5 * (step * (mu.unsqueeze(1) * step - g)).sum(1)
+        predicted = 0.5 * (step * (mu.unsqueeze(1) * step - systems.g)).sum(1)
         rho = torch.where(ok & (predicted > 0) & torch.isfinite(F_new), (F - F_new) / predicted, -1.0)
         accepted = rho > 0
         for j, b in enumerate(batch.active):
@@ -119,19 +140,17 @@ def _levenberg_marquardt(residual: BatchResidual, theta: Tensor, batch: _Batch) 
         if bool(accepted.any()):
             moved = idx[accepted]
             theta[moved] = theta[moved] + step[accepted]
-            r_acc, J_acc = residual.jacobian(theta[moved], moved)
-            r, J = r.clone(), J.clone()
-            r[accepted], J[accepted] = r_acc, J_acc
-        losses = (2.0 * 0.5 * (r * r).sum(1) / rows).tolist()
+            systems.replace(accepted, *residual.jacobian(theta[moved], moved))
+        losses = ((systems.r * systems.r).sum(1) / rows).tolist()
         stopped = batch.record(theta[idx], losses, "lm")
         for j, b in enumerate(batch.active):
             run = batch.runs[b]
             if not stopped[j] and damping[b].exhausted:
                 run.stop = run.no_progress("the second-order phase can reduce the loss no further")
                 stopped[j] = True
-        keep = torch.tensor([not s for s in stopped], dtype=torch.bool, device=theta.device)
-        r, J = r[keep], J[keep]
-        batch.active = [b for b, s in zip(batch.active, stopped) if not s]
+        if any(stopped):
+            systems.keep(torch.tensor([not s for s in stopped], dtype=torch.bool, device=theta.device))
+            batch.active = [b for b, s in zip(batch.active, stopped) if not s]
     return theta
 
 

@@ -100,6 +100,9 @@ class Residual:
         self.x = x
         self.q = q
         self.grid = grid
+        # The ranged parameters' load keys at the collocation points and on the grid (constant).
+        self.q_env = parameter_env(problem, q) if q is not None else {}
+        self.grid_env = parameter_env(problem, grid) if grid is not None else {}
         self.n_net = trial.theta.numel()
         self.params = params if params is not None and params.names else None
         self.data = data if data is not None and data.count else None
@@ -119,8 +122,7 @@ class Residual:
         env = equation_env(self.problem.variable, self.problem.unknowns, self.x, derivs)
         if self.params is not None:
             env.update(self.params.values(theta))
-        if self.q is not None:
-            env.update(parameter_env(self.problem, self.q))
+        env.update(self.q_env)
         return [run_torch(eq.residual, env, self.x) / s for eq, s in zip(self.problem.equations, self.eq_scales)]
 
     def penalties(self, theta: Tensor) -> list[Tensor]:
@@ -141,8 +143,7 @@ class Residual:
         penv: dict[Key, Tensor] = {}
         if self.params is not None:
             penv.update(self.params.values(theta))
-        if self.grid is not None:
-            penv.update(parameter_env(self.problem, self.grid))
+        penv.update(self.grid_env)
         penv.update(point_env(self.problem.unknowns, self.pen_points, pd, n_grid))
         like = self.pen_x.new_zeros(n_grid)
         return [
