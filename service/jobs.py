@@ -113,15 +113,23 @@ def _failure(job: RQJob) -> JobErrorInfo:
         return JobErrorInfo(
             type="worker_died", detail="the worker running this job died (killed or crashed); submit it again"
         )
-    if "JobMemoryError" in info:
-        return JobErrorInfo(type="memory_limit", detail=last.split(": ", 1)[-1][:500])
-    if "RefusedJob" in info:
-        return JobErrorInfo(type="refused", detail=last.split(": ", 1)[-1][:500])
-    if "TimeLimitOverrun" in info:
-        return JobErrorInfo(type="timeout", detail=last.split(": ", 1)[-1][:500])
+    for marker, kind in (
+        ("JobMemoryError", "memory_limit"),
+        ("RefusedJob", "refused"),
+        ("TimeLimitOverrun", "timeout"),
+    ):
+        if marker in info:
+            return JobErrorInfo(type=kind, detail=_message_after(info, marker)[:500])
     if "JobTimeoutException" in info:
         return JobErrorInfo(type="timeout", detail="the job ran past its time limit plus margin and was stopped")
     return JobErrorInfo(type="error", detail=last[:500] or "the job failed")
+
+
+def _message_after(info: str, marker: str) -> str:
+    """The message of the last ``...marker: message`` line of a traceback (not the traceback's last line, which
+    a library may have appended to)."""
+    lines = [line for line in info.splitlines() if f"{marker}: " in line]
+    return lines[-1].split(f"{marker}: ", 1)[1].strip() if lines else marker
 
 
 def _status(job: RQJob, result: JobResult | None) -> tuple[JobStatus, JobErrorInfo | None]:

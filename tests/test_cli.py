@@ -70,7 +70,8 @@ def test_progress_bar_ends_with_the_outcome_when_the_time_limit_stops_training(t
     spec = with_options(public_problems()["lagaris2"], max_iterations=200000, time_limit_s=1.5)
     (tmp_path / "p.json").write_text(json.dumps(spec))
     out = run("solve", "p.json", cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
+    # 3: the tolerance was not met, which depends on how far 1.5 s of training got on this machine
+    assert out.returncode in (0, 3), out.stderr
     assert "outcome: time_limit" in out.stdout
     last = out.stderr.replace("\r", "\n").strip().splitlines()[-1]
     assert last.startswith("time_limit") and "100%" in last, last

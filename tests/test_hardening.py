@@ -150,6 +150,24 @@ def test_the_watchdog_stops_python_that_never_looks_at_the_clock() -> None:
     assert total == 499500
 
 
+def test_the_watchdog_reason_survives_a_library_rewriting_it() -> None:
+    from service.jobs import _message_after
+    from worker.watchdog import TimeLimitOverrun, Watchdog
+
+    watchdog = Watchdog(0.2, lambda: False, grace_s=0.2)
+    with pytest.raises(TimeLimitOverrun) as caught, watchdog:
+        while True:
+            pass
+    caught.value.args = (f"{caught.value.args[0]}\n\nUse tlparse to see full graph.",)  # as dynamo does
+    stopped = watchdog.stopped()
+    assert (
+        isinstance(stopped, TimeLimitOverrun)
+        and str(stopped) == "training overran its time limit of 0.2 s and was stopped"
+    )
+    trace = f"Traceback (most recent call last):\nworker.watchdog.TimeLimitOverrun: {caught.value}"
+    assert _message_after(trace, "TimeLimitOverrun") == str(stopped)
+
+
 def test_a_compiling_job_is_stopped_at_its_time_limit(redis_server, start_worker) -> None:
     name = "odeserve-hardening-compile"
     start_worker(name)

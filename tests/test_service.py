@@ -267,6 +267,52 @@ def test_worker_reconnects_after_a_redis_restart(tmp_path, start_worker) -> None
         server.stop()
 
 
+#: A worker whose first registry maintenance fails as a Redis lost mid-maintenance does; RQ's loop
+#: then quits (it does not raise) and, Redis being back, unregisters cleanly.
+_FAULTY_WORKER = """
+from redis.exceptions import ConnectionError
+import worker.main as main
+failed = []
+def clean_registries(self):
+    if not failed:
+        failed.append(1)
+        raise ConnectionError("injected: Redis lost during maintenance")
+    main.OdeWorker.clean_registries(self)
+main.worker_class = lambda settings: type("Faulty", (main.OdeWorker,), {"clean_registries": clean_registries})
+raise SystemExit(main.run_worker())
+"""
+
+
+def test_worker_reconnects_when_rq_quits_its_loop_on_an_error(redis_server, tmp_path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    env = os.environ | {
+        "ODESERVE_REDIS_URL": redis_server.url,
+        "ODESERVE_QUEUE": "odeserve-quit",
+        "PYTHONPATH": str(ROOT),
+    }
+    log = tmp_path / "worker.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _FAULTY_WORKER], env=env, cwd=ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT
+    )
+    try:
+        with make_client(redis_server.url, "odeserve-quit") as client:
+            job = client.post("/solve", json=with_options(PROBLEMS["lagaris2"], max_iterations=20)).json()
+            done = finish(client, job["id"], 120)
+        assert done["status"] == "succeeded", done
+        text = log.read_text()
+        assert "found an unhandled exception, quitting" in text and "reconnecting in" in text, text
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+
+
 def _submit(client, spec):
     r = client.post("/solve", json=spec)
     return r.json() if r.status_code == 202 else None

@@ -121,8 +121,9 @@ def _train(
                 return solve_sweep(problem, device=device, hooks=hooks)
             return solve(problem, device=device, hooks=reporter.hooks(settings.checkpoint_s), resume=resume)
     except Exception as exc:
-        if watchdog.reason is not None:  # torch may wrap it (dynamo): report the watchdog's reason
-            raise watchdog.reason from None
+        stopped = watchdog.stopped()
+        if stopped is not None:  # torch may wrap or rewrite it (dynamo): report the watchdog's reason as it was
+            raise stopped from None
         if not isinstance(exc, (MemoryError, RuntimeError)):
             raise
         if isinstance(exc, RuntimeError) and not _out_of_memory(exc):

@@ -134,25 +134,38 @@ def run_worker(burst: bool = False, settings: Settings | None = None) -> int:
     cls = worker_class(settings)
     delay = 1.0
     while True:
-        redis = Redis.from_url(redis_url, socket_connect_timeout=5, health_check_interval=10)
-        queues = make_queue(redis, settings).levels()  # lowest level first: fair between keys
-        for q in queues:
-            q.job_class = SolveOnlyJob
-        worker = cls(
-            queues,
-            connection=redis,
-            job_class=SolveOnlyJob,
-            serializer=queues[0].serializer,
-            job_monitoring_interval=settings.heartbeat_s,
-            maintenance_interval=max(settings.heartbeat_s * 3, 10),
-            worker_ttl=settings.worker_ttl_s,
-        )
+        worker = _connect(cls, redis_url, settings)
+        started = time.monotonic()
         try:
             worker.work(burst=burst, with_scheduler=False, logging_level="INFO")
-            return 0
+            if burst or worker._shutdown_requested_date is not None:  # asked to stop (a signal)
+                return 0
+            # RQ's loop quits (rather than raising) on an error outside its dequeue, e.g. Redis
+            # lost during maintenance and back by the time it unregisters: that is not a stop.
+            reason = "the worker loop quit on an error (logged above)"
         except (RedisConnectionError, RedisTimeoutError) as exc:
-            # Redis restarted or is unreachable: reconnect with backoff instead of dying. A job
-            # that was running is settled by the heartbeat rules (failed, never left 'running').
-            log.warning("lost Redis (%s); reconnecting in %.0f s", exc, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 30.0)
+            # Redis restarted or is unreachable. A job that was running is settled by the
+            # heartbeat rules (failed, never left 'running').
+            reason = f"lost Redis ({exc})"
+        if time.monotonic() - started > 60:  # it had been working: start the backoff again
+            delay = 1.0
+        log.warning("%s; reconnecting in %.0f s", reason, delay)
+        time.sleep(delay)
+        delay = min(delay * 2, 30.0)
+
+
+def _connect(cls: type[Worker], redis_url: str, settings: Settings) -> Worker:
+    """A worker on a fresh connection, listening on every level of the fair queue."""
+    redis = Redis.from_url(redis_url, socket_connect_timeout=5, health_check_interval=10)
+    queues = make_queue(redis, settings).levels()  # lowest level first: fair between keys
+    for q in queues:
+        q.job_class = SolveOnlyJob
+    return cls(
+        queues,
+        connection=redis,
+        job_class=SolveOnlyJob,
+        serializer=queues[0].serializer,
+        job_monitoring_interval=settings.heartbeat_s,
+        maintenance_interval=max(settings.heartbeat_s * 3, 10),
+        worker_ttl=settings.worker_ttl_s,
+    )

@@ -45,6 +45,7 @@ class Watchdog:
         self.canceled = canceled
         self.grace_s = grace_s
         self.reason: Interrupted | None = None
+        self._message = ""
         self._active = False
         self._done = threading.Event()
         self._previous: Any = None
@@ -81,7 +82,13 @@ class Watchdog:
                 self._fire(CanceledWhileBusy("canceled while compiling or in a long step; no model was kept"))
                 return
 
+    def stopped(self) -> Interrupted | None:
+        """Why the watchdog stopped training, as a fresh exception: the one raised in the horse may have been
+        rewritten on its way out (dynamo appends its own advice to an exception's message)."""
+        return None if self.reason is None else type(self.reason)(self._message)
+
     def _fire(self, reason: Interrupted) -> None:
         if self._active:
+            self._message = str(reason)
             self.reason = reason
             os.kill(os.getpid(), signal.SIGUSR1)
