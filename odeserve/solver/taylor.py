@@ -89,13 +89,27 @@ def faa_di_bruno(z: list[Tensor], sd: list[Tensor], affine_input: bool) -> list[
     return out
 
 
-def _layer(theta: Tensor, offset: int, n_in: int, n_out: int) -> tuple[Tensor, Tensor]:
-    """W^T and b of one layer; theta is (P,) or (n, P) (one weight vector per point)."""
-    w = theta.narrow(-1, offset, n_in * n_out)
-    b = theta.narrow(-1, offset + n_in * n_out, n_out)
-    if theta.dim() == 2:
-        return w.reshape(theta.shape[0], n_out, n_in).transpose(1, 2), b.unsqueeze(1)
-    return w.reshape(n_out, n_in).t(), b
+def _layers(theta: Tensor, sizes: list[int]) -> list[tuple[Tensor, Tensor]]:
+    """W^T and b of every layer; theta is (P,) or (n, P) (one weight vector per point).
+
+    One split, not a slice per layer: the backward of a split is one concatenation, where a
+    slice's backward fills a zero tensor the size of all of theta (per layer, per point).
+    (Plain loops: TorchScript compiles this for the exported models.)
+    """
+    counts: list[int] = []
+    for i in range(len(sizes) - 1):
+        counts.append(sizes[i] * sizes[i + 1])
+        counts.append(sizes[i + 1])
+    parts = theta.split(counts, dim=-1)
+    out: list[tuple[Tensor, Tensor]] = []
+    for i in range(len(sizes) - 1):
+        n_in, n_out = sizes[i], sizes[i + 1]
+        w, b = parts[2 * i], parts[2 * i + 1]
+        if theta.dim() == 2:
+            out.append((w.reshape(theta.shape[0], n_out, n_in).transpose(1, 2), b.unsqueeze(1)))
+        else:
+            out.append((w.reshape(n_out, n_in).t(), b))
+    return out
 
 
 def mlp_taylor(
@@ -125,7 +139,8 @@ def mlp_taylor(
         ``order + 1`` tensors of shape (n, m): the k-th derivative with respect to x.
     """
     n_layers = len(sizes) - 1
-    wt, b = _layer(theta, 0, sizes[0], sizes[1])  # wt: (1 + P, w) or (n, 1 + P, w)
+    layers = _layers(theta, sizes)
+    wt, b = layers[0]  # wt: (1 + P, w) or (n, 1 + P, w)
     if theta.dim() == 2:
         w_row = wt[:, 0]
         b_row = b.squeeze(1)
@@ -146,13 +161,10 @@ def mlp_taylor(
         for _ in range(2, order + 1):
             zs.append(zero)
         return zs
-    offset = sizes[1] * (sizes[0] + 1)
     for layer in range(1, n_layers):
         hs = faa_di_bruno(zs, activation_derivatives(zs[0], order, activation), layer == 1)
-        n_in = sizes[layer]
         n_out = sizes[layer + 1]
-        wt, b = _layer(theta, offset, n_in, n_out)
-        offset += n_in * n_out + n_out
+        wt, b = layers[layer]
         # Orders stacked on dim 1 so one (batched) matmul serves them all: (n, K+1, n_in).
         z = torch.matmul(torch.stack(hs, 1), wt)
         zs = list(z.unbind(1))
