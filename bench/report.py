@@ -158,7 +158,7 @@ def main() -> None:
 
 #: Sections written by hand from their own benchmark runs (their raw results are committed beside
 #: the others): kept as they are when the generated sections are written anew.
-KEPT_SECTIONS = ("## Inverse problems", "## Parametric surrogates", "## Sweeps")
+KEPT_SECTIONS = ("## Inverse problems", "## Parametric surrogates", "## Sweeps", "## Default solves at one thread")
 
 
 def kept_sections() -> list[str]:

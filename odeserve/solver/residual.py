@@ -116,9 +116,10 @@ class Residual:
         n_grid = 1 if grid is None else grid.shape[0]
         self.pen_weight = float(np.sqrt(len(x) / n_grid))
 
-    def equations(self, theta: Tensor) -> list[Tensor]:
-        """Scaled residual of each equation at the collocation points (theta (P,) or (n, P))."""
-        derivs = self.trial.derivatives(self._net(theta), self.x, self.order, self.phi, self.q)
+    def equations(self, theta: Tensor, c: Tensor | None = None) -> list[Tensor]:
+        """Scaled residual of each equation at the collocation points (theta (P,) or (n, P));
+        ``c``: the constraint coefficients, when the caller has them (see :meth:`jacobian`)."""
+        derivs = self.trial.derivatives(self._net(theta), self.x, self.order, self.phi, self.q, c)
         env = equation_env(self.problem.variable, self.problem.unknowns, self.x, derivs)
         if self.params is not None:
             env.update(self.params.values(theta))
@@ -168,12 +169,7 @@ class Residual:
         """
         n = self.x.shape[0]
         rows = theta.detach().unsqueeze(0).expand(n, theta.shape[0]).clone().requires_grad_(True)
-        eqs = self.equations(rows)
-        blocks = []
-        for i, r in enumerate(eqs):
-            (g,) = torch.autograd.grad(r.sum(), rows, retain_graph=i < len(eqs) - 1 or bool(self.penalty))
-            blocks.append(g)
-        values = [r.detach() for r in eqs]
+        values, blocks = self._equation_blocks(theta, rows)
         if self.penalty and self.grid is not None and self.params is None:
             # One copy of the weights per grid value: one backward pass per condition.
             th = theta.detach().unsqueeze(0).expand(self.grid.shape[0], theta.shape[0]).clone().requires_grad_(True)
@@ -197,6 +193,40 @@ class Residual:
             blocks.append(g)
             values.append(d.detach())
         return torch.cat(values), torch.cat(blocks, 0)
+
+    def _equation_blocks(self, theta: Tensor, rows: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """The equations' residuals and Jacobian rows.
+
+        With hard constraints every row also depends on the weights through the constraint
+        coefficients c, which are the same for every row: c and dc/dtheta are computed once, on
+        shared weights, and each row's dr/dc joins them by the chain rule, instead of a pass over
+        the condition points with every row's copy of the weights."""
+        shared = self.trial.has_constraints and self.q is None
+        c_rows: Tensor | None = None
+        if shared:
+            c, jc = self._constants_and_jacobian(theta)
+            c_rows = c.unsqueeze(0).expand(rows.shape[0], c.shape[0]).clone().requires_grad_(True)
+        eqs = self.equations(rows, c_rows)
+        inputs = (rows,) if c_rows is None else (rows, c_rows)
+        blocks = []
+        for i, r in enumerate(eqs):
+            retain = i < len(eqs) - 1 or bool(self.penalty)
+            grads = torch.autograd.grad(r.sum(), inputs, retain_graph=retain, allow_unused=True)
+            g = grads[0] if grads[0] is not None else torch.zeros_like(rows)
+            if c_rows is not None and grads[1] is not None:
+                g = g + grads[1] @ jc
+            blocks.append(g)
+        return [r.detach() for r in eqs], blocks
+
+    def _constants_and_jacobian(self, theta: Tensor) -> tuple[Tensor, Tensor]:
+        """The constraint coefficients c (nb,) and dc/dtheta (nb, len(theta)), detached."""
+        th = theta.detach().clone().requires_grad_(True)
+        c = self.trial.constants(self._net(th))
+        rows = []
+        for j in range(c.shape[0]):
+            (g,) = torch.autograd.grad(c[j], th, retain_graph=j < c.shape[0] - 1, allow_unused=True)
+            rows.append(torch.zeros_like(th) if g is None else g)
+        return c.detach(), torch.stack(rows)
 
     def jacobian_functional(self, theta: Tensor) -> tuple[Tensor, Tensor]:
         """The same (r, J) written with torch.func only, so ``torch.compile`` can trace it."""

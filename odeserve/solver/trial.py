@@ -101,13 +101,16 @@ class Trial(nn.Module):
         order: int,
         phi: list[Tensor] | None = None,
         q: Tensor | None = None,
+        c: Tensor | None = None,
     ) -> list[Tensor]:
         """``[y, y', ..., y^(order)]`` at x (shape (n,)), each of shape (n, m).
 
         theta is (P,), or (n, P) to use a separate copy of the weights at every point (then
         row i depends only on theta[i], which yields the Jacobian in one backward pass).
         ``phi`` is ``basis(x, order)`` when the caller has it cached. ``q`` (n, n_params): a
-        parametric model's parameter values at each point (physical units).
+        parametric model's parameter values at each point (physical units). ``c``: the
+        constraint coefficients when the caller has them (:meth:`constants`, then expanded to
+        one row per point for the Jacobian), which spares the pass over the condition points.
         """
         t = (x - self.center) / self.half_width
         dt = 1.0 / self.half_width
@@ -118,6 +121,11 @@ class Trial(nn.Module):
         if not self.has_constraints:
             outs = mlp_taylor(theta, self.sizes, t, dt, order, self.activation, s)
             return [o * self.scales for o in outs]
+        if c is not None:
+            raw = mlp_taylor(theta, self.sizes, t, dt, order, self.activation, s)
+            if phi is None:
+                phi = self.basis(x, order)
+            return [raw[k] * self.scales + (phi[k] * c) @ self.owner for k in range(order + 1)]
         tp = (self.points - self.center) / self.half_width
         n_pts = tp.shape[0]
         scale = self.scales[self.key_unknown]
@@ -142,6 +150,15 @@ class Trial(nn.Module):
         if phi is None:
             phi = self.basis(x, order)
         return [raw[k][:n] * self.scales + (phi[k] * c) @ self.owner for k in range(order + 1)]
+
+    def constants(self, theta: Tensor) -> Tensor:
+        """The constraint coefficients c (nb,) of shared weights theta (P,) (a constrained,
+        non-parametric trial): what :meth:`derivatives` computes from the condition points."""
+        tp = (self.points - self.center) / self.half_width
+        nd = mlp_taylor(theta, self.sizes, tp, 1.0 / self.half_width, self.key_max_order, self.activation, None)
+        cond = torch.stack(nd, 1)  # (pts, K+1, m)
+        scale = self.scales[self.key_unknown]
+        return self.c0 + self.K @ (cond[self.key_point, self.key_order, self.key_unknown] * scale)
 
     def _inputs(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         """The variable and (parametric models) the parameters' columns of an (N, 1 + P) input."""
