@@ -13,8 +13,10 @@ def service_section(data: dict) -> list[str]:
     lines = [
         "## Service",
         "",
-        f"`python -m bench.service_load --complete` against `odeserve serve` (embedded Redis, "
-        f"{data['workers']} workers, this machine). Small problems (`y' = -y`, 20 iterations).",
+        f"`python -m bench.service_load --submissions {data['submit_latency']['submissions']} --complete` against "
+        f"`odeserve serve` (embedded Redis, {data['workers']} workers, this machine). Small problems (`y' = -y`, "
+        "20 iterations); the clients are asyncio tasks in one process on the same machine, each on a kept-alive "
+        "connection, submitting while the workers run the jobs already submitted.",
         "",
         "| figure | value |",
         "|---|---:|",
@@ -33,6 +35,8 @@ def service_section(data: dict) -> list[str]:
             f"| jobs completed | {done['statuses']} of {done['jobs']}, unfinished {done['unfinished']} |",
             f"| throughput | {done['jobs_per_minute']:.0f} jobs/minute |",
         ]
+    if data.get("previous"):
+        lines += ["", f"The run before: {data['previous']}."]
     return [*lines, ""]
 
 
