@@ -122,18 +122,15 @@ class Trial(nn.Module):
             outs = mlp_taylor(theta, self.sizes, t, dt, order, self.activation, s)
             return [o * self.scales for o in outs]
         if c is not None:
+            coef = c
             raw = mlp_taylor(theta, self.sizes, t, dt, order, self.activation, s)
-            if phi is None:
-                phi = self.basis(x, order)
-            return [raw[k] * self.scales + (phi[k] * c) @ self.owner for k in range(order + 1)]
-        tp = (self.points - self.center) / self.half_width
-        n_pts = tp.shape[0]
-        scale = self.scales[self.key_unknown]
-        k_cond = self.key_max_order
-        if theta.dim() == 2 or s is not None:
+        elif theta.dim() == 2 or s is not None:
             # Per-point weights or parameters: the condition points need every row's weights
             # and parameters, at their own (usually lower) orders; a separate pass is cheaper
             # than widening the main one.
+            tp = self._condition_t()
+            n_pts = tp.shape[0]
+            k_cond = self.key_max_order
             raw = mlp_taylor(theta, self.sizes, t, dt, order, self.activation, s)
             th = theta.repeat_interleave(n_pts, 0) if theta.dim() == 2 else theta
             sp: Tensor | None = None
@@ -141,24 +138,35 @@ class Trial(nn.Module):
                 sp = s.repeat_interleave(n_pts, 0)
             nd = mlp_taylor(th, self.sizes, tp.repeat(n), dt, k_cond, self.activation, sp)
             cond = torch.stack(nd, 1).reshape(n, n_pts, k_cond + 1, nd[0].shape[-1])
-            c = self.c0 + (cond[:, self.key_point, self.key_order, self.key_unknown] * scale) @ self.K.t()
+            scale = self.scales[self.key_unknown]
+            coef = self.c0 + (cond[:, self.key_point, self.key_order, self.key_unknown] * scale) @ self.K.t()
         else:
             # Shared weights: one pass for the points and the condition points together.
+            tp = self._condition_t()
+            k_cond = self.key_max_order
             raw = mlp_taylor(theta, self.sizes, torch.cat([t, tp]), dt, max(order, k_cond), self.activation)
-            cond = torch.stack([r[n:] for r in raw[: k_cond + 1]], 1)  # (pts, K+1, m)
-            c = self.c0 + self.K @ (cond[self.key_point, self.key_order, self.key_unknown] * scale)
+            coef = self._coefficients(torch.stack([r[n:] for r in raw[: k_cond + 1]], 1))
         if phi is None:
             phi = self.basis(x, order)
-        return [raw[k][:n] * self.scales + (phi[k] * c) @ self.owner for k in range(order + 1)]
+        return [raw[k][:n] * self.scales + (phi[k] * coef) @ self.owner for k in range(order + 1)]
 
     def constants(self, theta: Tensor) -> Tensor:
         """The constraint coefficients c (nb,) of shared weights theta (P,) (a constrained,
         non-parametric trial): what :meth:`derivatives` computes from the condition points."""
-        tp = (self.points - self.center) / self.half_width
-        nd = mlp_taylor(theta, self.sizes, tp, 1.0 / self.half_width, self.key_max_order, self.activation, None)
-        cond = torch.stack(nd, 1)  # (pts, K+1, m)
-        scale = self.scales[self.key_unknown]
-        return self.c0 + self.K @ (cond[self.key_point, self.key_order, self.key_unknown] * scale)
+        nd = mlp_taylor(
+            theta, self.sizes, self._condition_t(), 1.0 / self.half_width, self.key_max_order, self.activation
+        )
+        return self._coefficients(torch.stack(nd, 1))
+
+    def _condition_t(self) -> Tensor:
+        """The condition points, scaled like the input."""
+        return (self.points - self.center) / self.half_width
+
+    def _coefficients(self, cond: Tensor) -> Tensor:
+        """c from the network's values and derivatives at the condition points, cond (pts, K+1, m)."""
+        return self.c0 + self.K @ (
+            cond[self.key_point, self.key_order, self.key_unknown] * self.scales[self.key_unknown]
+        )
 
     def _inputs(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         """The variable and (parametric models) the parameters' columns of an (N, 1 + P) input."""
