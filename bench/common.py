@@ -3,10 +3,13 @@ measures error and time-to-accuracy without counting its own evaluations."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
+import subprocess
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,24 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 EVAL_POINTS = 1001
 THRESHOLDS = (1e-3, 1e-5, 1e-7)
+
+
+def short_rev(rev: str) -> str:
+    """``rev`` as a short commit hash."""
+    out = subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT, check=True, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+@contextlib.contextmanager
+def baseline_tree(rev: str) -> Iterator[Path]:
+    """The code of commit ``rev`` in a temporary ``git worktree``, removed afterwards."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "baseline"
+        subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], cwd=ROOT, check=True)
+        try:
+            yield tree
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=True)
 
 
 def eval_grid(problem: Problem) -> np.ndarray:

@@ -3,41 +3,96 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from bench.common import RESULTS, ROOT
 from bench.run import accuracy_table, target_table
 
 
 def service_section(data: dict) -> list[str]:
-    lat, start = data["submit_latency"], data["submit_to_start"]
+    lat = data["submit_latency"]
+    before = data.get("baseline")
+    command = f"python -m bench.service_load --submissions {lat['submissions']} --complete"
     lines = [
         "## Service",
         "",
-        f"`python -m bench.service_load --submissions {data['submit_latency']['submissions']} --complete` against "
-        f"`odeserve serve` (embedded Redis, {data['workers']} workers, this machine). Small problems (`y' = -y`, "
-        "20 iterations); the clients are asyncio tasks in one process on the same machine, each on a kept-alive "
-        "connection, submitting while the workers run the jobs already submitted.",
+        f"`{command}{' --baseline ' + before['commit'] if before else ''}` against `odeserve serve` with its "
+        f"defaults (embedded Redis, {data['workers']} workers, this machine)"
+        + (f", first from the code of commit {before['commit']}, then from this tree" if before else "")
+        + ". Small jobs (`y' = -y`, 20 iterations); the clients are asyncio tasks in one process on the same "
+        "machine, each on a kept-alive connection opened before the clock starts. *Paced*: each client submits "
+        "on a fixed schedule while both workers train long jobs (the small jobs queue behind them); *flood*: "
+        "each client sends its next submission as soon as the last is answered.",
         "",
-        "| figure | value |",
-        "|---|---:|",
-        f"| submissions / concurrent clients | {lat['submissions']} / {lat['clients']} |",
-        f"| status codes | {', '.join(f'{k}: {v}' for k, v in sorted(lat['status_codes'].items()))} |",
-        f"| submit latency p50 | {lat['p50_ms']:.1f} ms |",
-        f"| submit latency p99 | {lat['p99_ms']:.1f} ms |",
-        f"| submit latency max | {lat['max_ms']:.1f} ms |",
-        f"| submissions per second | {lat['submissions_per_s']:.0f} |",
-        f"| submit to RQ start, idle worker (median) | {start['rq_start_s_median'] * 1e3:.0f} ms |",
-        f"| submit to first progress report, idle worker (median) | {start['first_progress_s_median'] * 1e3:.0f} ms |",
+        f"| figure | {'baseline ' + before['commit'] + ' | ' if before else ''}this tree |",
+        f"|---|{'---:|' if before else ''}---:|",
     ]
-    done = data.get("completion")
-    if done:
-        lines += [
-            f"| jobs completed | {done['statuses']} of {done['jobs']}, unfinished {done['unfinished']} |",
-            f"| throughput | {done['jobs_per_minute']:.0f} jobs/minute |",
-        ]
+    runs = [before, data] if before else [data]
+    for label, cell in _service_rows(data):
+        lines.append(f"| {label} | " + " | ".join(cell(run) for run in runs) + " |")
     if data.get("previous"):
         lines += ["", f"The run before: {data['previous']}."]
+    if data.get("notes"):
+        lines += ["", *(f"- {note}" for note in data["notes"])]
     return [*lines, ""]
+
+
+def _service_rows(data: dict) -> list[tuple[str, Callable[[dict], str]]]:
+    """The Service table's rows: a label and how to read each run's value."""
+    ms = lambda s: f"{s * 1e3:.0f} ms"  # noqa: E731
+    three = lambda d: f"{d['p50_ms']:.1f} / {d['p99_ms']:.1f} / {d['max_ms']:.1f} ms ({_codes(d['status_codes'])})"  # noqa: E731
+    over = data["job_overhead"]
+    rows: list[tuple[str, Callable[[dict], str]]] = [
+        ("submit to RQ start, idle worker (median)", lambda d: ms(d["submit_to_start"]["rq_start_s_median"])),
+        (
+            "submit to first progress report, idle worker (median)",
+            lambda d: ms(d["submit_to_start"]["first_progress_s_median"]),
+        ),
+        (
+            f"per-job overhead: end to end minus training, small job, idle worker (median of {over['jobs']})",
+            lambda d: ms(d["job_overhead"]["overhead_s_median"]),
+        ),
+        ("its training (median)", lambda d: ms(d["job_overhead"]["train_s_median"])),
+        (
+            "submit to the finished record in a client polling every 5 ms (median)",
+            lambda d: ms(d["job_overhead"]["client_end_to_end_s_median"]),
+        ),
+    ]
+    for i, paced in enumerate(data.get("paced_submit_latency", [])):
+        label = (
+            f"paced: {paced['offered_per_s']:.0f} submits/s from {paced['clients']} clients for "
+            f"{paced['seconds']:.0f} s, workers training: submit p50 / p99 / max"
+        )
+        rows.append((label, lambda d, i=i: three(d["paced_submit_latency"][i])))
+    lat = data["submit_latency"]
+    rows += [
+        (
+            f"flood: {lat['submissions']} submissions from {lat['clients']} clients: submit p50 / p99 / max",
+            lambda d: three(d["submit_latency"]),
+        ),
+        (
+            "flood: submissions per second (the API's capacity)",
+            lambda d: f"{d['submit_latency']['submissions_per_s']:.0f}",
+        ),
+    ]
+    if data.get("completion"):
+        rows += [
+            (
+                "flood's jobs: outcomes",
+                lambda d: (
+                    f"{d['completion']['statuses']} of {d['completion']['jobs']}, unfinished {d['completion']['unfinished']}"
+                ),
+            ),
+            (
+                "throughput (first submit to the poll, each second, that saw the last finished)",
+                lambda d: f"{d['completion']['jobs_per_minute']:.0f} jobs/minute",
+            ),
+        ]
+    return rows
+
+
+def _codes(counts: dict) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
 
 
 def gpu_section(data: dict) -> list[str]:

@@ -23,11 +23,10 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS, ROOT
+from bench.common import RESULTS, ROOT, baseline_tree, short_rev
 from odeserve.examples import public_problems
 
 #: One solve in a child, through the public API only (the baseline has it too).
@@ -107,19 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", default="HEAD", help="the commit to compare with (default HEAD)")
     parser.add_argument("--problems", default=",".join(public_problems()))
     args = parser.parse_args(argv)
-    rev = subprocess.run(
-        ["git", "rev-parse", "--short", args.baseline], cwd=ROOT, check=True, capture_output=True, text=True
-    ).stdout.strip()
+    rev = short_rev(args.baseline)
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        baseline = Path(tmp) / "baseline"
-        subprocess.run(["git", "worktree", "add", "--detach", str(baseline), rev], cwd=ROOT, check=True)
-        try:
-            for name in args.problems.split(","):
-                rows.append(measure(name, baseline))
-                print(table(rows[-1:], rev).splitlines()[-1], flush=True)
-        finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(baseline)], cwd=ROOT, check=True)
+    with baseline_tree(rev) as baseline:
+        for name in args.problems.split(","):
+            rows.append(measure(name, baseline))
+            print(table(rows[-1:], rev).splitlines()[-1], flush=True)
     print(table(rows, rev))
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = {"baseline": rev, "machine": platform.processor() or platform.machine(), "cores": os.cpu_count()}

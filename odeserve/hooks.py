@@ -41,8 +41,8 @@ class TrainState(TypedDict, total=False):
     best_theta: Tensor | None
     history: Tensor  # (n, 3): iteration, loss, elapsed
     theta: Tensor
-    adam: dict[str, Any]  # torch.optim.Adam state
-    sched: dict[str, Any]  # its learning-rate schedule
+    adam: dict[str, Any]  # Adam's moments, step count and learning rate (odeserve.solver.adam)
+    sched: dict[str, Any]  # checkpoints written before that: torch.optim's learning-rate schedule
     mu: float  # Levenberg-Marquardt damping
     nu: float
     stalled: int  # Levenberg-Marquardt passes without real progress

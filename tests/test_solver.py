@@ -201,4 +201,4 @@ def test_periodic_checkpoints() -> None:
     solve(with_options(PROBLEMS["lagaris2"], max_iterations=300), hooks=hooks)
     assert len(states) >= 250 and states[-1]["iteration"] > states[0]["iteration"]
     assert {"theta", "iteration", "elapsed", "best_loss", "history", "phase", "mu", "nu", "stalled"} <= set(states[-1])
-    assert {"adam", "sched"} <= set(states[0]) and states[0]["phase"] == "adam"
+    assert "adam" in states[0] and states[0]["phase"] == "adam"

@@ -31,6 +31,7 @@ from common.settings import ConfigError, Settings, get_settings
 from common.store import HANDBACK_TTL_S, set_flag
 from worker.orphans import requeue_orphans
 from worker.policy import CANCELED_MARKER, SolveOnlyJob, retries_after_failure
+from worker.preimport import preimport
 from worker.templates import preload
 
 if TYPE_CHECKING:
@@ -123,8 +124,7 @@ def run_worker(burst: bool = False, settings: Settings | None = None) -> int:
         return 2
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
     if settings.worker_class == "fork":
-        import odeserve.solver.solve  # noqa: F401 - preload torch (import only) for fast forks
-
+        preimport()  # torch, scipy and the solver (imports only): every work horse inherits them
         preload(settings)  # the export templates already on disk
 
     with contextlib.suppress(OSError):

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from odeserve.hooks import Hooks, Phase, Step
 from odeserve.outcome import Outcome
+from odeserve.solver.adam import Adam
 from odeserve.solver.train import STALL_LOSS, TrainResult, _Damping, _Run
 from odeserve.spec import Options
 
@@ -59,22 +60,20 @@ class _Batch:
 
 
 def _adam(residual: BatchResidual, theta: Tensor, batch: _Batch, options: Options, steps: int) -> Tensor:
-    theta = theta.detach().clone().requires_grad_(True)
-    opt = torch.optim.Adam([theta], lr=options.learning_rate)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1), eta_min=options.learning_rate * 0.05)
+    theta = theta.detach().clone()
+    opt = Adam(theta, options.learning_rate, steps)
     for _ in range(steps):
         if not batch.active:
             break
-        opt.zero_grad(set_to_none=True)
-        idx = batch.index(theta)
-        r = residual(theta[idx], idx)
+        leaf = theta.detach().requires_grad_(True)
+        idx = batch.index(leaf)
+        r = residual(leaf[idx], idx)
         losses = (r * r).mean(1)
-        losses.sum().backward()
+        (grad,) = torch.autograd.grad(losses.sum(), leaf)
         stopped = batch.record(theta[idx], losses.detach().tolist(), "adam")
-        opt.step()
-        sched.step()
+        opt.step(theta, grad)
         batch.active = [b for b, s in zip(batch.active, stopped) if not s]
-    return theta.detach()
+    return theta
 
 
 class _Systems:

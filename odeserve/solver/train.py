@@ -23,6 +23,7 @@ from torch import Tensor
 
 from odeserve.hooks import Hooks, Phase, Step, TrainState
 from odeserve.outcome import Outcome
+from odeserve.solver.adam import Adam
 from odeserve.spec import Options
 
 #: A Levenberg-Marquardt pass that lowers the loss by less than this fraction makes no progress.
@@ -182,34 +183,27 @@ def _value_and_grad(residual: ResidualModel) -> Callable[[Tensor], tuple[Tensor,
 
 
 def _adam(residual: ResidualModel, theta: Tensor, run: _Run, steps: int, resume: TrainState | None) -> Tensor:
-    theta = theta.detach().clone().requires_grad_(True)
-    opt = torch.optim.Adam([theta], lr=run.options.learning_rate)
+    theta = theta.detach().clone()
+    opt = Adam(theta, run.options.learning_rate, steps)
     compiled = _value_and_grad(residual) if run.options.compile and steps > 0 else None
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(
-        opt, T_max=max(steps, 1), eta_min=run.options.learning_rate * 0.05
-    )
     if resume is not None and "adam" in resume:
-        opt.load_state_dict(resume["adam"])
-        sched.load_state_dict(resume["sched"])
-    run.phase_state = lambda: TrainState(
-        phase="adam", theta=theta.detach().clone(), adam=opt.state_dict(), sched=sched.state_dict()
-    )
+        opt.load_state_dict(resume["adam"], resume.get("sched"))
+    run.phase_state = lambda: TrainState(phase="adam", theta=theta.clone(), adam=opt.state_dict())
     for _ in range(max(steps - run.iteration, 0)):
-        opt.zero_grad(set_to_none=True)
         if compiled is not None:
-            loss, theta.grad = compiled(theta.detach())
+            loss, grad = compiled(theta)
         else:
-            loss = _loss(residual(theta))
-            loss.backward()
+            leaf = theta.detach().requires_grad_(True)
+            loss = _loss(residual(leaf))
+            (grad,) = torch.autograd.grad(loss, leaf)
         stop = run.record(theta, float(loss.detach()), "adam")
         # The step is taken even when stopping, so that a stopped run's state says "k iterations
         # done" and a resumed run continues with step k + 1 (the best weights are kept apart).
-        opt.step()
-        sched.step()
+        opt.step(theta, grad)
         if stop:
             break
         run.maybe_checkpoint()
-    return theta.detach()
+    return theta
 
 
 def _lbfgs(residual: ResidualModel, theta: Tensor, run: _Run, resume: TrainState | None) -> Tensor:
