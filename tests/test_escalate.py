@@ -19,7 +19,20 @@ def test_ladder_depends_on_the_problem() -> None:
     assert any("time-marching" in c for c in ivp) and not any("time-marching" in c for c in bvp)
     assert any("seed 1" in c for c in bvp) and any("width 48" in c for c in bvp)
     warm = ladder(load_problem(with_options(PUBLIC["seed_poly"], warm_start=True)))
-    assert warm[0].warm and "warm start" in warm[0].change
+    assert warm[0].proceed and warm[1].warm and "warm start" in warm[1].change
+
+
+@pytest.mark.slow
+def test_a_first_attempt_cut_short_by_its_budget_trains_on_from_its_weights() -> None:
+    """The first attempt uses its whole iteration budget with the error still falling: the first
+    rung trains the same network on, from its weights, and does better."""
+    spec = with_options(PUBLIC["lagaris2"], tolerance=1e-14, time_limit_s=60)
+    m = solve(spec).metrics()
+    first, second = m.attempts[0], m.attempts[1]
+    assert first.outcome is Outcome.BUDGET and first.iterations == 2000
+    assert second.change.startswith("trained on from the first attempt's weights")
+    assert second.estimated_rel_l2 is not None and first.estimated_rel_l2 is not None
+    assert second.estimated_rel_l2 < first.estimated_rel_l2
 
 
 def test_first_attempt_gets_a_share_of_the_time_only_when_escalation_may_follow() -> None:
@@ -56,13 +69,14 @@ def test_escalation_on_predator_prey_keeps_the_best_attempt() -> None:
 
 
 @pytest.mark.slow
-def test_warm_start_is_the_first_rung_and_reported() -> None:
-    """With options.warm_start, the first escalation fits the network to the classical solution
-    before physics training; metrics.warm_start says whether the kept network started so."""
+def test_warm_start_is_a_rung_and_reported() -> None:
+    """With options.warm_start, an escalation fits the network to the classical solution before
+    physics training (after training on, the first rung); metrics.warm_start says whether the
+    kept network started so."""
     spec = with_options(PUBLIC["lagaris2"], tolerance=1e-14, warm_start=True, time_limit_s=60)
     m = solve(spec).metrics()
     assert m.accuracy is not None and m.accuracy.met is False  # 1e-14 is out of reach
-    assert len(m.attempts) >= 2 and m.attempts[1].change.startswith("warm start")
+    assert len(m.attempts) >= 3 and m.attempts[2].change.startswith("warm start")
     kept = next(a for a in m.attempts if a.kept)
     assert m.warm_start is kept.change.startswith("warm start")
-    assert m.attempts[1].estimated_rel_l2 is not None and m.attempts[1].estimated_rel_l2 < 1e-6
+    assert m.attempts[2].estimated_rel_l2 is not None and m.attempts[2].estimated_rel_l2 < 1e-6

@@ -3,14 +3,17 @@ smarter, and keep the best attempt by estimate.
 
 The ladder (each rung one attempt, in order; rungs that do not apply are skipped):
 
-1. a warm start, when ``options.warm_start``: the network is first fitted to the classical
+1. when the first attempt used its whole iteration budget (its error still falling, as a
+   Levenberg-Marquardt tail's does): the same network trained on from its weights, twice the
+   budget more, second-order steps only;
+2. a warm start, when ``options.warm_start``: the network is first fitted to the classical
    solution (seeded by the best attempt so far), then trained on the physics;
-2. time-marching over 4 windows (initial-value problems);
-3. residual-based refinement: 2x the collocation points plus as many again where the best
+3. time-marching over 4 windows (initial-value problems);
+4. residual-based refinement: 2x the collocation points plus as many again where the best
    attempt's residual is largest, twice the width, 1,000 Adam steps;
-4. time-marching over 8 windows with 2x the points and twice the width (initial-value problems);
-5. another seed with a long (3,000-step) Adam phase and 2x the points;
-6. another seed with a wider and deeper network.
+5. time-marching over 8 windows with 2x the points and twice the width (initial-value problems);
+6. another seed with a long (3,000-step) Adam phase and 2x the points;
+7. another seed with a wider and deeper network.
 
 When escalation may follow (``escalate`` on, ``max_iterations`` and ``target_loss`` not set
 explicitly), the first run gets half the time limit, so that the ladder has the other half.
@@ -56,6 +59,7 @@ class Variant:
     windows: int = 1
     warm: bool = False
     refine: bool = False
+    proceed: bool = False
 
 
 def ladder(problem: Problem) -> list[Variant]:
@@ -72,7 +76,13 @@ def ladder(problem: Problem) -> list[Variant]:
         adam = max(o.adam_iterations, adam)
         return {"adam_iterations": adam, "max_iterations": o.max_iterations + adam}
 
-    rungs: list[Variant] = []
+    rungs: list[Variant] = [
+        Variant(
+            f"trained on from the first attempt's weights, {2 * o.max_iterations} more Levenberg-Marquardt steps",
+            {"adam_iterations": 0, "max_iterations": 2 * o.max_iterations},
+            proceed=True,
+        )
+    ]
     if o.warm_start and plain:
         rungs.append(Variant("warm start: fitted to the classical solution first", warm=True))
     if ivp:
@@ -146,6 +156,8 @@ def solve_escalating(problem: Problem, attempt: AttemptFn, hooks: Hooks | None, 
             rel = best.error_estimate().rel_l2
             if rel is None or rel <= tolerance or left < max(MIN_ATTEMPT_S, MIN_ATTEMPT_SHARE * limit):
                 break
+            if variant.proceed and (best is not tried[0] or best.outcome is not Outcome.BUDGET):
+                continue  # only a first attempt cut short by its budget trains on
             t0 = time.perf_counter()
             probe = best.derivatives if variant.warm else None
             sol = attempt(
@@ -154,6 +166,7 @@ def solve_escalating(problem: Problem, attempt: AttemptFn, hooks: Hooks | None, 
                 windows=variant.windows,
                 warm_probe=probe,
                 refine=best if variant.refine else None,
+                start=best if variant.proceed else None,
                 checkpoint=False,
             )
             sol.problem = problem

@@ -101,13 +101,17 @@ def train_attempt(
     windows: int = 1,
     warm_probe: Probe | None = None,
     refine: Solution | None = None,
+    start: Solution | None = None,
     checkpoint: bool = True,
 ) -> Solution:
     """One training run: optionally a warm start (a fit to the classical solution computed with
     ``warm_probe`` as seed) and time-marching over ``windows``, then training on the whole domain;
-    ``refine``: add collocation points where that solution's residual is largest."""
+    ``refine``: add collocation points where that solution's residual is largest; ``start``: a
+    solution of the same architecture whose weights training starts from (instead of the seed's)."""
     dtype = DTYPES[problem.options.precision]
     trial, plan, scales = build_trial(problem, device, dtype)
+    if start is not None:
+        trial.theta.copy_(start.trial.theta)
     unit = chebyshev_points(0.0, 1.0, domain_points(problem))
     a, b = problem.domain
     xs = a + (b - a) * unit
