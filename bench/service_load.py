@@ -131,6 +131,25 @@ def submit_latency(base: str, submissions: int, clients: int, ids: list[str]) ->
     return asyncio.run(_submit_all(base, submissions, clients, ids))
 
 
+async def _timed_submit(c: httpx.AsyncClient, latencies: list[float], codes: Counter[int], ids: list[str]) -> None:
+    """One POST /solve, its latency and status recorded (and the job's id when accepted)."""
+    t = time.perf_counter()
+    r = await c.post("/solve", json=SMALL)
+    latencies.append(time.perf_counter() - t)
+    codes[r.status_code] += 1
+    if r.status_code == 202:
+        ids.append(r.json()["id"])
+
+
+def _summary(latencies: list[float], codes: Counter[int]) -> dict[str, Any]:
+    return {
+        "status_codes": codes,
+        "p50_ms": percentile(latencies, 0.5) * 1e3,
+        "p99_ms": percentile(latencies, 0.99) * 1e3,
+        "max_ms": max(latencies) * 1e3,
+    }
+
+
 async def connected(base: str, clients: int) -> list[httpx.AsyncClient]:
     """``clients`` clients, each connected before any clock starts: building an httpx client
     costs ~15 ms of this loop's CPU (its TLS context), which would otherwise be timed as the
@@ -148,12 +167,7 @@ async def _submit_all(base: str, submissions: int, clients: int, ids: list[str])
 
     async def client(c: httpx.AsyncClient) -> None:
         for _ in todo:  # shared: each submission is taken by exactly one client
-            t = time.perf_counter()
-            r = await c.post("/solve", json=SMALL)
-            latencies.append(time.perf_counter() - t)
-            codes[r.status_code] += 1
-            if r.status_code == 202:
-                ids.append(r.json()["id"])
+            await _timed_submit(c, latencies, codes, ids)
 
     t0 = time.perf_counter()
     await asyncio.gather(*(client(c) for c in pool))
@@ -163,10 +177,7 @@ async def _submit_all(base: str, submissions: int, clients: int, ids: list[str])
     return {
         "submissions": submissions,
         "clients": clients,
-        "status_codes": codes,
-        "p50_ms": percentile(latencies, 0.5) * 1e3,
-        "p99_ms": percentile(latencies, 0.99) * 1e3,
-        "max_ms": max(latencies) * 1e3,
+        **_summary(latencies, codes),
         "submissions_per_s": submissions / wall,
     }
 
@@ -212,12 +223,7 @@ async def _paced(base: str, rate: float, seconds: float, clients: int, ids: list
         sent = 0
         while (due := start + k / rate + sent * period) < start + seconds:
             await asyncio.sleep(max(0.0, due - time.perf_counter()))
-            t = time.perf_counter()
-            r = await pool[k].post("/solve", json=SMALL)
-            latencies.append(time.perf_counter() - t)
-            codes[r.status_code] += 1
-            if r.status_code == 202:
-                ids.append(r.json()["id"])
+            await _timed_submit(pool[k], latencies, codes, ids)
             sent += 1
 
     await asyncio.gather(*(client(k) for k in range(clients)))
@@ -228,10 +234,7 @@ async def _paced(base: str, rate: float, seconds: float, clients: int, ids: list
         "offered_per_s": rate,
         "seconds": seconds,
         "submissions": len(latencies),
-        "status_codes": codes,
-        "p50_ms": percentile(latencies, 0.5) * 1e3,
-        "p99_ms": percentile(latencies, 0.99) * 1e3,
-        "max_ms": max(latencies) * 1e3,
+        **_summary(latencies, codes),
     }
 
 

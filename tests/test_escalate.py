@@ -59,6 +59,7 @@ def test_escalation_on_predator_prey_keeps_the_best_attempt() -> None:
     s = solve(spec, hooks=Hooks(on_step=lambda st: steps.append(st.iteration)))
     m = s.metrics()
     assert len(m.attempts) >= 2
+    assert [a.attempt for a in m.attempts] == list(range(1, len(m.attempts) + 1))  # skipped rungs leave no gap
     assert sum(a.kept for a in m.attempts) == 1
     kept = next(a for a in m.attempts if a.kept)
     finite = [a.estimated_rel_l2 for a in m.attempts if a.estimated_rel_l2 is not None]

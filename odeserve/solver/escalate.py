@@ -151,7 +151,7 @@ def solve_escalating(problem: Problem, attempt: AttemptFn, hooks: Hooks | None, 
     tried = [best]
     tolerance, kept = problem.options.tolerance, 0
     if eligible(problem, best):
-        for number, variant in enumerate(ladder(problem), start=2):
+        for variant in ladder(problem):
             left = limit - (time.perf_counter() - start)
             rel = best.error_estimate().rel_l2
             if rel is None or rel <= tolerance or left < max(MIN_ATTEMPT_S, MIN_ATTEMPT_SHARE * limit):
@@ -170,7 +170,7 @@ def solve_escalating(problem: Problem, attempt: AttemptFn, hooks: Hooks | None, 
                 checkpoint=False,
             )
             sol.problem = problem
-            records.append(_record(number, variant.change, sol, time.perf_counter() - t0))
+            records.append(_record(len(records) + 1, variant.change, sol, time.perf_counter() - t0))
             tried.append(sol)
             if _rel(sol) < _rel(best):
                 best, kept = sol, len(records) - 1
