@@ -34,7 +34,8 @@ def base_url(redis_server) -> Iterator[str]:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: httpx.get(f"{url}/healthz").status_code == 200, 30)
+    wait_for(lambda: server.started, 30)  # listening: before that a request is refused, not failed
+    assert httpx.get(f"{url}/healthz").status_code == 200
     yield url
     server.should_exit = True
     thread.join(10)
