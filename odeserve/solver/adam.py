@@ -49,9 +49,8 @@ class Adam:
         self.lr = self._next_lr(self.steps_taken)
 
     def _next_lr(self, epoch: int) -> float:
-        """``CosineAnnealingLR.get_lr`` at ``epoch`` from the current rate (its recursive form)."""
-        if (epoch - 1 - self.t_max) % (2 * self.t_max) == 0:
-            return self.lr + (self.base_lr - self.eta_min) * (1 - math.cos(math.pi / self.t_max)) / 2
+        """``CosineAnnealingLR.get_lr`` at ``epoch`` from the current rate (its recursive form;
+        its restart branch, past ``steps``, never comes: no caller steps beyond them)."""
         ratio = (1 + math.cos(math.pi * epoch / self.t_max)) / (1 + math.cos(math.pi * (epoch - 1) / self.t_max))
         return ratio * (self.lr - self.eta_min) + self.eta_min
 

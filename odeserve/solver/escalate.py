@@ -156,8 +156,8 @@ def solve_escalating(problem: Problem, attempt: AttemptFn, hooks: Hooks | None, 
             rel = best.error_estimate().rel_l2
             if rel is None or rel <= tolerance or left < max(MIN_ATTEMPT_S, MIN_ATTEMPT_SHARE * limit):
                 break
-            if variant.proceed and (best is not tried[0] or best.outcome is not Outcome.BUDGET):
-                continue  # only a first attempt cut short by its budget trains on
+            if variant.proceed and best.outcome is not Outcome.BUDGET:
+                continue  # the first rung: only a first attempt cut short by its budget trains on
             t0 = time.perf_counter()
             probe = best.derivatives if variant.warm else None
             sol = attempt(

@@ -137,15 +137,13 @@ class Trial(nn.Module):
             if s is not None:
                 sp = s.repeat_interleave(n_pts, 0)
             nd = mlp_taylor(th, self.sizes, tp.repeat(n), dt, k_cond, self.activation, sp)
-            cond = torch.stack(nd, 1).reshape(n, n_pts, k_cond + 1, nd[0].shape[-1])
-            scale = self.scales[self.key_unknown]
-            coef = self.c0 + (cond[:, self.key_point, self.key_order, self.key_unknown] * scale) @ self.K.t()
+            coef = self._coefficients(torch.stack(nd, 1).reshape(n, n_pts, k_cond + 1, nd[0].shape[-1]))
         else:
             # Shared weights: one pass for the points and the condition points together.
             tp = self._condition_t()
             k_cond = self.key_max_order
             raw = mlp_taylor(theta, self.sizes, torch.cat([t, tp]), dt, max(order, k_cond), self.activation)
-            coef = self._coefficients(torch.stack([r[n:] for r in raw[: k_cond + 1]], 1))
+            coef = self._coefficients(torch.stack([r[n:] for r in raw[: k_cond + 1]], 1).unsqueeze(0))[0]
         if phi is None:
             phi = self.basis(x, order)
         return [raw[k][:n] * self.scales + (phi[k] * coef) @ self.owner for k in range(order + 1)]
@@ -156,17 +154,17 @@ class Trial(nn.Module):
         nd = mlp_taylor(
             theta, self.sizes, self._condition_t(), 1.0 / self.half_width, self.key_max_order, self.activation
         )
-        return self._coefficients(torch.stack(nd, 1))
+        return self._coefficients(torch.stack(nd, 1).unsqueeze(0))[0]
 
     def _condition_t(self) -> Tensor:
         """The condition points, scaled like the input."""
         return (self.points - self.center) / self.half_width
 
     def _coefficients(self, cond: Tensor) -> Tensor:
-        """c from the network's values and derivatives at the condition points, cond (pts, K+1, m)."""
-        return self.c0 + self.K @ (
-            cond[self.key_point, self.key_order, self.key_unknown] * self.scales[self.key_unknown]
-        )
+        """c (n, nb) from the network's values and derivatives at the condition points, cond
+        (n, pts, K+1, m): one set per copy of the weights (shared weights: n = 1)."""
+        picked = cond[:, self.key_point, self.key_order, self.key_unknown] * self.scales[self.key_unknown]
+        return self.c0 + picked @ self.K.t()
 
     def _inputs(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         """The variable and (parametric models) the parameters' columns of an (N, 1 + P) input."""
