@@ -1,8 +1,9 @@
 """How wrong is a trained solution? An estimate without the exact solution, and a verdict.
 
 ``estimate_error`` tries an independent classical solution first (:mod:`.reference`: scipy's
-``solve_ivp``/``solve_bvp`` on the same parsed equations) and falls back to the linearised
-residual (:mod:`.residual`). Both need only numpy and scipy, and the trained solution's values
+``solve_ivp``/``solve_bvp`` on the same parsed equations), falls back to the linearised
+residual (:mod:`.residual`), and where that cannot be trusted (an ill-conditioned problem) to
+a conditioning-aware upper bound (:mod:`.bound`). Both need only numpy and scipy, and the trained solution's values
 and derivatives (``probe(x, order) -> [y, y', ...]``), so this package imports no torch.
 """
 
@@ -13,6 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from odeserve.estimate.bound import residual_bound
 from odeserve.estimate.reference import classical_reference
 from odeserve.estimate.residual import FACTOR, linearized_correction
 from odeserve.estimate.system import NotApplicable
@@ -49,16 +51,37 @@ def estimate_error(problem: Problem, probe: Probe, xs: np.ndarray, guard_s: floa
             s.rel_l2 = max(s.rel_l2, ref.uncertainty)
         return _record("classical", stats, t0, solver=ref.solver, reference_uncertainty=ref.uncertainty, factor=1.0)
     except _NUMERICAL as exc:
-        why = str(exc) or type(exc).__name__
+        why = _reason(exc)
     try:
         e = linearized_correction(problem, probe, xs) * FACTOR
         if not np.all(np.isfinite(e)):
             raise NotApplicable("the linearised correction is not finite")
     except _NUMERICAL as exc:
-        note = f"no classical solution ({why}); no residual estimate ({str(exc) or type(exc).__name__})"
-        return ErrorEstimate(method="none", note=note, time_s=_since(t0))
+        return _bounded(
+            problem, probe, t0, f"no classical solution ({why}); no reliable linearised correction ({_reason(exc)})"
+        )
     stats = _stats(problem, e, values)
     return _record("linearized_residual", stats, t0, factor=FACTOR, note=f"no classical solution: {why}")
+
+
+def _bounded(problem: Problem, probe: Probe, t0: float, why: str) -> ErrorEstimate:
+    """The last resort: the conditioning-aware upper bound (:mod:`.bound`), else no estimate."""
+    try:
+        b = residual_bound(problem, probe)
+        if not all(np.isfinite(v) for v in (*b.rel_l2.values(), *b.max_abs.values())):
+            raise NotApplicable("the bound is not finite")
+    except _NUMERICAL as exc:
+        return ErrorEstimate(method="none", note=f"{why}; no residual bound ({_reason(exc)})", time_s=_since(t0))
+    stats = {u: EstimateStats(rel_l2=b.rel_l2[u], max_abs=b.max_abs[u]) for u in problem.unknowns}
+    note = (
+        f"{why}: an upper bound, ||residual|| / smallest singular value of the linearised problem on "
+        f"{b.nodes} Chebyshev nodes (condition number {b.condition:.1e}); the error may be much smaller"
+    )
+    return _record("residual_bound", stats, t0, factor=1.0, note=note)
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
 
 
 def _since(t0: float) -> float:

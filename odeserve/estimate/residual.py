@@ -88,18 +88,22 @@ def linearized_correction(problem: Problem, probe: Probe, xs: np.ndarray) -> np.
     the network. Accepted when resolved and, where a finer grid fits, confirmed by it (an
     ill-conditioned problem amplifies the discretisation error past what the tail shows).
     Raises :class:`NotApplicable` (singular) or :class:`Unreliable`."""
-    m = len(problem.unknowns)
-    sizes = [n for n in NODE_LADDER if m * (n + 1) <= MAX_COLUMNS] or [NODE_LADDER[0]]
+    sizes = ladder(len(problem.unknowns))
     previous: np.ndarray | None = None
     for n in sizes:
         nodes, e = _newton(problem, probe, n)
         y = probe(nodes, 0)[0]
         on_xs = interpolation_matrix(nodes, xs) @ e
-        resolved = (_tail(e) <= RESOLVED or _negligible(e, y)) and _solution_resolved(y + e, e)
+        resolved = (tail(e) <= RESOLVED or _negligible(e, y)) and _solution_resolved(y + e, e)
         if resolved and (len(sizes) == 1 or (previous is not None and _agree(previous, on_xs, y))):
             return on_xs
         previous = on_xs if resolved else None
     raise Unreliable(f"the solution or the correction is not resolved (or confirmed) by {n + 1} Chebyshev nodes")
+
+
+def ladder(m: int) -> list[int]:
+    """The node counts (N, for N + 1 nodes) of :data:`NODE_LADDER` that fit m unknowns."""
+    return [n for n in NODE_LADDER if m * (n + 1) <= MAX_COLUMNS] or [NODE_LADDER[0]]
 
 
 def _agree(coarse: np.ndarray, fine: np.ndarray, y: np.ndarray) -> bool:
@@ -111,8 +115,8 @@ def _agree(coarse: np.ndarray, fine: np.ndarray, y: np.ndarray) -> bool:
 def _solution_resolved(y: np.ndarray, e: np.ndarray) -> bool:
     """The collocation solution itself is resolved well below the correction: its Chebyshev tail
     (the discretisation error) is under a tenth of the correction, or at round-off level."""
-    tail = _tail(y) * float(np.max(np.abs(y)))
-    return tail <= 0.1 * float(np.max(np.abs(e))) or _tail(y) <= NEGLIGIBLE
+    relative = tail(y)
+    return relative * float(np.max(np.abs(y))) <= 0.1 * float(np.max(np.abs(e))) or relative <= NEGLIGIBLE
 
 
 def _negligible(e: np.ndarray, y: np.ndarray) -> bool:
@@ -120,7 +124,7 @@ def _negligible(e: np.ndarray, y: np.ndarray) -> bool:
     return bool(np.max(np.abs(e)) <= NEGLIGIBLE * max(float(np.max(np.abs(y))), 1e-300))
 
 
-def _tail(e: np.ndarray) -> float:
+def tail(e: np.ndarray) -> float:
     """Size of the last eighth of the Chebyshev coefficients of e (n + 1, m) against the largest."""
     from scipy.fft import dct
 
@@ -131,10 +135,7 @@ def _tail(e: np.ndarray) -> float:
 
 def _newton(problem: Problem, probe: Probe, n_nodes: int) -> tuple[np.ndarray, np.ndarray]:
     """(nodes, e (n + 1, m)): Newton on the collocation equations, started at the network."""
-    nodes, D = chebyshev(n_nodes, *problem.domain)
-    Dk = [np.eye(nodes.shape[0])]
-    for _ in range(problem.max_order):
-        Dk.append(D @ Dk[-1])
+    nodes, Dk = derivative_matrices(problem, n_nodes)
     base = probe(nodes, problem.max_order)
     total = np.zeros_like(base[0])
     for _ in range(NEWTON_STEPS):
@@ -146,10 +147,33 @@ def _newton(problem: Problem, probe: Probe, n_nodes: int) -> tuple[np.ndarray, n
     raise Unreliable("Newton's method on the collocation equations does not converge from the network")
 
 
+def derivative_matrices(problem: Problem, n_nodes: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Chebyshev-Lobatto nodes on the domain and the matrices of derivatives 0..max_order."""
+    nodes, D = chebyshev(n_nodes, *problem.domain)
+    Dk = [np.eye(nodes.shape[0])]
+    for _ in range(problem.max_order):
+        Dk.append(D @ Dk[-1])
+    return nodes, Dk
+
+
 def _linear_step(
     problem: Problem, probe: Probe, nodes: np.ndarray, Dk: list[np.ndarray], derivs: list[np.ndarray], total: np.ndarray
 ) -> np.ndarray:
     """One Newton step (n + 1, m) of the collocation system at the state ``derivs``."""
+    m = len(problem.unknowns)
+    A, r = linear_system(problem, probe, nodes, Dk, derivs, total)
+    e, _, rank, _ = np.linalg.lstsq(A, r, rcond=1e-13)
+    if rank < A.shape[1]:
+        raise NotApplicable("the linearised problem is singular")
+    return e.reshape(m, nodes.shape[0]).T
+
+
+def linear_system(
+    problem: Problem, probe: Probe, nodes: np.ndarray, Dk: list[np.ndarray], derivs: list[np.ndarray], total: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(A, r): the collocation equations linearised at the state ``derivs`` (rows: each equation
+    at every node, then one row per condition, weighted), and minus their residuals; the
+    columns are the nodal corrections, unknown by unknown."""
     n, m = nodes.shape[0], len(problem.unknowns)
     env = equation_env(problem.variable, problem.unknowns, nodes, derivs)
     rows, rhs = [], []
@@ -169,10 +193,7 @@ def _linear_step(
     A, r = np.concatenate(rows), np.concatenate(rhs)
     if not (np.all(np.isfinite(A)) and np.all(np.isfinite(r))):
         raise NotApplicable("the residual or its linearisation is not finite on the collocation grid")
-    e, _, rank, _ = np.linalg.lstsq(A, r, rcond=1e-13)
-    if rank < A.shape[1]:
-        raise NotApplicable("the linearised problem is singular")
-    return e.reshape(m, n).T
+    return A, r
 
 
 def _condition_row(
