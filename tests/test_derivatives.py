@@ -106,6 +106,18 @@ JACOBIAN_CASES = {
         "conditions": ["y(0) = 1"],
         "options": {"hard_constraints": False},
     },
+    "fourth order, sine, three hidden layers": {
+        "equations": ["y'''' = y*cos(x) - y''"],
+        "domain": [0, 2],
+        "conditions": ["y(0) = 1", "y'(0) = 0", "y(2) = 0", "y''(2) = 1"],
+        "options": {"network": {"activation": "sin", "depth": 3, "width": 7}},
+    },
+    "affine network (no hidden layer)": {
+        "equations": ["y'' = x*y'"],
+        "domain": [-1, 1],
+        "conditions": ["y(-1) = 0", "y(1) = 1"],
+        "options": {"network": {"depth": 0}, "hard_constraints": False},
+    },
     "inverse (data, unknown parameter)": {
         "equations": ["y' = -k*y"],
         "domain": [0, 1],
@@ -118,7 +130,8 @@ JACOBIAN_CASES = {
 
 @pytest.mark.parametrize("name", list(JACOBIAN_CASES))
 def test_the_one_pass_jacobian_matches_autograd(name: str) -> None:
-    """The LM phase's Jacobian (per-point weight copies; the constraint coefficients by the chain
+    """The LM phase's Jacobian (outer products of the taped layers' inputs and backward signals,
+    or per-point weight copies for inverse problems; the constraint coefficients by the chain
     rule) against torch's own, on every kind of residual row."""
     import numpy as np
 
@@ -143,3 +156,22 @@ def test_the_one_pass_jacobian_matches_autograd(name: str) -> None:
     J_ref = torch.autograd.functional.jacobian(residual, theta)
     assert J.shape == J_ref.shape
     assert torch.allclose(J, J_ref, rtol=1e-10, atol=1e-12), (J - J_ref).abs().max()
+
+
+def test_the_warm_start_fit_jacobian_matches_autograd() -> None:
+    """The warm start's data-fit residual (order 0, hard constraints) takes the same taped path."""
+    import numpy as np
+
+    from odeserve.problem import load_problem
+    from odeserve.solver.marching import FitResidual
+    from odeserve.solver.solve import build_trial
+
+    problem = load_problem(JACOBIAN_CASES["system"])
+    trial, plan, scales = build_trial(problem, torch.device("cpu"), torch.float64)
+    xs = np.linspace(*problem.domain, 9)
+    x = torch.as_tensor(xs, dtype=torch.float64)
+    fit = FitResidual(problem, trial, plan, x, scales, np.stack([np.sin(xs), np.cos(xs)], 1))
+    theta = trial.theta.detach() + 0.1 * torch.randn(trial.theta.shape, dtype=torch.float64)
+    r, J = fit.jacobian(theta)
+    assert torch.allclose(r, fit(theta), rtol=1e-13, atol=1e-13)
+    assert torch.allclose(J, torch.autograd.functional.jacobian(fit, theta), rtol=1e-10, atol=1e-12)

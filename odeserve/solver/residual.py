@@ -16,6 +16,7 @@ from odeserve.expr.program import Backend, Program
 from odeserve.problem import Condition, Problem
 from odeserve.solver.constraints import ConstraintPlan
 from odeserve.solver.inverse import DataRows, ParameterMap
+from odeserve.solver.taylor import pre_activations, weight_gradients
 from odeserve.solver.trial import Trial
 
 
@@ -116,10 +117,11 @@ class Residual:
         n_grid = 1 if grid is None else grid.shape[0]
         self.pen_weight = float(np.sqrt(len(x) / n_grid))
 
-    def equations(self, theta: Tensor, c: Tensor | None = None) -> list[Tensor]:
+    def equations(self, theta: Tensor, c: Tensor | None = None, tape: list[Tensor] | None = None) -> list[Tensor]:
         """Scaled residual of each equation at the collocation points (theta (P,) or (n, P));
-        ``c``: the constraint coefficients, when the caller has them (see :meth:`jacobian`)."""
-        derivs = self.trial.derivatives(self._net(theta), self.x, self.order, self.phi, self.q, c)
+        ``c``: the constraint coefficients, when the caller has them (see :meth:`jacobian`);
+        ``tape``: see :func:`mlp_taylor`."""
+        derivs = self.trial.derivatives(self._net(theta), self.x, self.order, self.phi, self.q, c, tape)
         env = equation_env(self.problem.variable, self.problem.unknowns, self.x, derivs)
         if self.params is not None:
             env.update(self.params.values(theta))
@@ -168,8 +170,11 @@ class Residual:
         and differentiating the summed residual yields all rows of J at once.
         """
         n = self.x.shape[0]
-        rows = theta.detach().unsqueeze(0).expand(n, theta.shape[0]).clone().requires_grad_(True)
-        values, blocks = self._equation_blocks(theta, rows)
+        if self.q is None and self.params is None:
+            values, blocks = self._equation_blocks_taped(theta)
+        else:
+            rows = theta.detach().unsqueeze(0).expand(n, theta.shape[0]).clone().requires_grad_(True)
+            values, blocks = self._equation_blocks(theta, rows)
         if self.penalty and self.grid is not None and self.params is None:
             # One copy of the weights per grid value: one backward pass per condition.
             th = theta.detach().unsqueeze(0).expand(self.grid.shape[0], theta.shape[0]).clone().requires_grad_(True)
@@ -193,6 +198,33 @@ class Residual:
             blocks.append(g)
             values.append(d.detach())
         return torch.cat(values), torch.cat(blocks, 0)
+
+    def _equation_blocks_taped(self, theta: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """The same as :meth:`_equation_blocks` for a network of shared weights without
+        parameter inputs: one forward pass at the shared weights records every layer's input
+        and pre-activation (:func:`mlp_taylor`'s tape), one backward pass per equation gives
+        the gradients at the pre-activations, and each row's weight gradient is their outer
+        product with the layer's input (:func:`weight_gradients`): the same rows, without a
+        copy of the weights per point."""
+        n = self.x.shape[0]
+        c_rows: Tensor | None = None
+        jc: Tensor | None = None
+        if self.trial.has_constraints:
+            c, jc = self._constants_and_jacobian(theta)
+            c_rows = c.unsqueeze(0).expand(n, c.shape[0]).clone().requires_grad_(True)
+        tape: list[Tensor] = []
+        eqs = self.equations(theta.detach(), c_rows, tape)
+        inputs = pre_activations(tape) + ([c_rows] if c_rows is not None else [])
+        t, dt = self.trial.scaled_input(self.x)
+        blocks = []
+        for i, r in enumerate(eqs):
+            grads = torch.autograd.grad(r.sum(), inputs, retain_graph=i < len(eqs) - 1, allow_unused=True)
+            full = [g if g is not None else torch.zeros_like(x) for g, x in zip(grads, inputs)]
+            g = weight_gradients(tape, full[: len(full) - (c_rows is not None)], t, dt)
+            if jc is not None:
+                g = g + full[-1] @ jc
+            blocks.append(g)
+        return [r.detach() for r in eqs], blocks
 
     def _equation_blocks(self, theta: Tensor, rows: Tensor) -> tuple[list[Tensor], list[Tensor]]:
         """The equations' residuals and Jacobian rows.

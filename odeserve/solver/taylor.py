@@ -120,6 +120,7 @@ def mlp_taylor(
     order: int,
     activation: int,
     s: Tensor | None = None,
+    tape: list[Tensor] | None = None,
 ) -> list[Tensor]:
     """Values and x-derivatives up to ``order`` of the MLP with flat parameters ``theta``.
 
@@ -134,6 +135,10 @@ def mlp_taylor(
         dt: dt/dx, the scaling's slope (a 0-dim tensor).
         order: highest derivative wanted (0..4).
         activation: TANH or SIN.
+        tape: when given (shared, detached weights), receives what every row's weight gradient
+            is made of: the first layer's pre-activation and its derivative (made leaves that
+            require grad), then per later layer its input ``(n, K+1, n_in)`` and its output
+            before the bias ``(n, K+1, n_out)``; see :func:`weight_gradients`.
 
     Returns:
         ``order + 1`` tensors of shape (n, m): the k-th derivative with respect to x.
@@ -156,6 +161,9 @@ def mlp_taylor(
     zs: list[Tensor] = [t.unsqueeze(1) * w_row + b_row]
     if order >= 1:
         zs.append(w_row * dt)
+    if tape is not None:
+        for z in zs:
+            tape.append(z.requires_grad_(True))
     if n_layers == 1:  # an affine network: derivatives above the first are exactly zero
         zero = torch.zeros_like(zs[0])
         for _ in range(2, order + 1):
@@ -166,7 +174,42 @@ def mlp_taylor(
         n_out = sizes[layer + 1]
         wt, b = layers[layer]
         # Orders stacked on dim 1 so one (batched) matmul serves them all: (n, K+1, n_in).
-        z = torch.matmul(torch.stack(hs, 1), wt)
+        h = torch.stack(hs, 1)
+        z = torch.matmul(h, wt)
+        if tape is not None:
+            tape.append(h)
+            tape.append(z)
         zs = list(z.unbind(1))
         zs[0] = zs[0] + b.reshape(-1, n_out)
     return zs
+
+
+def first_layer_count(tape: list[Tensor]) -> int:
+    """How many of a tape's entries belong to the first layer: z and z', or z alone (order 0)."""
+    return 2 if len(tape) % 2 == 0 else 1
+
+
+def pre_activations(tape: list[Tensor]) -> list[Tensor]:
+    """The tape's entries a backward pass differentiates with respect to."""
+    k = first_layer_count(tape)
+    return tape[:k] + tape[k + 1 :: 2]
+
+
+def weight_gradients(tape: list[Tensor], grads: list[Tensor], t: Tensor, dt: Tensor) -> Tensor:
+    """(n, P): every point's gradient of a per-point output with respect to all the weights,
+    from a :func:`mlp_taylor` ``tape`` of shared weights and ``grads``, the gradients of the
+    summed output with respect to :func:`pre_activations`. A layer's weight gradient at point i
+    is the outer product of the backward signal at its output and its input there, summed over
+    the orders: the Jacobian's rows without a copy of the weights per point (networks without
+    parameter inputs)."""
+    k = first_layer_count(tape)
+    g0 = grads[0]
+    w0 = g0 * t.unsqueeze(1)
+    if k == 2:
+        w0 = w0 + grads[1] * dt
+    parts = [w0, g0]
+    for j, gz in enumerate(grads[k:]):
+        h = tape[k + 2 * j]
+        parts.append(torch.bmm(gz.transpose(1, 2), h).reshape(h.shape[0], -1))
+        parts.append(gz[:, 0])
+    return torch.cat(parts, 1)

@@ -80,11 +80,15 @@ class Trial(nn.Module):
         self.register_buffer("p_center", as_t([0.5 * (lo + hi) for lo, hi in ranges]).reshape(-1))
         self.register_buffer("p_half", as_t([0.5 * (hi - lo) for lo, hi in ranges]).reshape(-1))
 
+    def scaled_input(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(t, dt/dx): the variable mapped to [-1, 1] on the domain, and the map's slope."""
+        return (x - self.center) / self.half_width, 1.0 / self.half_width
+
     def basis(self, x: Tensor, order: int) -> list[Tensor]:
         """phi^(k)(x) for k = 0..order, each (n, nb): the k-th x-derivative of t^d is
         d!/(d-k)! t^(d-k) dt^k, zero where d < k. Constant in theta: callers may cache it."""
-        t = ((x - self.center) / self.half_width).unsqueeze(1)
-        dt = 1.0 / self.half_width
+        t1, dt = self.scaled_input(x)
+        t = t1.unsqueeze(1)
         degrees = self.degrees
         out: list[Tensor] = []
         coef = torch.ones_like(degrees)
@@ -102,6 +106,7 @@ class Trial(nn.Module):
         phi: list[Tensor] | None = None,
         q: Tensor | None = None,
         c: Tensor | None = None,
+        tape: list[Tensor] | None = None,
     ) -> list[Tensor]:
         """``[y, y', ..., y^(order)]`` at x (shape (n,)), each of shape (n, m).
 
@@ -111,19 +116,19 @@ class Trial(nn.Module):
         parametric model's parameter values at each point (physical units). ``c``: the
         constraint coefficients when the caller has them (:meth:`constants`, then expanded to
         one row per point for the Jacobian), which spares the pass over the condition points.
+        ``tape``: see :func:`mlp_taylor` (shared weights, and ``c`` given when constrained).
         """
-        t = (x - self.center) / self.half_width
-        dt = 1.0 / self.half_width
+        t, dt = self.scaled_input(x)
         n = t.shape[0]
         s: Tensor | None = None
         if q is not None:
             s = (q - self.p_center) / self.p_half
         if not self.has_constraints:
-            outs = mlp_taylor(theta, self.sizes, t, dt, order, self.activation, s)
+            outs = mlp_taylor(theta, self.sizes, t, dt, order, self.activation, s, tape)
             return [o * self.scales for o in outs]
         if c is not None:
             coef = c
-            raw = mlp_taylor(theta, self.sizes, t, dt, order, self.activation, s)
+            raw = mlp_taylor(theta, self.sizes, t, dt, order, self.activation, s, tape)
         elif theta.dim() == 2 or s is not None:
             # Per-point weights or parameters: the condition points need every row's weights
             # and parameters, at their own (usually lower) orders; a separate pass is cheaper
