@@ -175,3 +175,17 @@ def test_the_warm_start_fit_jacobian_matches_autograd() -> None:
     r, J = fit.jacobian(theta)
     assert torch.allclose(r, fit(theta), rtol=1e-13, atol=1e-13)
     assert torch.allclose(J, torch.autograd.functional.jacobian(fit, theta), rtol=1e-10, atol=1e-12)
+
+
+def test_the_jacobian_carries_no_graph() -> None:
+    """The LM phase multiplies J on: a J that required grad would record every product."""
+    from odeserve.problem import load_problem
+    from odeserve.solver.residual import Residual
+    from odeserve.solver.solve import build_trial, equation_scales
+
+    for spec in (JACOBIAN_CASES["two-point BVP"], JACOBIAN_CASES["soft constraints"]):
+        problem = load_problem(spec)
+        trial, plan, scales = build_trial(problem, torch.device("cpu"), torch.float64)
+        x = torch.linspace(*problem.domain, 7, dtype=torch.float64)
+        r, J = Residual(problem, trial, plan, x, equation_scales(problem, scales)).jacobian(trial.theta)
+        assert not r.requires_grad and not J.requires_grad

@@ -209,7 +209,7 @@ def weight_gradients(tape: list[Tensor], grads: list[Tensor], t: Tensor, dt: Ten
         w0 = w0 + grads[1] * dt
     parts = [w0, g0]
     for j, gz in enumerate(grads[k:]):
-        h = tape[k + 2 * j]
+        h = tape[k + 2 * j].detach()
         parts.append(torch.bmm(gz.transpose(1, 2), h).reshape(h.shape[0], -1))
         parts.append(gz[:, 0])
     return torch.cat(parts, 1)
