@@ -167,9 +167,9 @@ class ErrorEstimate(_Record):
         ...,
         description="'classical': against an independent scipy solution of the same equations; "
         "'linearized_residual': the residual propagated through the linearised equations (calibrated, "
-        "pessimistic); 'residual_bound': an upper bound, the residual over the linearised problem's smallest "
-        "singular value, where the correction cannot be trusted (ill-conditioned problems); 'none': could "
-        "not be estimated (see note).",
+        "pessimistic); 'residual_bound': where the correction cannot be trusted, a first-order upper bound "
+        "(the residual over the linearised problem's smallest singular value, certified on two grids); "
+        "'none': could not be estimated (see note).",
     )
     solver: str | None = Field(None, description="The classical solver used (e.g. 'solve_ivp/DOP853').")
     unknowns: dict[str, EstimateStats] = Field(default_factory=dict, description="Per unknown.")

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from odeserve import solve
-from odeserve.estimate.bound import residual_bound
+from odeserve.estimate.bound import AGREE, residual_bound
+from odeserve.estimate.residual import Unreliable
 from odeserve.examples import hard_problems
 from odeserve.report import Metrics
 from odeserve.spec import DEFAULT_TOLERANCE, ProblemSpec
@@ -135,37 +136,69 @@ def test_verdict_met_and_not_met() -> None:
 @pytest.mark.parametrize("name", HARD_EXACT)
 def test_hard_problem_estimate_is_honest(name: str) -> None:
     """Without escalation and on a fixed budget: good and poor answers alike are judged right."""
-    check_honest(solve(with_options(HARD[name], max_iterations=400, escalate=False)).metrics())
+    m = solve(with_options(HARD[name], max_iterations=400, escalate=False)).metrics()
+    if name in NO_ESTIMATE:
+        check_no_estimate(m)
+        return
+    check_honest(m)
+
+
+#: Hard cases whose estimate is honestly "none": steep_front_50 is ill-conditioned (below).
+NO_ESTIMATE = {"steep_front_50"}
+
+
+def check_no_estimate(m: Metrics) -> None:
+    assert m.estimate is not None and m.estimate.method == "none" and m.estimate.note
+    assert m.accuracy is not None and m.accuracy.met is None
 
 
 @pytest.mark.parametrize("iterations", [100, 400])
-def test_ill_conditioned_problem_gets_an_upper_bound(iterations: int) -> None:
+def test_ill_conditioned_problem_gets_no_estimate(iterations: int) -> None:
     """steep_front_50: a viscous front whose position the equations pin down only by
-    exponentially small terms. No classical solution converges and the linearised correction is
-    not confirmed from one grid to the next; the conditioning-aware bound is given instead, and
-    it lies above the true error (never "met" while the error is large)."""
+    exponentially small terms. No classical solution converges, the linearised correction is
+    not confirmed from one grid to the next, and the residual bound cannot be certified either
+    (the smallest singular value does not converge with the grid): the verdict is "unknown",
+    never a guess."""
     m = solve(with_options(HARD["steep_front_50"], max_iterations=iterations, escalate=False)).metrics()
-    check_honest(m, "residual_bound")
-    assert m.estimate is not None and m.estimate.note and "condition number" in m.estimate.note
-    assert m.estimate.factor == 1.0
-    err = (m.error or {})["y"]
-    assert m.estimate.unknowns["y"].rel_l2 >= err.rel_l2 and m.estimate.unknowns["y"].max_abs >= err.max_abs
+    check_no_estimate(m)
+    assert m.estimate is not None and "no residual bound" in (m.estimate.note or "")
 
 
 BOUND_CASES = {"lagaris2": PUBLIC["lagaris2"], "harmonic_system": PUBLIC["harmonic_system"]} | {
-    name: {**spec, "exact": exact} for name, (spec, exact) in RESIDUAL_CASES.items()
+    name: {**spec, "exact": exact} for name, (spec, exact) in RESIDUAL_CASES.items() if name != "multipoint"
 }
 
 
+@pytest.mark.parametrize("iterations", [150, 1500])
 @pytest.mark.parametrize("name", sorted(BOUND_CASES))
-def test_residual_bound_lies_above_the_true_error(name: str) -> None:
+def test_residual_bound_lies_above_the_true_error(name: str, iterations: int) -> None:
     """The bound itself, on well-conditioned problems (scalar, systems, interior conditions):
-    above the true error of every unknown, in L2 and pointwise."""
-    s = solve(with_options(BOUND_CASES[name], max_iterations=150, escalate=False))
+    above the true error of every unknown, in L2 and pointwise, and confirmed on two grids."""
+    s = solve(with_options(BOUND_CASES[name], max_iterations=iterations, escalate=False))
     b = residual_bound(s.problem, s.derivatives)
     for u, err in (s.metrics().error or {}).items():
         assert b.rel_l2[u] >= err.rel_l2 and b.max_abs[u] >= err.max_abs, (u, b, err)
-    assert b.nodes == 513 and b.condition > 1
+    assert b.nodes == (257, 513) and max(b.sigma_min) <= AGREE * min(b.sigma_min)
+
+
+#: A well-posed linear problem whose fourth-order collocation is at round-off on 513 nodes.
+FOURTH_ORDER_INTERIOR = {
+    "equations": ["y'''' = y"],
+    "domain": [0, 1],
+    "conditions": ["y(0) = 0", "y'(0) = 1", "y(0.5) = sin(0.5)", "y(1) = sin(1)"],
+}
+
+
+def test_residual_bound_refuses_what_it_cannot_certify() -> None:
+    """No bound where sigma_min is round-off (it differs between the grids) or where the
+    first-order bound is too large for the linearisation to hold (a network far from the
+    solution)."""
+    s = solve(with_options(FOURTH_ORDER_INTERIOR, max_iterations=60, escalate=False))
+    with pytest.raises(Unreliable, match="ill-conditioned"):
+        residual_bound(s.problem, s.derivatives)
+    far = solve(with_options(PUBLIC["decay_t"], max_iterations=30, escalate=False))
+    with pytest.raises(Unreliable, match="first-order"):
+        residual_bound(far.problem, far.derivatives)
 
 
 def test_estimate_never_claims_more_than_the_reference_can_tell() -> None:

@@ -3,7 +3,7 @@
 ``estimate_error`` tries an independent classical solution first (:mod:`.reference`: scipy's
 ``solve_ivp``/``solve_bvp`` on the same parsed equations), falls back to the linearised
 residual (:mod:`.residual`), and where that cannot be trusted (an ill-conditioned problem) to
-a conditioning-aware upper bound (:mod:`.bound`). Both need only numpy and scipy, and the trained solution's values
+a conditioning-aware upper bound (:mod:`.bound`). All three need only numpy and scipy, and the trained solution's values
 and derivatives (``probe(x, order) -> [y, y', ...]``), so this package imports no torch.
 """
 
@@ -74,8 +74,10 @@ def _bounded(problem: Problem, probe: Probe, t0: float, why: str) -> ErrorEstima
         return ErrorEstimate(method="none", note=f"{why}; no residual bound ({_reason(exc)})", time_s=_since(t0))
     stats = {u: EstimateStats(rel_l2=b.rel_l2[u], max_abs=b.max_abs[u]) for u in problem.unknowns}
     note = (
-        f"{why}: an upper bound, ||residual|| / smallest singular value of the linearised problem on "
-        f"{b.nodes} Chebyshev nodes (condition number {b.condition:.1e}); the error may be much smaller"
+        f"{why}: a first-order upper bound, the residual over the smallest singular value of the "
+        f"linearised problem (conditions as constraints), confirmed on {b.nodes[0]} and {b.nodes[1]} "
+        f"Chebyshev nodes (smallest singular values {b.sigma_min[0]:.3g} and {b.sigma_min[1]:.3g}, "
+        f"condition number {b.condition:.1e}); the error may be much smaller"
     )
     return _record("residual_bound", stats, t0, factor=1.0, note=note)
 

@@ -1,44 +1,53 @@
-"""An upper bound on the error where the linearised correction cannot be trusted.
+"""A first-order upper bound on the error, where the linearised correction cannot be trusted.
 
-With L the collocation equations linearised at the trained solution y and r its residual, the
-first-order error is e = L⁺ r, so ``||e|| <= ||r|| / sigma_min(L)`` and, at every node,
-``|e_i| <= ||r|| * ||row_i(L⁺)||``. Rows and columns carry Clenshaw-Curtis weights, so that the
-vector norms are L2 norms over the domain and the bound is one on the relative L2 error.
+Let L be the equations linearised at the trained solution y and collocated on Chebyshev nodes,
+C the linearised conditions, and r, c their residuals at y. To first order the error e solves
+``L e = -r`` subject to ``C e = -c``. Writing ``e = e_c + N z`` with e_c the smallest correction
+that satisfies the conditions and N an orthonormal basis of the corrections that keep them
+(the conditions are constraints, not rows to weigh against the equations):
 
-Where the equations pin the solution down only weakly, sigma_min is tiny and the linearised
-correction's component along its singular vector is noise: a viscous front whose position
-depends on exponentially small terms has a near-kernel (the front's displacement), so curves
-that differ by 1e-2 all satisfy the equations to within the residual's noise, and neither a
-classical solver nor Newton's method can tell them apart. The correction then fails its
-resolution or confirmation check; this bound still says how large the error may be, and errs
-on the large side (it is the worst case over every residual of the network's size, not the
-error itself). It is taken on the finest grid that fits (:func:`residual.ladder`), and
-only where that grid resolves both the solution and the worst-determined direction.
+    ||e|| <= ||e_c|| + ||r + L e_c|| / sigma_min(L N)
+
+and, at node i, ``|e_i| <= |e_c,i| + ||r + L e_c|| * ||row_i(N (L N)⁺)||``. Clenshaw-Curtis
+weights on rows and columns make the vector norms L2 norms over the domain, so the first line
+bounds the relative L2 error.
+
+The bound is only as good as sigma_min, so it is given only where sigma_min has converged: it
+is computed on the two finest grids that fit (:func:`residual.ladder`), and the two must agree
+within :data:`AGREE`, with a condition number below :data:`MAX_CONDITION` (above it sigma_min
+is round-off), the solution resolved on both, and the bound small enough that the linearisation
+holds (:data:`FIRST_ORDER`). The larger of the two grids' bounds is reported. An ill-conditioned
+problem whose sigma_min keeps falling as the grid is refined (a viscous front whose position the
+equations pin down only by exponentially small terms) gets no bound: no grid can certify one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from odeserve.estimate.residual import RESOLVED, Unreliable, derivative_matrices, ladder, linear_system, tail
+from odeserve.estimate.residual import Probe, Unreliable, derivative_matrices, ladder, linear_system, tail
 from odeserve.estimate.system import NotApplicable
 from odeserve.problem import Problem
 
-Probe = Callable[[np.ndarray, int], list[np.ndarray]]
-
-#: The solution counts as resolved on the grid when its Chebyshev tail is this small.
+#: The solution counts as resolved on a grid when its Chebyshev tail is this small.
 SOLUTION_RESOLVED = 1e-6
+#: sigma_min on the two grids agrees within this factor (it has converged with the grid).
+AGREE = 2.0
+#: Above this sigma_max / sigma_min, sigma_min is at round-off level.
+MAX_CONDITION = 1e14
+#: A first-order bound above this relative size is not trusted (nor is the linearisation).
+FIRST_ORDER = 0.1
 
 
 @dataclass(frozen=True)
 class ResidualBound:
     rel_l2: dict[str, float]  # per unknown: the bound on ||e_j|| / ||y_j|| (L2 over the domain)
-    max_abs: dict[str, float]  # per unknown: the bound on max |e_j| over the nodes
-    nodes: int
-    condition: float  # sigma_max / sigma_min of the weighted linearised problem
+    max_abs: dict[str, float]  # per unknown: the bound on max |e_j| over the Chebyshev nodes
+    nodes: tuple[int, int]  # the two grids' node counts
+    sigma_min: tuple[float, float]
+    condition: float  # the larger of the two grids' sigma_max / sigma_min
 
 
 def clenshaw_curtis(n: int) -> np.ndarray:
@@ -61,35 +70,73 @@ def clenshaw_curtis(n: int) -> np.ndarray:
 
 
 def residual_bound(problem: Problem, probe: Probe) -> ResidualBound:
-    """The first-order bound at the trained solution; raises :class:`NotApplicable` where the
-    problem is singular, or :class:`Unreliable` where the grid does not resolve it."""
-    m = len(problem.unknowns)
-    n = ladder(m)[-1]
-    nodes, Dk = derivative_matrices(problem, n)
-    derivs = probe(nodes, problem.max_order)
-    y = derivs[0]
-    if tail(y) > SOLUTION_RESOLVED:
-        raise Unreliable(f"the solution is not resolved by {n + 1} Chebyshev nodes")
-    A, r = linear_system(problem, probe, nodes, Dk, derivs, np.zeros_like(y))
-    a, b = problem.domain
-    sw = np.sqrt(clenshaw_curtis(n) * (b - a) / 2.0)
-    conditions = A.shape[0] - len(problem.equations) * (n + 1)
-    rows = np.concatenate([np.tile(sw, len(problem.equations)), np.ones(conditions)])
-    cols = np.tile(sw, m)
-    U, S, Vt = np.linalg.svd(A * rows[:, None] / cols[None, :], full_matrices=False)
-    if not (S[-1] > 0 and np.all(np.isfinite(S))):
-        raise NotApplicable("the linearised problem is singular")
-    worst = Vt[-1].reshape(m, n + 1).T
-    if tail(worst) > RESOLVED:
-        raise Unreliable(f"the worst-determined direction is not resolved by {n + 1} Chebyshev nodes")
-    size = float(np.linalg.norm(r * rows))
-    G = Vt.T / S[None, :]  # weighted L⁺ = V S⁻¹ Uᵀ, less the orthogonal Uᵀ
-    pointwise = size * np.linalg.norm(G, axis=1) / cols
-    rel, most = {}, {}
-    for j, u in enumerate(problem.unknowns):
-        block = slice(j * (n + 1), (j + 1) * (n + 1))
-        norm_y = float(np.linalg.norm(sw * y[:, j]))
-        bound = size * float(np.linalg.norm(G[block], 2))
-        rel[u] = bound / norm_y if norm_y > 0 else bound
-        most[u] = float(np.max(pointwise[block]))
-    return ResidualBound(rel, most, n + 1, float(S[0] / S[-1]))
+    """The first-order bound at the trained solution; raises :class:`Unreliable` (with the
+    numbers) where no grid pair certifies it."""
+    sizes = ladder(len(problem.unknowns))
+    if len(sizes) < 2:
+        raise Unreliable("only one collocation grid fits this many unknowns: the bound cannot be confirmed")
+    coarse, fine = (_GridBound.on(problem, probe, n) for n in sizes[-2:])
+    sigmas = (coarse.sigma_min, fine.sigma_min)
+    condition = max(coarse.condition, fine.condition)
+    if condition > MAX_CONDITION or max(sigmas) > AGREE * min(sigmas):
+        raise Unreliable(
+            f"ill-conditioned: the linearised problem's smallest singular value is {sigmas[0]:.2e} on "
+            f"{coarse.nodes} Chebyshev nodes and {sigmas[1]:.2e} on {fine.nodes} (condition number "
+            f"{condition:.1e}), so no grid pins the error down"
+        )
+    rel = {u: max(coarse.rel_l2[u], fine.rel_l2[u]) for u in problem.unknowns}
+    most = {u: max(coarse.max_abs[u], fine.max_abs[u]) for u in problem.unknowns}
+    if max(rel.values()) > FIRST_ORDER:
+        raise Unreliable(f"the first-order bound ({max(rel.values()):.2g}) is too large for the linearisation to hold")
+    return ResidualBound(rel, most, (coarse.nodes, fine.nodes), sigmas, condition)
+
+
+@dataclass(frozen=True)
+class _GridBound:
+    nodes: int
+    rel_l2: dict[str, float]
+    max_abs: dict[str, float]
+    sigma_min: float
+    condition: float
+
+    @staticmethod
+    def on(problem: Problem, probe: Probe, n: int) -> _GridBound:
+        """The bound on n + 1 Chebyshev nodes."""
+        m, k = len(problem.unknowns), n + 1
+        nodes, Dk = derivative_matrices(problem, n)
+        derivs = probe(nodes, problem.max_order)
+        y = derivs[0]
+        if tail(y) > SOLUTION_RESOLVED:
+            raise Unreliable(f"the solution is not resolved by {k} Chebyshev nodes")
+        A, rhs = linear_system(problem, probe, nodes, Dk, derivs, np.zeros_like(y))
+        a, b = problem.domain
+        sw = np.sqrt(clenshaw_curtis(n) * (b - a) / 2.0)
+        cols = np.tile(sw, m)
+        n_eq = len(problem.equations) * k
+        rows = np.tile(sw, len(problem.equations))
+        L = A[:n_eq] * rows[:, None] / cols[None, :]
+        ec, N = _constrained(A[n_eq:] / cols[None, :], rhs[n_eq:])
+        _, S, Vt = np.linalg.svd(L @ N, full_matrices=False)
+        if not (S[-1] > 0 and np.all(np.isfinite(S))):
+            raise NotApplicable("the linearised problem is singular")
+        G = N @ (Vt.T / S[None, :])  # e = ec + G Uᵀ (r + L ec), weighted
+        size = float(np.linalg.norm(rhs[:n_eq] * rows - L @ ec))
+        pointwise = (np.abs(ec) + size * np.linalg.norm(G, axis=1)) / cols
+        rel, most = {}, {}
+        for j, u in enumerate(problem.unknowns):
+            block = slice(j * k, (j + 1) * k)
+            norm_y = float(np.linalg.norm(sw * y[:, j]))
+            bound = float(np.linalg.norm(ec[block])) + size * float(np.linalg.norm(G[block], 2))
+            rel[u] = bound / norm_y if norm_y > 0 else bound
+            most[u] = float(np.max(pointwise[block]))
+        return _GridBound(k, rel, most, float(S[-1]), float(S[0] / S[-1]))
+
+
+def _constrained(C: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(e_c, N): the smallest e with C e = c, and an orthonormal basis of C's null space."""
+    if C.shape[0] == 0:
+        return np.zeros(C.shape[1]), np.eye(C.shape[1])
+    U, sv, Vt = np.linalg.svd(C, full_matrices=True)
+    rank = int(np.count_nonzero(sv > 1e-12 * sv[0]))
+    ec = Vt[:rank].T @ ((U[:, :rank].T @ c) / sv[:rank])
+    return ec, Vt[rank:].T
