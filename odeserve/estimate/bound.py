@@ -15,8 +15,11 @@ bounds the relative L2 error.
 The bound is only as good as sigma_min, so it is given only where sigma_min has converged: it
 is computed on the two finest grids that fit (:func:`residual.ladder`), and the two must agree
 within :data:`AGREE`, with a condition number below :data:`MAX_CONDITION` (above it sigma_min
-is round-off), the solution resolved on both, and the bound small enough that the linearisation
-holds (:data:`FIRST_ORDER`). The larger of the two grids' bounds is reported. An ill-conditioned
+is round-off), the solution and the first-order error resolved, and the linearisation must
+hold: the bound below :data:`FIRST_ORDER`, and sigma_min at the network plus its first-order
+correction within :data:`AGREE` of sigma_min at the network (near a fold, where a solution
+branch turns, it is not). The larger of the two grids' bounds is reported, scaled up by the
+ratio of the two sigma_min when the corrected one is smaller. An ill-conditioned
 problem whose sigma_min keeps falling as the grid is refined (a viscous front whose position the
 equations pin down only by exponentially small terms) gets no bound: no grid can certify one.
 """
@@ -27,7 +30,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from odeserve.estimate.residual import Probe, Unreliable, derivative_matrices, ladder, linear_system, tail
+from odeserve.estimate.residual import (
+    NEGLIGIBLE,
+    RESOLVED,
+    Probe,
+    Unreliable,
+    derivative_matrices,
+    ladder,
+    linear_system,
+    tail,
+)
 from odeserve.estimate.system import NotApplicable
 from odeserve.problem import Problem
 
@@ -86,6 +98,17 @@ def residual_bound(problem: Problem, probe: Probe) -> ResidualBound:
         )
     rel = {u: max(coarse.rel_l2[u], fine.rel_l2[u]) for u in problem.unknowns}
     most = {u: max(coarse.max_abs[u], fine.max_abs[u]) for u in problem.unknowns}
+    if tail(fine.correction) > RESOLVED and max(rel.values()) > NEGLIGIBLE:  # round-off has no tail to speak of
+        raise Unreliable(f"the first-order error is not resolved by {fine.nodes} Chebyshev nodes")
+    corrected = _GridBound.on(problem, probe, sizes[-1], fine.correction).sigma_min
+    if max(corrected, fine.sigma_min) > AGREE * min(corrected, fine.sigma_min):
+        raise Unreliable(
+            f"the linearisation does not hold: the smallest singular value is {fine.sigma_min:.2e} at the "
+            f"network and {corrected:.2e} at the network plus its first-order correction"
+        )
+    worse = max(1.0, fine.sigma_min / corrected)  # the smaller sigma_min of the two, for the bound
+    rel = {u: v * worse for u, v in rel.items()}
+    most = {u: v * worse for u, v in most.items()}
     if max(rel.values()) > FIRST_ORDER:
         raise Unreliable(f"the first-order bound ({max(rel.values()):.2g}) is too large for the linearisation to hold")
     return ResidualBound(rel, most, (coarse.nodes, fine.nodes), sigmas, condition)
@@ -98,17 +121,21 @@ class _GridBound:
     max_abs: dict[str, float]
     sigma_min: float
     condition: float
+    correction: np.ndarray  # (n + 1, m): the first-order error itself (least squares)
 
     @staticmethod
-    def on(problem: Problem, probe: Probe, n: int) -> _GridBound:
-        """The bound on n + 1 Chebyshev nodes."""
+    def on(problem: Problem, probe: Probe, n: int, total: np.ndarray | None = None) -> _GridBound:
+        """The bound on n + 1 Chebyshev nodes, linearised at the network plus ``total``
+        (nodal values, (n + 1, m)) when given."""
         m, k = len(problem.unknowns), n + 1
         nodes, Dk = derivative_matrices(problem, n)
         derivs = probe(nodes, problem.max_order)
+        if total is not None:
+            derivs = [d + Dk[i] @ total for i, d in enumerate(derivs)]
         y = derivs[0]
         if tail(y) > SOLUTION_RESOLVED:
             raise Unreliable(f"the solution is not resolved by {k} Chebyshev nodes")
-        A, rhs = linear_system(problem, probe, nodes, Dk, derivs, np.zeros_like(y))
+        A, rhs = linear_system(problem, probe, nodes, Dk, derivs, np.zeros_like(y) if total is None else total)
         a, b = problem.domain
         sw = np.sqrt(clenshaw_curtis(n) * (b - a) / 2.0)
         cols = np.tile(sw, m)
@@ -116,11 +143,13 @@ class _GridBound:
         rows = np.tile(sw, len(problem.equations))
         L = A[:n_eq] * rows[:, None] / cols[None, :]
         ec, N = _constrained(A[n_eq:] / cols[None, :], rhs[n_eq:])
-        _, S, Vt = np.linalg.svd(L @ N, full_matrices=False)
+        U, S, Vt = np.linalg.svd(L @ N, full_matrices=False)
         if not (S[-1] > 0 and np.all(np.isfinite(S))):
             raise NotApplicable("the linearised problem is singular")
         G = N @ (Vt.T / S[None, :])  # e = ec + G Uᵀ (r + L ec), weighted
-        size = float(np.linalg.norm(rhs[:n_eq] * rows - L @ ec))
+        rest = rhs[:n_eq] * rows - L @ ec
+        size = float(np.linalg.norm(rest))
+        correction = ((ec + G @ (U.T @ rest)) / cols).reshape(m, k).T
         pointwise = (np.abs(ec) + size * np.linalg.norm(G, axis=1)) / cols
         rel, most = {}, {}
         for j, u in enumerate(problem.unknowns):
@@ -129,7 +158,7 @@ class _GridBound:
             bound = float(np.linalg.norm(ec[block])) + size * float(np.linalg.norm(G[block], 2))
             rel[u] = bound / norm_y if norm_y > 0 else bound
             most[u] = float(np.max(pointwise[block]))
-        return _GridBound(k, rel, most, float(S[-1]), float(S[0] / S[-1]))
+        return _GridBound(k, rel, most, float(S[-1]), float(S[0] / S[-1]), correction)
 
 
 def _constrained(C: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
