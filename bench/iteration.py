@@ -9,6 +9,7 @@ and ``torch.func.jacrev``. Printed as a table and returned for the results file.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -150,6 +151,16 @@ def main() -> list[dict[str, Any]]:
     return rows
 
 
+def write(rows: list[dict[str, Any]]) -> None:
+    """bench/results/iteration.json, the source of BENCHMARKS.md's table (``bench.report``)."""
+    from bench.common import RESULTS, machine
+    from bench.run import versions
+
+    meta = {"machine": machine(), "versions": versions(), "date": time.strftime("%Y-%m-%d")}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "iteration.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+
+
 if __name__ == "__main__":
     torch.set_num_threads(2)
-    main()
+    write(main())

@@ -166,11 +166,13 @@ def main() -> None:
     if it_path.exists():
         from bench.iteration import table as it_table
 
-        rows = json.loads(it_path.read_text())["rows"]
+        it_data = json.loads(it_path.read_text())
+        rows, it_meta = it_data["rows"], it_data.get("meta", {})
         parts += [
             "## Per-iteration cost",
             "",
-            "2 x 24 tanh network, 160 points, CPU. Step = loss + backward. Ratios are against nested",
+            f"`python -m bench.iteration` ({it_meta.get('date', '?')}; also run by `bench.run`). 2 x 24 tanh "
+            "network, 160 points, CPU, 2 threads. Step = loss + backward. Ratios are against nested",
             "`torch.autograd.grad` (step) and `torch.autograd.functional.jacobian` (Jacobian).",
             "",
             it_table(rows),

@@ -148,8 +148,7 @@ def main() -> None:
     if not args.skip_iteration:
         from bench import iteration
 
-        rows = iteration.main()
-        (RESULTS / "iteration.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+        iteration.write(iteration.main())
     print(f"results in {RESULTS.relative_to(ROOT)}; tables for BENCHMARKS.md: python -m bench.report")
 
 

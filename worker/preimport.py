@@ -13,12 +13,14 @@ from __future__ import annotations
 import importlib
 
 #: Modules every solve job loads (the solver, the classical reference of its error estimate,
-#: the residual estimate's transform, the model exporters), in import order.
+#: the residual estimate's transform, the BLAS thread limit of the second-order phase, the model
+#: exporters), in import order.
 JOB_MODULES = (
     "odeserve.solver.solve",
     "odeserve.estimate",
     "scipy.integrate",
     "scipy.fft",
+    "threadpoolctl",
     "torch.export",
     "torch.jit",
 )

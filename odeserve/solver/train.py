@@ -24,6 +24,7 @@ from torch import Tensor
 from odeserve.hooks import Hooks, Phase, Step, TrainState
 from odeserve.outcome import Outcome
 from odeserve.solver.adam import Adam
+from odeserve.solver.damped import DampedSolver, blas_threads_like_torch
 from odeserve.spec import Options
 
 #: A Levenberg-Marquardt pass that lowers the loss by less than this fraction makes no progress.
@@ -235,33 +236,6 @@ def _lbfgs(residual: ResidualModel, theta: Tensor, run: _Run, resume: TrainState
     return theta.detach()
 
 
-class _DampedSolver:
-    """Solves (J^T J + mu I) d = -J^T r, in the smaller of the two equivalent forms.
-
-    With fewer rows than weights, (J^T J + mu I)^-1 J^T = J^T (J J^T + mu I)^-1, so the step
-    needs only an R x R factorisation.
-    """
-
-    def __init__(self, r: Tensor, J: Tensor) -> None:
-        self.r = r
-        self.J = J
-        self.dual = J.shape[0] < J.shape[1]
-        self.gram = J @ J.T if self.dual else J.T @ J
-        self.g = J.T @ r
-        self.eye = torch.eye(self.gram.shape[0], dtype=J.dtype, device=J.device)
-
-    def initial_mu(self) -> float:
-        return 1e-3 * float(self.gram.diagonal().max().clamp_min(1e-30))
-
-    def step(self, mu: float) -> Tensor | None:
-        L, info = torch.linalg.cholesky_ex(self.gram + mu * self.eye)
-        if int(info) != 0:
-            return None
-        if self.dual:
-            return -self.J.T @ torch.cholesky_solve(self.r.unsqueeze(1), L).squeeze(1)
-        return -torch.cholesky_solve(self.g.unsqueeze(1), L).squeeze(1)
-
-
 def _jacobian_function(residual: ResidualModel, compile_: bool) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
     """theta -> (r, J): the residual's one-pass Jacobian, compiled on request."""
     if compile_:
@@ -294,7 +268,7 @@ def _levenberg_marquardt(residual: ResidualModel, theta: Tensor, run: _Run, resu
     theta = theta.detach().clone()
     jac = _jacobian_function(residual, run.options.compile)
     evaluate: Callable[[Tensor], Tensor] = torch.compile(residual, dynamic=False) if run.options.compile else residual
-    system = _DampedSolver(*jac(theta))
+    system = DampedSolver(*jac(theta))
     F = 0.5 * float(system.r @ system.r)
     n = system.r.numel()
     damping = _Damping(system.initial_mu())
@@ -318,7 +292,7 @@ def _levenberg_marquardt(residual: ResidualModel, theta: Tensor, run: _Run, resu
         if rho > 0:
             damping.accepted(rho, (F - F_new) / max(F, 1e-300))
             theta = candidate
-            system = _DampedSolver(*jac(theta))
+            system = DampedSolver(*jac(theta))
             F = 0.5 * float(system.r @ system.r)
         else:
             damping.rejected()
@@ -354,7 +328,8 @@ def train(
         theta = _adam(residual, theta, run, adam_steps, resume)
     second = resume if resume is not None and phase != "adam" else None
     if run.stop is None and options.optimizer == "lm":
-        theta = _levenberg_marquardt(residual, theta, run, second)
+        with blas_threads_like_torch():
+            theta = _levenberg_marquardt(residual, theta, run, second)
     elif run.stop is None and options.optimizer == "lbfgs":
         theta = _lbfgs(residual, theta, run, second)
     if run.stop is None:

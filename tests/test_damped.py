@@ -1,0 +1,58 @@
+"""The damped Gauss-Newton step: LAPACK on a CPU, torch elsewhere, the same step (issue 13)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from threadpoolctl import threadpool_info
+
+from odeserve.solver.damped import DampedSolver, blas_threads_like_torch
+
+
+def torch_only(r: torch.Tensor, J: torch.Tensor) -> DampedSolver:
+    """The torch path, as a GPU runs it, on the CPU."""
+    s = DampedSolver.__new__(DampedSolver)
+    s.r, s.J, s.dual, s.lapack = r, J, J.shape[0] < J.shape[1], False
+    s.gram = J @ J.T if s.dual else J.T @ J
+    s.g = J.T @ r
+    s.eye = torch.eye(s.gram.shape[0], dtype=J.dtype)
+    return s
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("shape", [(128, 673), (300, 40)])  # fewer rows than weights, and more
+def test_the_lapack_step_is_the_torch_step(dtype: torch.dtype, shape: tuple[int, int]) -> None:
+    gen = torch.Generator().manual_seed(0)
+    J = torch.randn(shape, dtype=dtype, generator=gen)
+    r = torch.randn(shape[0], dtype=dtype, generator=gen)
+    fast, ref = DampedSolver(r, J), torch_only(r, J)
+    assert fast.lapack and fast.dual == ref.dual
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    assert fast.initial_mu() == pytest.approx(ref.initial_mu(), rel=tol)
+    assert torch.allclose(fast.g, ref.g, rtol=tol, atol=tol)
+    for mu in (fast.initial_mu(), 1e-9, 10.0):
+        a, b = fast.step(mu), ref.step(mu)
+        assert a is not None and b is not None and a.dtype == dtype
+        assert float((a - b).norm() / b.norm()) < 1e4 * tol
+
+
+def test_a_failed_factorisation_is_no_step() -> None:
+    J = torch.ones(4, 6, dtype=torch.float64)
+    J[0, 0] = float("nan")
+    assert DampedSolver(torch.ones(4, dtype=torch.float64), J).step(1e-3) is None
+    # A damping that makes the system indefinite: no factorisation, no step.
+    J = torch.eye(3, 5, dtype=torch.float64)
+    assert DampedSolver(torch.ones(3, dtype=torch.float64), J).step(-2.0) is None
+
+
+def test_blas_follows_torch_threads() -> None:
+    import scipy.linalg  # noqa: F401 - loads the BLAS that the CPU step calls
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with blas_threads_like_torch():
+            pools = [p for p in threadpool_info() if p["user_api"] == "blas"]
+            assert pools and all(p["num_threads"] == 1 for p in pools), pools
+    finally:
+        torch.set_num_threads(before)
