@@ -87,7 +87,8 @@ def residual_bound(problem: Problem, probe: Probe) -> ResidualBound:
     sizes = ladder(len(problem.unknowns))
     if len(sizes) < 2:
         raise Unreliable("only one collocation grid fits this many unknowns: the bound cannot be confirmed")
-    coarse, fine = (_GridBound.on(problem, probe, n) for n in sizes[-2:])
+    grids = [_Grid.of(problem, probe, n) for n in sizes[-2:]]
+    coarse, fine = (_GridBound.on(problem, probe, g) for g in grids)
     sigmas = (coarse.sigma_min, fine.sigma_min)
     condition = max(coarse.condition, fine.condition)
     if condition > MAX_CONDITION or max(sigmas) > AGREE * min(sigmas):
@@ -100,7 +101,7 @@ def residual_bound(problem: Problem, probe: Probe) -> ResidualBound:
     most = {u: max(coarse.max_abs[u], fine.max_abs[u]) for u in problem.unknowns}
     if tail(fine.correction) > RESOLVED and max(rel.values()) > NEGLIGIBLE:  # round-off has no tail to speak of
         raise Unreliable(f"the first-order error is not resolved by {fine.nodes} Chebyshev nodes")
-    corrected = _GridBound.on(problem, probe, sizes[-1], fine.correction).sigma_min
+    corrected = _GridBound.on(problem, probe, grids[-1], fine.correction).sigma_min
     if max(corrected, fine.sigma_min) > AGREE * min(corrected, fine.sigma_min):
         raise Unreliable(
             f"the linearisation does not hold: the smallest singular value is {fine.sigma_min:.2e} at the "
@@ -115,6 +116,20 @@ def residual_bound(problem: Problem, probe: Probe) -> ResidualBound:
 
 
 @dataclass(frozen=True)
+class _Grid:
+    """Chebyshev nodes, their derivative matrices, and the network's derivatives there."""
+
+    nodes: np.ndarray
+    Dk: list[np.ndarray]
+    derivs: list[np.ndarray]
+
+    @staticmethod
+    def of(problem: Problem, probe: Probe, n: int) -> _Grid:
+        nodes, Dk = derivative_matrices(problem, n)
+        return _Grid(nodes, Dk, probe(nodes, problem.max_order))
+
+
+@dataclass(frozen=True)
 class _GridBound:
     nodes: int
     rel_l2: dict[str, float]
@@ -124,18 +139,17 @@ class _GridBound:
     correction: np.ndarray  # (n + 1, m): the first-order error itself (least squares)
 
     @staticmethod
-    def on(problem: Problem, probe: Probe, n: int, total: np.ndarray | None = None) -> _GridBound:
-        """The bound on n + 1 Chebyshev nodes, linearised at the network plus ``total``
-        (nodal values, (n + 1, m)) when given."""
-        m, k = len(problem.unknowns), n + 1
-        nodes, Dk = derivative_matrices(problem, n)
-        derivs = probe(nodes, problem.max_order)
+    def on(problem: Problem, probe: Probe, grid: _Grid, total: np.ndarray | None = None) -> _GridBound:
+        """The bound on the grid's nodes, linearised at the network plus ``total`` (nodal
+        values, (nodes, m)) when given."""
+        m, k = len(problem.unknowns), grid.nodes.shape[0]
+        n, Dk, derivs = k - 1, grid.Dk, grid.derivs
         if total is not None:
             derivs = [d + Dk[i] @ total for i, d in enumerate(derivs)]
         y = derivs[0]
         if tail(y) > SOLUTION_RESOLVED:
             raise Unreliable(f"the solution is not resolved by {k} Chebyshev nodes")
-        A, rhs = linear_system(problem, probe, nodes, Dk, derivs, np.zeros_like(y) if total is None else total)
+        A, rhs = linear_system(problem, probe, grid.nodes, Dk, derivs, np.zeros_like(y) if total is None else total)
         a, b = problem.domain
         sw = np.sqrt(clenshaw_curtis(n) * (b - a) / 2.0)
         cols = np.tile(sw, m)

@@ -15,50 +15,47 @@ BLAS's threads to torch's (:func:`blas_threads_like_torch`), so the thread rule 
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from typing import Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
 
 
-class DampedSolver:
-    """``step(mu)`` for the residual r and Jacobian J of one iterate."""
+class DampedSolver(Protocol):
+    """``step(mu)`` for the residual r and Jacobian J of one iterate; ``g`` is J^T r."""
+
+    r: Tensor
+    g: Tensor
+    dual: bool  # solved in the rows' dimension (fewer rows than weights)
+    lapack: bool
+
+    def initial_mu(self) -> float: ...
+
+    def step(self, mu: float) -> Tensor | None: ...
+
+
+def damped_solver(r: Tensor, J: Tensor) -> DampedSolver:
+    """LAPACK on a CPU (float64 or float32), torch elsewhere."""
+    if J.device.type == "cpu" and J.dtype in (torch.float64, torch.float32):
+        return LapackSolver(r, J)
+    return TorchSolver(r, J)
+
+
+class TorchSolver:
+    lapack = False
 
     def __init__(self, r: Tensor, J: Tensor) -> None:
-        self.r = r
-        self.J = J
+        self.r, self.J = r, J
         self.dual = J.shape[0] < J.shape[1]
-        self.lapack = J.device.type == "cpu" and J.dtype in (torch.float64, torch.float32)
-        if self.lapack:
-            self._cpu_init()
-        else:
-            self.gram = J @ J.T if self.dual else J.T @ J
-            self.g = J.T @ r
-            self.eye = torch.eye(self.gram.shape[0], dtype=J.dtype, device=J.device)
-
-    def _cpu_init(self) -> None:
-        from scipy.linalg import blas, lapack
-
-        double = self.J.dtype == torch.float64
-        self._potrf, self._potrs = (lapack.dpotrf, lapack.dpotrs) if double else (lapack.spotrf, lapack.spotrs)
-        syrk = blas.dsyrk if double else blas.ssyrk
-        self._Jn = self.J.detach().contiguous().numpy()
-        self._rn = self.r.detach().numpy()
-        # Jn.T is a Fortran-ordered view: trans=1 gives Jn Jn^T, trans=0 Jn^T Jn (upper triangle).
-        self._gram = syrk(1.0, self._Jn.T, trans=1 if self.dual else 0)
-        self._diag = self._gram.diagonal().copy()
-        gn = self._Jn.T @ self._rn
-        self.g = torch.from_numpy(gn)
-        self._rhs = self._rn if self.dual else gn
+        self.gram = J @ J.T if self.dual else J.T @ J
+        self.g = J.T @ r
+        self.eye = torch.eye(self.gram.shape[0], dtype=J.dtype, device=J.device)
 
     def initial_mu(self) -> float:
-        if self.lapack:
-            return 1e-3 * max(float(self._diag.max()), 1e-30)
         return 1e-3 * float(self.gram.diagonal().max().clamp_min(1e-30))
 
     def step(self, mu: float) -> Tensor | None:
-        if self.lapack:
-            return self._cpu_step(mu)
         L, info = torch.linalg.cholesky_ex(self.gram + mu * self.eye)
         if int(info) != 0:
             return None
@@ -66,7 +63,31 @@ class DampedSolver:
             return -self.J.T @ torch.cholesky_solve(self.r.unsqueeze(1), L).squeeze(1)
         return -torch.cholesky_solve(self.g.unsqueeze(1), L).squeeze(1)
 
-    def _cpu_step(self, mu: float) -> Tensor | None:
+
+class LapackSolver:
+    lapack = True
+
+    def __init__(self, r: Tensor, J: Tensor) -> None:
+        from scipy.linalg import blas, lapack
+
+        self.r = r
+        self.dual = J.shape[0] < J.shape[1]
+        double = J.dtype == torch.float64
+        self._potrf, self._potrs = (lapack.dpotrf, lapack.dpotrs) if double else (lapack.spotrf, lapack.spotrs)
+        syrk = blas.dsyrk if double else blas.ssyrk
+        self._J = J.detach().contiguous().numpy()
+        rn = r.detach().numpy()
+        # _J.T is a Fortran-ordered view: trans=1 gives J J^T, trans=0 J^T J (upper triangle).
+        self._gram = syrk(1.0, self._J.T, trans=1 if self.dual else 0)
+        self._diag = self._gram.diagonal().copy()
+        gn = self._J.T @ rn
+        self.g = torch.from_numpy(gn)
+        self._rhs = rn if self.dual else gn
+
+    def initial_mu(self) -> float:
+        return 1e-3 * max(float(self._diag.max()), 1e-30)
+
+    def step(self, mu: float) -> Tensor | None:
         a = self._gram.copy(order="F")
         with np.errstate(over="ignore"):  # a float32 system under a huge damping: inf, no factorisation
             np.fill_diagonal(a, self._diag + mu)
@@ -76,7 +97,7 @@ class DampedSolver:
         x, info = self._potrs(c, self._rhs, lower=0)
         if info != 0 or not np.all(np.isfinite(x)):
             return None
-        return torch.from_numpy(-(self._Jn.T @ x) if self.dual else -x)
+        return torch.from_numpy(-(self._J.T @ x) if self.dual else -x)
 
 
 def blas_threads_like_torch() -> AbstractContextManager[object]:

@@ -24,7 +24,7 @@ from torch import Tensor
 from odeserve.hooks import Hooks, Phase, Step, TrainState
 from odeserve.outcome import Outcome
 from odeserve.solver.adam import Adam
-from odeserve.solver.damped import DampedSolver, blas_threads_like_torch
+from odeserve.solver.damped import blas_threads_like_torch, damped_solver
 from odeserve.spec import Options
 
 #: A Levenberg-Marquardt pass that lowers the loss by less than this fraction makes no progress.
@@ -268,7 +268,7 @@ def _levenberg_marquardt(residual: ResidualModel, theta: Tensor, run: _Run, resu
     theta = theta.detach().clone()
     jac = _jacobian_function(residual, run.options.compile)
     evaluate: Callable[[Tensor], Tensor] = torch.compile(residual, dynamic=False) if run.options.compile else residual
-    system = DampedSolver(*jac(theta))
+    system = damped_solver(*jac(theta))
     F = 0.5 * float(system.r @ system.r)
     n = system.r.numel()
     damping = _Damping(system.initial_mu())
@@ -292,7 +292,7 @@ def _levenberg_marquardt(residual: ResidualModel, theta: Tensor, run: _Run, resu
         if rho > 0:
             damping.accepted(rho, (F - F_new) / max(F, 1e-300))
             theta = candidate
-            system = DampedSolver(*jac(theta))
+            system = damped_solver(*jac(theta))
             F = 0.5 * float(system.r @ system.r)
         else:
             damping.rejected()
