@@ -176,33 +176,41 @@ NOTES = """What these numbers say, and do not:
 - Run on an idle machine (2026-11-28): the whole set with `--peers deepxde,neurodiffeq
   --warm-start`, then the seven problems whose first attempt missed the tolerance again with
   `--warm-start` after the "trained on" rung was added, then steep_front_50 again after the
-  residual bound was added (their peers' figures are from the first run; nothing else changed
-  between the runs). Every row is odeserve's current code. The run before (2026-11-27: 7 of 17
-  solved) shared the machine with three other test suites (load 4-6), so a 60 s limit bought a
-  fraction of the iterations, and predates the faster iterations of issue 13: most first attempts
-  then ended on their time share instead of their budget.
-- Solved to the tolerance with the default options (escalation on): 13 of 17, most in 3-5 s. The
+  `undetermined` estimate was added (their peers' figures are from the first run; nothing else
+  changed between the runs). Every row is odeserve's current code. The run before (2026-11-27: 7
+  of 17 solved) shared the machine with three other test suites (load 4-6), so a 60 s limit
+  bought a fraction of the iterations, and predates the faster iterations of issue 13: most first
+  attempts then ended on their time share instead of their budget.
+- Solved to the tolerance with the default options (escalation on): 14 of 17, most in 3-5 s. The
   first attempt alone solves 10. Escalation solved harmonic_20pi (training on from the first
-  attempt's weights: 1.4e-4 -> 1.8e-6), Lorenz (time-marching: 1.0 -> 8.5e-8) and predator-prey
-  (time-marching: 80 -> 5.1e-8), and brought van der Pol mu=5 from 0.99 to 1.3e-3.
+  attempt's weights: 1.4e-4 -> 1.8e-6), Lorenz (time-marching: 1.0 -> 8.5e-8), predator-prey
+  (time-marching: 80 -> 5.1e-8) and steep_front_50 (residual-based refinement with a wider
+  network: 8.0e-3 -> 1.3e-5), and brought van der Pol mu=5 from 0.99 to 1.3e-3.
 - With `options.warm_start`: 14 of 17. The warm start solved boundary_layer_1e-3 (0.60 -> 4.3e-7;
   the network alone stalls on the layer, DeepXDE reaches 0.23) and brought van der Pol mu=5 to
-  1.1e-4, just above the tolerance. It changed nothing where the first attempt already met it.
+  1.1e-4, just above the tolerance. On steep_front_50 its rung took the time that the
+  refinement rung needed (5.2e-3, "not met"). It changed nothing where the first attempt already
+  met the tolerance.
 - Not solved: boundary_layer_1e-3 without the warm start, harmonic_50pi (25 periods: 0.65; a
   24 x 2 network and 128 points cannot hold 25 periods, and the 60 s ran out on the larger
-  rungs), van der Pol mu=5 (relaxation oscillations: 1.3e-3) and steep_front_50 (8.0e-3).
-- The estimate: wherever it was given, it matched the true error to 2-3 significant digits, good
-  and poor answers alike; no verdict was wrongly "met". On `steep_front_50` there is no estimate,
-  and so no escalation (nothing says the first attempt misses the tolerance): the problem is
-  ill-conditioned. Its front's position is pinned down only by exponentially small terms: the
-  linearised operator has a near-kernel (the front's displacement, sech(kx)^2 exp(-kx^2)) whose
-  smallest singular value does not converge as the collocation grid is refined (for one network,
-  a bound from it grew from 0.15 on 513 nodes to 255 on 769 and 800 on 1,025, where the
-  collocation reaches round-off); classical solutions within solve_bvp's tolerance differ by
-  1e-3 to 1e-2 depending on where the solver starts. No reference and no residual bound can be
-  certified, and the verdict is "unknown", not a guess. (A bound on the 513-node grid alone said
-  0.10 for this 8.0e-3 error, but for k = 70 the same bound fell below the true error: the
-  bound now needs two grids that agree.)
+  rungs), van der Pol mu=5 (relaxation oscillations: 1.3e-3), and steep_front_50 with the warm
+  start.
+- The estimate: wherever a classical, linearised or bound estimate was given, it matched the true
+  error to 2-3 significant digits, good and poor answers alike; no verdict was wrongly "met".
+  `steep_front_50` is ill-conditioned: its front's position is pinned down only by exponentially
+  small terms, the linearised operator has a near-kernel (the front's displacement,
+  sech(kx)^2 exp(-kx^2)) whose smallest singular value falls by orders of magnitude with each
+  refinement of the collocation grid, and classical solutions within solve_bvp's tolerance differ
+  by 1e-3 to 1e-2 depending on where the solver starts. No reference and no bound can be
+  certified for its first attempt; its estimate is `undetermined` (X = 12: the residual cannot
+  rule out an error 12 times the solution's size, against a true 8.0e-3), a pessimistic "not
+  met", which starts the escalation. The refinement rung's network was close enough for solve_bvp
+  to converge from it, and the classical estimate (1.3e-5) matched the true error (1.3e-5). With
+  other seeds (the same solve with `seed` 2, 3 and 4, one thread, measured separately) the
+  refinement rung's network got no estimate at all (the residual rules out an error as large as
+  the solution, and nothing certifies a smaller one), so the kept attempts were "trained on":
+  true errors 5.1e-3, 5.1e-3 and 7.7e-3, estimates X = 3.8, 3.7 and 9.5, all "not met", each
+  solve within 60.5 s.
 - Peers (DeepXDE: 3 x 50 tanh, Adam then L-BFGS; NeuroDiffEq: Adam, 5,000 epochs) on the problems
   with an exact solution: more accurate than odeserve's default only on boundary_layer_1e-3
   (DeepXDE 0.23 against 0.60; odeserve 4.3e-7 with the warm start); DeepXDE's best is 2.2e-5 (Lane-Emden),

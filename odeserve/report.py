@@ -169,7 +169,8 @@ class ErrorEstimate(_Record):
         "'linearized_residual': the residual propagated through the linearised equations (calibrated, "
         "pessimistic); 'residual_bound': where the correction cannot be trusted, a first-order upper bound "
         "(the residual over the linearised problem's smallest singular value, certified on two grids); "
-        "'none': could not be estimated (see note).",
+        "'undetermined': no bound, but the residual allows an error this many times the solution's size "
+        "(pessimistic; never 'met'); 'none': could not be estimated (see note).",
     )
     solver: str | None = Field(None, description="The classical solver used (e.g. 'solve_ivp/DOP853').")
     unknowns: dict[str, EstimateStats] = Field(default_factory=dict, description="Per unknown.")
@@ -187,7 +188,11 @@ class Accuracy(_Record):
 
     tolerance: float = Field(..., description="options.tolerance (relative L2).")
     estimated_rel_l2: float | None = Field(None, description="metrics.estimate.rel_l2.")
-    met: bool | None = Field(..., description="estimated_rel_l2 <= tolerance; null when it could not be estimated.")
+    met: bool | None = Field(
+        ...,
+        description="estimated_rel_l2 <= tolerance; null when it could not be estimated. An "
+        "'undetermined' estimate is never met: false above the tolerance, else null.",
+    )
 
 
 class Attempt(_Record):

@@ -3,11 +3,20 @@ tries again, smarter, keeps the best attempt by estimate and records every attem
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import pytest
+import torch
 
 from odeserve import Hooks, Outcome, load_problem, solve
 from odeserve.examples import hard_problems
-from odeserve.solver.escalate import budgeted, ladder
+from odeserve.problem import Problem
+from odeserve.report import ErrorEstimate, EstimateStats
+from odeserve.solver.escalate import RESERVE, budgeted, ladder, solve_escalating
+from odeserve.solver.marching import Offsets
+from odeserve.solver.solution import Solution
+from odeserve.solver.solve import train_attempt
 from tests.problems import public_problems, with_options
 
 PUBLIC = public_problems()
@@ -81,3 +90,26 @@ def test_warm_start_is_a_rung_and_reported() -> None:
     kept = next(a for a in m.attempts if a.kept)
     assert m.warm_start is kept.change.startswith("warm start")
     assert m.attempts[2].estimated_rel_l2 is not None and m.attempts[2].estimated_rel_l2 < 1e-6
+
+
+def test_each_attempt_leaves_time_for_its_own_estimate() -> None:
+    """An attempt's estimate runs after it: every attempt after the first gets the time left less
+    RESERVE times the longest estimate so far, so the last estimate ends within the limit."""
+    problem = load_problem(with_options(PUBLIC["lagaris2"], tolerance=1e-14, time_limit_s=60))
+    limits: list[float] = []
+    estimate_s = 4.0
+
+    def attempt(p: Problem, offsets: Offsets, **kwargs: Any) -> Solution:
+        limits.append(p.options.time_limit_s)
+        short = p.options.model_copy(update={"max_iterations": 3, "adam_iterations": 2})
+        quick = dataclasses.replace(p, spec=p.spec.model_copy(update={"options": short}))
+        sol = train_attempt(quick, torch.device("cpu"), offsets, **kwargs)
+        stats = {"y": EstimateStats(rel_l2=1.0, max_abs=1.0)}
+        sol.estimate = ErrorEstimate(method="classical", unknowns=stats, rel_l2=1.0, time_s=estimate_s)
+        return sol
+
+    s = solve_escalating(problem, attempt, None, None)
+    assert len(s.attempts) == len(ladder(problem)) + 1 and limits[0] == 30.0
+    for i, left in enumerate(limits[1:], start=1):
+        spent = sum(a.time_s for a in s.attempts[:i])
+        assert left <= 60.0 - spent - RESERVE * estimate_s + 1e-6, (i, left, spent)

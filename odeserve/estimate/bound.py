@@ -87,7 +87,7 @@ def residual_bound(problem: Problem, probe: Probe) -> ResidualBound:
     sizes = ladder(len(problem.unknowns))
     if len(sizes) < 2:
         raise Unreliable("only one collocation grid fits this many unknowns: the bound cannot be confirmed")
-    grids = [_Grid.of(problem, probe, n) for n in sizes[-2:]]
+    grids = [Grid.of(problem, probe, n) for n in sizes[-2:]]
     coarse, fine = (_GridBound.on(problem, probe, g) for g in grids)
     sigmas = (coarse.sigma_min, fine.sigma_min)
     condition = max(coarse.condition, fine.condition)
@@ -116,7 +116,7 @@ def residual_bound(problem: Problem, probe: Probe) -> ResidualBound:
 
 
 @dataclass(frozen=True)
-class _Grid:
+class Grid:
     """Chebyshev nodes, their derivative matrices, and the network's derivatives there."""
 
     nodes: np.ndarray
@@ -124,9 +124,9 @@ class _Grid:
     derivs: list[np.ndarray]
 
     @staticmethod
-    def of(problem: Problem, probe: Probe, n: int) -> _Grid:
+    def of(problem: Problem, probe: Probe, n: int) -> Grid:
         nodes, Dk = derivative_matrices(problem, n)
-        return _Grid(nodes, Dk, probe(nodes, problem.max_order))
+        return Grid(nodes, Dk, probe(nodes, problem.max_order))
 
 
 @dataclass(frozen=True)
@@ -139,29 +139,20 @@ class _GridBound:
     correction: np.ndarray  # (n + 1, m): the first-order error itself (least squares)
 
     @staticmethod
-    def on(problem: Problem, probe: Probe, grid: _Grid, total: np.ndarray | None = None) -> _GridBound:
+    def on(problem: Problem, probe: Probe, grid: Grid, total: np.ndarray | None = None) -> _GridBound:
         """The bound on the grid's nodes, linearised at the network plus ``total`` (nodal
         values, (nodes, m)) when given."""
         m, k = len(problem.unknowns), grid.nodes.shape[0]
-        n, Dk, derivs = k - 1, grid.Dk, grid.derivs
-        if total is not None:
-            derivs = [d + Dk[i] @ total for i, d in enumerate(derivs)]
-        y = derivs[0]
+        w = Weighted.on(problem, probe, grid, total)
+        y, sw, cols, L = w.y, w.sw, w.cols, w.L
         if tail(y) > SOLUTION_RESOLVED:
             raise Unreliable(f"the solution is not resolved by {k} Chebyshev nodes")
-        A, rhs = linear_system(problem, probe, grid.nodes, Dk, derivs, np.zeros_like(y) if total is None else total)
-        a, b = problem.domain
-        sw = np.sqrt(clenshaw_curtis(n) * (b - a) / 2.0)
-        cols = np.tile(sw, m)
-        n_eq = len(problem.equations) * k
-        rows = np.tile(sw, len(problem.equations))
-        L = A[:n_eq] * rows[:, None] / cols[None, :]
-        ec, N = _constrained(A[n_eq:] / cols[None, :], rhs[n_eq:])
+        ec, N = constrained(w.C, w.c)
         U, S, Vt = np.linalg.svd(L @ N, full_matrices=False)
         if not (S[-1] > 0 and np.all(np.isfinite(S))):
             raise NotApplicable("the linearised problem is singular")
         G = N @ (Vt.T / S[None, :])  # e = ec + G Uᵀ (r + L ec), weighted
-        rest = rhs[:n_eq] * rows - L @ ec
+        rest = w.r - L @ ec
         size = float(np.linalg.norm(rest))
         correction = ((ec + G @ (U.T @ rest)) / cols).reshape(m, k).T
         pointwise = (np.abs(ec) + size * np.linalg.norm(G, axis=1)) / cols
@@ -175,7 +166,42 @@ class _GridBound:
         return _GridBound(k, rel, most, float(S[-1]), float(S[0] / S[-1]), correction)
 
 
-def _constrained(C: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class Weighted:
+    """The linearised collocation system on a grid, weighted by Clenshaw-Curtis so that vector
+    norms are L2 norms over the domain: ``L`` (equations x corrections), the condition rows
+    ``C`` (over weighted corrections) with right-hand side ``c``, and ``r`` minus the equations'
+    weighted residuals. A nodal correction e (unknown by unknown) is ``cols * e`` in these
+    coordinates."""
+
+    nodes: np.ndarray
+    y: np.ndarray  # (nodes, m): the solution linearised at
+    sw: np.ndarray  # sqrt of the quadrature weights at the nodes
+    cols: np.ndarray  # sw per unknown: the column scaling
+    L: np.ndarray
+    C: np.ndarray
+    c: np.ndarray
+    r: np.ndarray
+
+    @staticmethod
+    def on(problem: Problem, probe: Probe, grid: Grid, total: np.ndarray | None = None) -> Weighted:
+        """Linearised at the network plus ``total`` (nodal values, (nodes, m)) when given."""
+        derivs = grid.derivs
+        if total is None:
+            total = np.zeros_like(derivs[0])
+        else:
+            derivs = [d + grid.Dk[i] @ total for i, d in enumerate(derivs)]
+        A, rhs = linear_system(problem, probe, grid.nodes, grid.Dk, derivs, total)
+        a, b = problem.domain
+        sw = np.sqrt(clenshaw_curtis(grid.nodes.shape[0] - 1) * (b - a) / 2.0)
+        cols = np.tile(sw, len(problem.unknowns))
+        rows = np.tile(sw, len(problem.equations))
+        n_eq = rows.shape[0]
+        L = A[:n_eq] * rows[:, None] / cols[None, :]
+        return Weighted(grid.nodes, derivs[0], sw, cols, L, A[n_eq:] / cols[None, :], rhs[n_eq:], rhs[:n_eq] * rows)
+
+
+def constrained(C: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(e_c, N): the smallest e with C e = c, and an orthonormal basis of C's null space."""
     if C.shape[0] == 0:
         return np.zeros(C.shape[1]), np.eye(C.shape[1])

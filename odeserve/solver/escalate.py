@@ -19,8 +19,10 @@ When escalation may follow (``escalate`` on, ``max_iterations`` and ``target_los
 explicitly), the first run gets half the time limit, so that the ladder has the other half.
 Escalation starts when the first run stalled, converged short of the tolerance (default target
 loss), or used its share of the time or the default iteration budget; an iteration budget or
-target loss set explicitly, the time limit, a cancel or a divergence end the solve. Every attempt shares the one time limit, and the hooks see
-one run: iterations and seconds count on across attempts; a cancel ends the escalation.
+target loss set explicitly, the time limit, a cancel or a divergence end the solve. Every
+attempt shares the one time limit, less time for its own error estimate (which runs after it),
+sized by the longest estimate so far. The hooks see one run: iterations and seconds count on
+across attempts; a cancel ends the escalation.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ MAX_POINTS = 1024
 #: An attempt starts only with at least this many seconds (and this share of the limit) left.
 MIN_ATTEMPT_S = 2.0
 MIN_ATTEMPT_SHARE = 0.05
+#: An attempt's time limit leaves this many times the longest estimate so far for its own.
+RESERVE = 1.5
 
 AttemptFn = Callable[..., Solution]
 
@@ -123,6 +127,12 @@ def eligible(problem: Problem, first: Solution) -> bool:
     )
 
 
+def _reserve(tried: list[Solution]) -> float:
+    """Seconds kept back from an attempt's time limit for its own error estimate, which runs
+    after it: :data:`RESERVE` times the longest estimate so far."""
+    return RESERVE * max(s.error_estimate().time_s for s in tried)
+
+
 def _rel(solution: Solution) -> float:
     rel = solution.error_estimate().rel_l2
     return float("inf") if rel is None else rel
@@ -152,7 +162,7 @@ def solve_escalating(problem: Problem, attempt: AttemptFn, hooks: Hooks | None, 
     tolerance, kept = problem.options.tolerance, 0
     if eligible(problem, best):
         for variant in ladder(problem):
-            left = limit - (time.perf_counter() - start)
+            left = limit - (time.perf_counter() - start) - _reserve(tried)
             rel = best.error_estimate().rel_l2
             if rel is None or rel <= tolerance or left < max(MIN_ATTEMPT_S, MIN_ATTEMPT_SHARE * limit):
                 break
