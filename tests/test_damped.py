@@ -9,6 +9,14 @@ from threadpoolctl import threadpool_info
 from odeserve.solver.damped import TorchSolver, blas_threads_like_torch, damped_solver
 
 
+@pytest.fixture
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def torch_only(r: torch.Tensor, J: torch.Tensor) -> TorchSolver:
     """The torch path, as a GPU runs it, on the CPU."""
     return TorchSolver(r, J)
@@ -16,7 +24,7 @@ def torch_only(r: torch.Tensor, J: torch.Tensor) -> TorchSolver:
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("shape", [(128, 673), (300, 40)])  # fewer rows than weights, and more
-def test_the_lapack_step_is_the_torch_step(dtype: torch.dtype, shape: tuple[int, int]) -> None:
+def test_the_lapack_step_is_the_torch_step(one_thread: None, dtype: torch.dtype, shape: tuple[int, int]) -> None:
     gen = torch.Generator().manual_seed(0)
     J = torch.randn(shape, dtype=dtype, generator=gen)
     r = torch.randn(shape[0], dtype=dtype, generator=gen)
@@ -31,13 +39,26 @@ def test_the_lapack_step_is_the_torch_step(dtype: torch.dtype, shape: tuple[int,
         assert float((a - b).norm() / b.norm()) < 1e4 * tol
 
 
-def test_a_failed_factorisation_is_no_step() -> None:
+def test_a_failed_factorisation_is_no_step(one_thread: None) -> None:
     J = torch.ones(4, 6, dtype=torch.float64)
     J[0, 0] = float("nan")
     assert damped_solver(torch.ones(4, dtype=torch.float64), J).step(1e-3) is None
     # A damping that makes the system indefinite: no factorisation, no step.
     J = torch.eye(3, 5, dtype=torch.float64)
     assert damped_solver(torch.ones(3, dtype=torch.float64), J).step(-2.0) is None
+
+
+def test_more_threads_step_through_torch() -> None:
+    """BLAS's threads and torch's contend for the cores: above one thread the step is torch's."""
+    J, r = torch.randn(8, 20, dtype=torch.float64), torch.randn(8, dtype=torch.float64)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert not damped_solver(r, J).lapack
+        torch.set_num_threads(1)
+        assert damped_solver(r, J).lapack
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_blas_follows_torch_threads() -> None:
