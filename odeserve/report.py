@@ -169,8 +169,9 @@ class ErrorEstimate(_Record):
         "'linearized_residual': the residual propagated through the linearised equations (calibrated, "
         "pessimistic); 'residual_bound': where the correction cannot be trusted, a first-order upper bound "
         "(the residual over the linearised problem's smallest singular value, certified on two grids); "
-        "'undetermined': no bound, but the residual allows an error this many times the solution's size "
-        "(pessimistic; never 'met'); 'none': could not be estimated (see note).",
+        "'undetermined': no estimate either, and the reason: the residual cannot rule out an error as "
+        "large as the solution (see undetermined_ratio; escalation tries again); 'none': could not be "
+        "estimated (see note).",
     )
     solver: str | None = Field(None, description="The classical solver used (e.g. 'solve_ivp/DOP853').")
     unknowns: dict[str, EstimateStats] = Field(default_factory=dict, description="Per unknown.")
@@ -179,6 +180,14 @@ class ErrorEstimate(_Record):
         None, description="Relative L2 difference of the reference at two tolerances: its own error, at most."
     )
     factor: float | None = Field(None, description="Safety factor applied to the raw estimate.")
+    undetermined_ratio: float | None = Field(
+        None,
+        description="X: the size (relative to the network, L2 over all unknowns) of a correction that "
+        "changes the residual by no more than its present size, to first order. 'undetermined': X >= 1, "
+        "the residual cannot bound the error (X is not an estimate). 'classical' for a nonlinear "
+        "two-point problem: X < 1, a floor of the estimate (the reference is the solution nearest the "
+        "network, trusted only as far as the residual pins it down).",
+    )
     time_s: float = Field(0.0, description="Seconds spent estimating.")
     note: str | None = None
 
@@ -190,8 +199,7 @@ class Accuracy(_Record):
     estimated_rel_l2: float | None = Field(None, description="metrics.estimate.rel_l2.")
     met: bool | None = Field(
         ...,
-        description="estimated_rel_l2 <= tolerance; null when it could not be estimated. An "
-        "'undetermined' estimate is never met: false above the tolerance, else null.",
+        description="estimated_rel_l2 <= tolerance; null when it could not be estimated.",
     )
 
 

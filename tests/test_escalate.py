@@ -92,24 +92,52 @@ def test_warm_start_is_a_rung_and_reported() -> None:
     assert m.attempts[2].estimated_rel_l2 is not None and m.attempts[2].estimated_rel_l2 < 1e-6
 
 
-def test_each_attempt_leaves_time_for_its_own_estimate() -> None:
-    """An attempt's estimate runs after it: every attempt after the first gets the time left less
-    RESERVE times the longest estimate so far, so the last estimate ends within the limit."""
-    problem = load_problem(with_options(PUBLIC["lagaris2"], tolerance=1e-14, time_limit_s=60))
-    limits: list[float] = []
-    estimate_s = 4.0
+def scripted(estimates: list[ErrorEstimate], limits: list[float]) -> Any:
+    """An attempt function: a very short real training run whose estimate is the next of
+    ``estimates`` (the last repeats); it records the time limit each attempt was given."""
 
     def attempt(p: Problem, offsets: Offsets, **kwargs: Any) -> Solution:
         limits.append(p.options.time_limit_s)
         short = p.options.model_copy(update={"max_iterations": 3, "adam_iterations": 2})
         quick = dataclasses.replace(p, spec=p.spec.model_copy(update={"options": short}))
         sol = train_attempt(quick, torch.device("cpu"), offsets, **kwargs)
-        stats = {"y": EstimateStats(rel_l2=1.0, max_abs=1.0)}
-        sol.estimate = ErrorEstimate(method="classical", unknowns=stats, rel_l2=1.0, time_s=estimate_s)
+        sol.estimate = estimates[min(len(limits), len(estimates)) - 1]
         return sol
 
-    s = solve_escalating(problem, attempt, None, None)
-    assert len(s.attempts) == len(ladder(problem)) + 1 and limits[0] == 30.0
+    return attempt
+
+
+def classical(rel: float, seconds: float = 0.0) -> ErrorEstimate:
+    stats = {"y": EstimateStats(rel_l2=rel, max_abs=rel)}
+    return ErrorEstimate(method="classical", unknowns=stats, rel_l2=rel, time_s=seconds)
+
+
+def undetermined(ratio: float) -> ErrorEstimate:
+    return ErrorEstimate(method="undetermined", undetermined_ratio=ratio)
+
+
+def test_each_attempt_leaves_time_for_its_own_estimate() -> None:
+    """An attempt's estimate runs after it: every attempt after the first gets the time left less
+    RESERVE times the longest estimate so far, so the last estimate ends within the limit."""
+    problem = load_problem(with_options(PUBLIC["lagaris2"], tolerance=1e-14, time_limit_s=600))
+    limits: list[float] = []
+    s = solve_escalating(problem, scripted([classical(1.0, 4.0)], limits), None, None)
+    assert len(s.attempts) == len(ladder(problem)) + 1 and limits[0] == 300.0
     for i, left in enumerate(limits[1:], start=1):
         spent = sum(a.time_s for a in s.attempts[:i])
-        assert left <= 60.0 - spent - RESERVE * estimate_s + 1e-6, (i, left, spent)
+        assert left <= 600.0 - spent - RESERVE * 4.0 + 1e-3 * i, (i, left, spent)  # time_s: 3 decimals
+
+
+def test_an_undetermined_estimate_escalates_and_ranks_below_any_estimate() -> None:
+    """No estimate because the residual does not pin the solution down: try again; keep an
+    attempt with an estimate (even one above the tolerance) over it, and among undetermined
+    ones the smaller ratio; an attempt without any estimate is never kept over them."""
+    problem = load_problem(with_options(PUBLIC["lagaris2"], tolerance=1e-14, time_limit_s=600))
+    none = ErrorEstimate(method="none")
+    script = [undetermined(30.0), undetermined(3.0), none, classical(1e-2), undetermined(1.0), none]
+    s = solve_escalating(problem, scripted(script, []), None, None)
+    assert len(s.attempts) == len(ladder(problem)) + 1  # every rung: nothing met the tolerance
+    assert [a.kept for a in s.attempts].index(True) == 3 and s.error_estimate().rel_l2 == 1e-2
+    s = solve_escalating(problem, scripted(script[:3], []), None, None)
+    assert [a.kept for a in s.attempts].index(True) == 1
+    assert s.error_estimate().undetermined_ratio == 3.0

@@ -3,8 +3,8 @@
 ``estimate_error`` tries an independent classical solution first (:mod:`.reference`: scipy's
 ``solve_ivp``/``solve_bvp`` on the same parsed equations), falls back to the linearised
 residual (:mod:`.residual`), and where that cannot be trusted (an ill-conditioned problem) to
-a conditioning-aware upper bound (:mod:`.bound`). Where none of them holds, it says when the
-residual cannot rule out an error as large as the solution (:mod:`.undetermined`). All need
+a conditioning-aware upper bound (:mod:`.bound`). Where none of them holds, it says whether the
+residual cannot even rule out an error as large as the solution (:mod:`.undetermined`). All need
 only numpy and scipy, and the trained solution's values and derivatives (``probe(x, order) -> [y, y', ...]``), so this package imports no torch.
 """
 
@@ -17,9 +17,9 @@ import numpy as np
 
 from odeserve.estimate.bound import residual_bound
 from odeserve.estimate.reference import classical_reference
-from odeserve.estimate.residual import FACTOR, linearized_correction
+from odeserve.estimate.residual import FACTOR, is_linear, linearized_correction
 from odeserve.estimate.system import NotApplicable
-from odeserve.estimate.undetermined import undetermined
+from odeserve.estimate.undetermined import UNDETERMINED, Undetermined, least_determined, undetermined
 from odeserve.problem import Problem
 from odeserve.report import Accuracy, ErrorEstimate, EstimateStats
 
@@ -51,9 +51,27 @@ def estimate_error(problem: Problem, probe: Probe, xs: np.ndarray, guard_s: floa
         stats = _stats(problem, values - ref.values, ref.values)
         for s in stats.values():  # never claim more than the reference can tell
             s.rel_l2 = max(s.rel_l2, ref.uncertainty)
-        return _record("classical", stats, t0, solver=ref.solver, reference_uncertainty=ref.uncertainty, factor=1.0)
     except _NUMERICAL as exc:
         why = _reason(exc)
+    else:
+        floor: float | None = None
+        if ref.solver.startswith("solve_bvp") and not is_linear(problem, probe):
+            pinned = _pinned(problem, probe)
+            if isinstance(pinned, ErrorEstimate):
+                pinned.time_s = _since(t0)
+                return pinned
+            floor = pinned
+            for s in stats.values():
+                s.rel_l2 = max(s.rel_l2, floor or 0.0)
+        return _record(
+            "classical",
+            stats,
+            t0,
+            solver=ref.solver,
+            reference_uncertainty=ref.uncertainty,
+            undetermined_ratio=floor,
+            factor=1.0,
+        )
     try:
         e = linearized_correction(problem, probe, xs) * FACTOR
         if not np.all(np.isfinite(e)):
@@ -64,6 +82,23 @@ def estimate_error(problem: Problem, probe: Probe, xs: np.ndarray, guard_s: floa
         )
     stats = _stats(problem, e, values)
     return _record("linearized_residual", stats, t0, factor=FACTOR, note=f"no classical solution: {why}")
+
+
+def _pinned(problem: Problem, probe: Probe) -> float | ErrorEstimate | None:
+    """How far a nonlinear two-point problem's classical reference can be trusted. Seeded with
+    the network, solve_bvp finds the solution nearest the network: the solution only as far as
+    the residual pins it down. Where a correction X (:mod:`.undetermined`) times the network's
+    size is invisible to the residual, the reference may sit anywhere within it (a viscous
+    front that only exponentially small terms place: its shifted copies solve the equations to
+    round-off). X >= 1: no estimate ('undetermined'); below: X, a floor of the estimate; None
+    where X cannot be measured."""
+    try:
+        u = least_determined(problem, probe)
+    except _NUMERICAL:
+        return None
+    if u.ratio < UNDETERMINED:
+        return u.ratio
+    return _undetermined_estimate(u, "a classical solution (solve_bvp) was found", 0.0)
 
 
 def _bounded(problem: Problem, probe: Probe, t0: float, why: str) -> ErrorEstimate:
@@ -86,25 +121,25 @@ def _bounded(problem: Problem, probe: Probe, t0: float, why: str) -> ErrorEstima
 
 
 def _undetermined(problem: Problem, probe: Probe, t0: float, why: str) -> ErrorEstimate:
+    """No number, and the reason why none can be given (:mod:`.undetermined`), or "none"."""
     try:
         u = undetermined(problem, probe)
     except _NUMERICAL as exc:
         return ErrorEstimate(method="none", note=f"{why}; {_reason(exc)}", time_s=_since(t0))
-    values = probe(np.linspace(*problem.domain, 201), 0)[0]
-    stats = {
-        name: EstimateStats(rel_l2=u.ratio, max_abs=u.ratio * float(np.max(np.abs(values[:, j]))))
-        for j, name in enumerate(problem.unknowns)
-    }
+    return _undetermined_estimate(u, why, _since(t0))
+
+
+def _undetermined_estimate(u: Undetermined, why: str, seconds: float) -> ErrorEstimate:
     (n1, s1), (n2, s2) = u.checks
     note = (
-        f"{why}. The residual does not determine the solution: a correction {u.ratio:.3g} times the "
-        f"solution's size, along the direction the linearised equations see least (conditions kept; "
-        f"from {u.nodes} Chebyshev nodes, where its singular value is {u.sigma_min:.3g}; measured "
-        f"again as {s1:.3g} on {n1} nodes and {s2:.3g} on {n2}), changes the residual by no more than "
-        "its present size, to first order. The number is that size, not a bound: the error may be "
-        "smaller or larger, and the verdict is never 'met'"
+        f"{why}. The residual does not pin the solution down: a correction {u.ratio:.3g} times the "
+        f"network's size (L2, all unknowns together), along the direction that the linearised "
+        f"equations see least (conditions kept; from {u.nodes} Chebyshev nodes; its residual measured "
+        f"as {s1:.3g} on {n1} nodes and {s2:.3g} on {n2}), changes the residual, to first order, by no "
+        "more than its present size. So no error estimate can be given: the error may be anywhere "
+        "from small to larger than the solution"
     )
-    return _record("undetermined", stats, t0, factor=1.0, note=note)
+    return ErrorEstimate(method="undetermined", undetermined_ratio=u.ratio, note=note, time_s=seconds)
 
 
 def _reason(exc: BaseException) -> str:
@@ -121,14 +156,9 @@ def _record(method: str, stats: dict[str, EstimateStats], t0: float, **extra: ob
 
 
 def verdict(estimate: ErrorEstimate | None, tolerance: float) -> Accuracy:
-    """``met`` is null when there is no estimate; an 'undetermined' estimate (no bound: the
-    residual allows an error that large) is never 'met', and 'not met' only above the tolerance."""
+    """``met`` is null when there is no estimate (an 'undetermined' one included)."""
     rel = estimate.rel_l2 if estimate is not None else None
-    if rel is None:
-        return Accuracy(tolerance=tolerance, estimated_rel_l2=None, met=None)
-    if estimate is not None and estimate.method == "undetermined":
-        return Accuracy(tolerance=tolerance, estimated_rel_l2=rel, met=False if rel > tolerance else None)
-    return Accuracy(tolerance=tolerance, estimated_rel_l2=rel, met=rel <= tolerance)
+    return Accuracy(tolerance=tolerance, estimated_rel_l2=rel, met=None if rel is None else rel <= tolerance)
 
 
 __all__ = ["NotApplicable", "estimate_error", "verdict"]

@@ -5,16 +5,16 @@ of the constrained, Clenshaw-Curtis-weighted collocation system of :mod:`.bound`
 finest grid that fits), and ``s = ||L w|| / ||w||`` measured again on two finer grids. A
 correction ``t w`` keeps the conditions and changes the linearised residual by ``t s ||w||``;
 with ``t s ||w|| = ||r||`` (the network's residual) it is invisible to the equations at first
-order, and its size relative to the solution is
+order, and its size relative to the network is
 
     X = ||r|| / (s ||y||).
 
-Where X >= :data:`UNDETERMINED` (the equations cannot tell the network from a curve that differs
-from it by as much as the solution itself) that is the answer: the error is not determined by
-the residual, and X is reported as a pessimistic estimate, never as a bound. Two things make X
-large: a residual far above what the network needs (a poor fit), or a problem whose linearised
-operator is nearly singular beyond what any grid resolves (a viscous front whose position only
-exponentially small terms fix: sigma_min falls by orders of magnitude with each refinement).
+Where X >= :data:`UNDETERMINED` the equations cannot tell the network from curves that differ
+from it by as much as the network itself: no estimate can be given, and X says why. It is not
+an estimate (the true solution may be far smaller than a poor network, and the error anywhere
+from tiny to larger than the solution). Two things make X large: a residual far above what the
+network needs (a poor fit), or a problem whose linearised operator is nearly singular beyond
+what any grid resolves (a viscous front whose position only exponentially small terms fix).
 
 The claim needs w to be a real function and s a real number: w must be resolved on its grid
 (Chebyshev tail) and s must agree within :data:`AGREE` on two finer grids, else nothing is
@@ -57,6 +57,15 @@ class Undetermined:
 def undetermined(problem: Problem, probe: Probe) -> Undetermined:
     """X and the numbers behind it; raises :class:`Unreliable` where X < UNDETERMINED or the
     direction or its measure is not resolved."""
+    u = least_determined(problem, probe)
+    if not u.ratio >= UNDETERMINED:
+        raise Unreliable(f"the residual rules out errors as large as the solution (X = {u.ratio:.2g})")
+    return u
+
+
+def least_determined(problem: Problem, probe: Probe) -> Undetermined:
+    """X, whatever its size; raises :class:`Unreliable` where the direction or its measure is
+    not resolved."""
     m = len(problem.unknowns)
     n = next((n for n in DIRECTION_GRIDS if m * (n + 1) <= MAX_COLUMNS), DIRECTION_GRIDS[-1])
     grid = Grid.of(problem, probe, n)
@@ -75,8 +84,6 @@ def undetermined(problem: Problem, probe: Probe) -> Undetermined:
     fine = measured[-1][1]
     size = float(np.linalg.norm(fine.sw[:, None] * fine.y))
     ratio = float(np.linalg.norm(fine.r)) / (max(s) * size) if size > 0 else float("inf")
-    if not ratio >= UNDETERMINED:
-        raise Unreliable(f"the residual rules out errors as large as the solution (X = {ratio:.2g})")
     checks = tuple((system.nodes.shape[0], sigma) for sigma, system in measured)
     return Undetermined(ratio, n + 1, float(S[-1]), checks)
 

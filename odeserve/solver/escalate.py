@@ -1,5 +1,6 @@
 """Escalation: while the estimated error exceeds the tolerance and time remains, train again,
-smarter, and keep the best attempt by estimate.
+smarter, and keep the best attempt by estimate. An 'undetermined' estimate (the residual does
+not pin the solution down) also calls for another attempt, and ranks below any estimate.
 
 The ladder (each rung one attempt, in order; rungs that do not apply are skipped):
 
@@ -49,8 +50,10 @@ MAX_POINTS = 1024
 #: An attempt starts only with at least this many seconds (and this share of the limit) left.
 MIN_ATTEMPT_S = 2.0
 MIN_ATTEMPT_SHARE = 0.05
-#: An attempt's time limit leaves this many times the longest estimate so far for its own.
+#: An attempt's time limit leaves this many times the longest estimate so far for its own...
 RESERVE = 1.5
+#: ... counting that longest estimate as at least this many seconds.
+MIN_ESTIMATE_S = 1.0
 
 AttemptFn = Callable[..., Solution]
 
@@ -129,13 +132,27 @@ def eligible(problem: Problem, first: Solution) -> bool:
 
 def _reserve(tried: list[Solution]) -> float:
     """Seconds kept back from an attempt's time limit for its own error estimate, which runs
-    after it: :data:`RESERVE` times the longest estimate so far."""
-    return RESERVE * max(s.error_estimate().time_s for s in tried)
+    after it: :data:`RESERVE` times the longest estimate so far, and at least
+    :data:`MIN_ESTIMATE_S` (a later attempt's estimate may take longer than the first's)."""
+    return RESERVE * max(MIN_ESTIMATE_S, *(s.error_estimate().time_s for s in tried))
 
 
-def _rel(solution: Solution) -> float:
-    rel = solution.error_estimate().rel_l2
-    return float("inf") if rel is None else rel
+def _wanting(solution: Solution, tolerance: float) -> bool:
+    """Whether another attempt should follow: the estimate exceeds the tolerance, or there is
+    none because the residual does not pin the solution down ('undetermined')."""
+    e = solution.error_estimate()
+    return (e.rel_l2 is not None and e.rel_l2 > tolerance) or e.method == "undetermined"
+
+
+def _rank(solution: Solution) -> tuple[int, float]:
+    """Smaller is better: an estimate, by its size; then an 'undetermined' one, by how large a
+    correction its residual cannot see; then no estimate."""
+    e = solution.error_estimate()
+    if e.rel_l2 is not None:
+        return 0, e.rel_l2
+    if e.undetermined_ratio is not None:
+        return 1, e.undetermined_ratio
+    return 2, 0.0
 
 
 def variant_problem(problem: Problem, variant: Variant, time_left: float) -> Problem:
@@ -163,8 +180,7 @@ def solve_escalating(problem: Problem, attempt: AttemptFn, hooks: Hooks | None, 
     if eligible(problem, best):
         for variant in ladder(problem):
             left = limit - (time.perf_counter() - start) - _reserve(tried)
-            rel = best.error_estimate().rel_l2
-            if rel is None or rel <= tolerance or left < max(MIN_ATTEMPT_S, MIN_ATTEMPT_SHARE * limit):
+            if not _wanting(best, tolerance) or left < max(MIN_ATTEMPT_S, MIN_ATTEMPT_SHARE * limit):
                 break
             if variant.proceed and best.outcome is not Outcome.BUDGET:
                 continue  # the first rung: only a first attempt cut short by its budget trains on
@@ -182,7 +198,7 @@ def solve_escalating(problem: Problem, attempt: AttemptFn, hooks: Hooks | None, 
             sol.problem = problem
             records.append(_record(len(records) + 1, variant.change, sol, time.perf_counter() - t0))
             tried.append(sol)
-            if _rel(sol) < _rel(best):
+            if _rank(sol) < _rank(best):
                 best, kept = sol, len(records) - 1
             if sol.outcome is Outcome.CANCELED:
                 break
