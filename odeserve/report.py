@@ -183,10 +183,9 @@ class ErrorEstimate(_Record):
     undetermined_ratio: float | None = Field(
         None,
         description="X: the size (relative to the network, L2 over all unknowns) of a correction that "
-        "changes the residual by no more than its present size, to first order. 'undetermined': X >= 1, "
-        "the residual cannot bound the error (X is not an estimate). 'classical' for a nonlinear "
-        "two-point problem: X < 1, a floor of the estimate (the reference is the solution nearest the "
-        "network, trusted only as far as the residual pins it down).",
+        "changes the residual by no more than its present size, to first order; never an error estimate. "
+        "'undetermined': X >= 1, the residual cannot bound the error. 'classical' for a nonlinear two-point "
+        "problem: X < 1, checked before the reference (the solution nearest the network) is trusted.",
     )
     time_s: float = Field(0.0, description="Seconds spent estimating.")
     note: str | None = None
@@ -212,6 +211,7 @@ class Attempt(_Record):
     loss: float | None = Field(..., description="Best loss (null: not finite, see the metrics' non_finite).")
     iterations: int
     estimated_rel_l2: float | None
+    estimate_method: str | None = Field(None, description="metrics.estimate.method of this attempt's network.")
     time_s: float = Field(..., description="Seconds of training and estimating.")
     kept: bool = Field(False, description="The attempt whose network is the answer (the best estimate).")
 

@@ -138,6 +138,8 @@ def test_an_undetermined_estimate_escalates_and_ranks_below_any_estimate() -> No
     s = solve_escalating(problem, scripted(script, []), None, None)
     assert len(s.attempts) == len(ladder(problem)) + 1  # every rung: nothing met the tolerance
     assert [a.kept for a in s.attempts].index(True) == 3 and s.error_estimate().rel_l2 == 1e-2
+    methods = [a.estimate_method for a in s.attempts]  # why an attempt's estimate is null
+    assert methods[:4] == ["undetermined", "undetermined", "none", "classical"]
     s = solve_escalating(problem, scripted(script[:3], []), None, None)
     assert [a.kept for a in s.attempts].index(True) == 1
     assert s.error_estimate().undetermined_ratio == 3.0

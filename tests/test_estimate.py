@@ -268,10 +268,9 @@ def test_a_classical_reference_is_not_trusted_where_the_residual_does_not_pin_th
     assert "a classical solution (solve_bvp) was found" in (m.estimate.note or "")
     m = short(HARD["troesch_5"], 2000)
     assert m.estimate is not None and m.estimate.method == "classical" and m.estimate.solver == "solve_bvp"
-    # ... trusted as far as the residual pins it down: X is a floor of the estimate.
+    # ... because the residual pins the solution down (X recorded, far below 1).
     ratio = m.estimate.undetermined_ratio
-    assert ratio is not None and 0 < ratio < UNDETERMINED and m.estimate.rel_l2 is not None
-    assert m.estimate.rel_l2 >= ratio and m.accuracy is not None and m.accuracy.met is True
+    assert ratio is not None and 0 < ratio < 1e-3 and m.accuracy is not None and m.accuracy.met is True
 
 
 def test_linear_equations_are_recognised() -> None:

@@ -54,22 +54,20 @@ def estimate_error(problem: Problem, probe: Probe, xs: np.ndarray, guard_s: floa
     except _NUMERICAL as exc:
         why = _reason(exc)
     else:
-        floor: float | None = None
+        ratio: float | None = None
         if ref.solver.startswith("solve_bvp") and not is_linear(problem, probe):
             pinned = _pinned(problem, probe)
             if isinstance(pinned, ErrorEstimate):
                 pinned.time_s = _since(t0)
                 return pinned
-            floor = pinned
-            for s in stats.values():
-                s.rel_l2 = max(s.rel_l2, floor or 0.0)
+            ratio = pinned
         return _record(
             "classical",
             stats,
             t0,
             solver=ref.solver,
             reference_uncertainty=ref.uncertainty,
-            undetermined_ratio=floor,
+            undetermined_ratio=ratio,
             factor=1.0,
         )
     try:
@@ -85,13 +83,13 @@ def estimate_error(problem: Problem, probe: Probe, xs: np.ndarray, guard_s: floa
 
 
 def _pinned(problem: Problem, probe: Probe) -> float | ErrorEstimate | None:
-    """How far a nonlinear two-point problem's classical reference can be trusted. Seeded with
-    the network, solve_bvp finds the solution nearest the network: the solution only as far as
-    the residual pins it down. Where a correction X (:mod:`.undetermined`) times the network's
-    size is invisible to the residual, the reference may sit anywhere within it (a viscous
-    front that only exponentially small terms place: its shifted copies solve the equations to
-    round-off). X >= 1: no estimate ('undetermined'); below: X, a floor of the estimate; None
-    where X cannot be measured."""
+    """Whether a nonlinear two-point problem's classical reference can be trusted. Seeded with
+    the network, solve_bvp finds the solution nearest the network: the solution only where the
+    equations pin it down. Where the residual cannot rule out a correction as large as the
+    network (X >= 1, :mod:`.undetermined`), the reference sits wherever the network put it (a
+    viscous front that only exponentially small terms place: its shifted copies solve the
+    equations to round-off): no estimate ('undetermined'). Else X (recorded), or None where it
+    cannot be measured."""
     try:
         u = least_determined(problem, probe)
     except _NUMERICAL:

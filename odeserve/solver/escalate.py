@@ -230,5 +230,6 @@ def _record(number: int, change: str, sol: Solution, seconds: float) -> Attempt:
         loss=sol.result.loss,
         iterations=sol.result.iterations,
         estimated_rel_l2=sol.error_estimate().rel_l2,
+        estimate_method=sol.error_estimate().method,
         time_s=round(seconds, 3),
     )
