@@ -279,3 +279,15 @@ def test_linear_equations_are_recognised() -> None:
     for spec in (HARD["bratu"], steep_front(50), HARD["lane_emden_5"]):
         s = solve(with_options(spec, max_iterations=5, escalate=False))
         assert not is_linear(s.problem, s.derivatives)
+
+
+def test_a_parametric_model_is_undetermined_where_its_values_are() -> None:
+    """A parametric model is judged at every value of its parameter grid: where every value
+    without an estimate is 'undetermined', so is the model, with the largest ratio and why."""
+    spec = {**HARD["steep_front_50"], "parameters": {"k": {"range": [40, 50]}}}
+    s = solve(with_options(spec, max_iterations=5, escalate=False))
+    est = s.error_estimate()
+    assert est.method == "undetermined" and est.rel_l2 is None and est.undetermined_ratio is not None
+    assert est.undetermined_ratio >= UNDETERMINED and "parameter values" in (est.note or "")
+    m = s.metrics()
+    assert m.accuracy is not None and m.accuracy.met is None

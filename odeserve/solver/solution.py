@@ -164,7 +164,8 @@ class Solution:
 
     def _estimate_over_range(self, xs: np.ndarray) -> ErrorEstimate:
         """A parametric model's estimate: the worst over the parameter grid of the estimates at
-        each of its values; none where any value has none (the range is not covered)."""
+        each of its values; none where any value has none (the range is not covered), and
+        'undetermined' (the largest ratio) where every value without one is 'undetermined'."""
         from odeserve.estimate import estimate_error
 
         grid = self.parameter_grid()
@@ -175,6 +176,12 @@ class Solution:
         where = ", ".join(f"{k} in [{lo:g}, {hi:g}]" for k, (lo, hi) in self.problem.ranges.items())
         seconds = round(sum(e.time_s for _, e in parts), 4)
         missing = [v for v, e in parts if e.rel_l2 is None]
+        if missing and all(e.method == "undetermined" for _, e in parts if e.rel_l2 is None):
+            values, worst = max(parts, key=lambda p: p[1].undetermined_ratio or 0.0)
+            note = (
+                f"not estimated at {len(missing)} of {len(parts)} parameter values; the worst at {values}: {worst.note}"
+            )
+            return worst.model_copy(update={"time_s": seconds, "note": note})
         if missing:
             note = f"not estimated at {missing[0]}: {next(e.note for v, e in parts if v is missing[0])}"
             return ErrorEstimate(method="none", note=note, time_s=seconds)
