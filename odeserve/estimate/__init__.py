@@ -54,20 +54,16 @@ def estimate_error(problem: Problem, probe: Probe, xs: np.ndarray, guard_s: floa
     except _NUMERICAL as exc:
         why = _reason(exc)
     else:
-        ratio: float | None = None
-        if ref.solver.startswith("solve_bvp") and not is_linear(problem, probe):
-            pinned = _pinned(problem, probe)
-            if isinstance(pinned, ErrorEstimate):
-                pinned.time_s = _since(t0)
-                return pinned
-            ratio = pinned
+        u = _pinned(problem, probe) if ref.solver.startswith("solve_bvp") and not is_linear(problem, probe) else None
+        if u is not None and u.ratio >= UNDETERMINED:
+            return _undetermined_estimate(u, f"a classical solution ({ref.solver}) was found", _since(t0))
         return _record(
             "classical",
             stats,
             t0,
             solver=ref.solver,
             reference_uncertainty=ref.uncertainty,
-            undetermined_ratio=ratio,
+            undetermined_ratio=None if u is None else u.ratio,
             factor=1.0,
         )
     try:
@@ -82,21 +78,17 @@ def estimate_error(problem: Problem, probe: Probe, xs: np.ndarray, guard_s: floa
     return _record("linearized_residual", stats, t0, factor=FACTOR, note=f"no classical solution: {why}")
 
 
-def _pinned(problem: Problem, probe: Probe) -> float | ErrorEstimate | None:
-    """Whether a nonlinear two-point problem's classical reference can be trusted. Seeded with
-    the network, solve_bvp finds the solution nearest the network: the solution only where the
-    equations pin it down. Where the residual cannot rule out a correction as large as the
-    network (X >= 1, :mod:`.undetermined`), the reference sits wherever the network put it (a
-    viscous front that only exponentially small terms place: its shifted copies solve the
-    equations to round-off): no estimate ('undetermined'). Else X (recorded), or None where it
-    cannot be measured."""
+def _pinned(problem: Problem, probe: Probe) -> Undetermined | None:
+    """How far the equations pin down a nonlinear two-point problem, whose classical reference
+    (solve_bvp seeded with the network) is the solution nearest the network. Where the residual
+    cannot rule out a correction as large as the network (X >= 1, :mod:`.undetermined`), the
+    reference sits wherever the network put it (a viscous front that only exponentially small
+    terms place: its shifted copies solve the equations to round-off), and there is no
+    estimate. None where X cannot be measured."""
     try:
-        u = least_determined(problem, probe)
+        return least_determined(problem, probe)
     except _NUMERICAL:
         return None
-    if u.ratio < UNDETERMINED:
-        return u.ratio
-    return _undetermined_estimate(u, "a classical solution (solve_bvp) was found", 0.0)
 
 
 def _bounded(problem: Problem, probe: Probe, t0: float, why: str) -> ErrorEstimate:

@@ -111,6 +111,8 @@ class Residual:
         self.eq_scales = [float(s) for s in eq_scales]
         # The constraint basis at the collocation points does not depend on the weights.
         self.phi = trial.basis(x, self.order) if trial.has_constraints else None
+        # Nor do the scaled points and the scale's slope (the taped Jacobian's first layer).
+        self.scaled_x = trial.scaled_input(x)
         self.penalty, self.pen_points, self.pen_x, self.pen_order = penalty_points(problem, plan, x)
         # A penalty condition weighs as much as a whole equation's rows together (its rows are
         # one per parameter value of the grid: one for a plain problem).
@@ -215,7 +217,7 @@ class Residual:
         tape: list[Tensor] = []
         eqs = self.equations(theta.detach(), c_rows, tape)
         inputs = pre_activations(tape) + ([c_rows] if c_rows is not None else [])
-        t, dt = self.trial.scaled_input(self.x)
+        t, dt = self.scaled_x
         blocks = []
         for i, r in enumerate(eqs):
             grads = torch.autograd.grad(r.sum(), inputs, retain_graph=i < len(eqs) - 1, allow_unused=True)
