@@ -59,6 +59,14 @@ class WorkerProcess:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def threads(self) -> int:
+        """Threads of the worker's parent process (Linux)."""
+        return len(os.listdir(f"/proc/{self.proc.pid}/task"))
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The end of the worker's log, for a failing test's message."""
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
     def kill9(self) -> None:
         """SIGKILL the worker, like a crash or an OOM kill. Its work horse, which RQ puts in a
         process group of its own, dies with it (the job asks for PR_SET_PDEATHSIG)."""

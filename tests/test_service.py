@@ -260,9 +260,16 @@ def test_worker_reconnects_after_a_redis_restart(tmp_path, start_worker) -> None
             time.sleep(2)
             server.start()
             job = wait_for(lambda: _submit(client, with_options(PROBLEMS["lagaris2"], max_iterations=50)), 30)
-            done = finish(client, job["id"], 120)
+            try:
+                done = finish(client, job["id"], 120)
+            except AssertionError:
+                status = client.get(f"/jobs/{job['id']}").json()["status"]
+                raise AssertionError(f"job {status}, worker alive {worker.alive()}:\n{worker.log_tail()}") from None
             assert done["status"] == "succeeded"
             assert worker.alive()
+            # Through the outage and a job, the parent kept one thread: every fork is safe (no
+            # lock of another thread's can be inherited held by a work horse).
+            assert worker.threads() == 1
     finally:
         server.stop()
 

@@ -49,9 +49,19 @@ class OdeWorkerMixin(_WorkerBase):
     * SIGTERM hands the running job back: the job is flagged, checkpoints within
       ``CANCEL_POLL_S`` and raises ``HandedBack``, RQ's retry requeues it, and this worker
       exits after that (warm shutdown), instead of training to the end.
+    * No pubsub listener thread (see :meth:`subscribe`): the parent stays single-threaded, so
+      every fork is safe.
     """
 
     grace_s: int = 10
+
+    def subscribe(self) -> None:
+        # RQ listens for its remote commands (``rq.command``) on a thread of the worker parent.
+        # odeserve sends none (cancel and hand-back are flags the job polls), and that thread
+        # makes every fork unsafe: while Redis is away it reconnects and logs every 2 s, and a
+        # work horse forked while it held a lock (the resolver's, a stream's) waits for it for
+        # ever, its job 'running' until its timeout. Without it, the parent has one thread.
+        self.pubsub_thread = None
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         return int(self.job_monitoring_interval) + self.grace_s
@@ -143,10 +153,11 @@ def run_worker(burst: bool = False, settings: Settings | None = None) -> int:
             # RQ's loop quits (rather than raising) on an error outside its dequeue, e.g. Redis
             # lost during maintenance and back by the time it unregisters: that is not a stop.
             reason = "the worker loop quit on an error (logged above)"
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            # Redis restarted or is unreachable. A job that was running is settled by the
-            # heartbeat rules (failed, never left 'running').
-            reason = f"lost Redis ({exc})"
+        except RedisError as exc:
+            # Redis restarted, is unreachable, or refused a write (full, under ``noeviction``):
+            # wait and try again rather than end the worker. A job that was running is settled
+            # by the heartbeat rules (failed, never left 'running').
+            reason = f"lost Redis ({type(exc).__name__}: {exc})"
         if time.monotonic() - started > 60:  # it had been working: start the backoff again
             delay = 1.0
         log.warning("%s; reconnecting in %.0f s", reason, delay)
