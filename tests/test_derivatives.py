@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 
@@ -128,11 +130,9 @@ JACOBIAN_CASES = {
 }
 
 
-@pytest.mark.parametrize("name", list(JACOBIAN_CASES))
-def test_the_one_pass_jacobian_matches_autograd(name: str) -> None:
-    """The LM phase's Jacobian (outer products of the taped layers' inputs and backward signals,
-    or per-point weight copies for inverse problems; the constraint coefficients by the chain
-    rule) against torch's own, on every kind of residual row."""
+def _case(name: str, seed: int) -> tuple[Any, torch.Tensor]:
+    """The residual of a :data:`JACOBIAN_CASES` problem on 11 points, and weights near the
+    initial ones (with the raw unknown parameters for an inverse problem)."""
     import numpy as np
 
     from odeserve.problem import load_problem
@@ -150,12 +150,41 @@ def test_the_one_pass_jacobian_matches_autograd(name: str) -> None:
         data = DataRows(problem, trial, scales, trial.theta)
         theta = torch.cat([theta, torch.tensor(params.raw_initial(problem), dtype=torch.float64)])
     residual = Residual(problem, trial, plan, x, equation_scales(problem, scales), params, data)
-    theta = theta + 0.1 * torch.randn(theta.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    gen = torch.Generator().manual_seed(seed)
+    return residual, theta + 0.1 * torch.randn(theta.shape, dtype=torch.float64, generator=gen)
+
+
+@pytest.mark.parametrize("name", list(JACOBIAN_CASES))
+def test_the_one_pass_jacobian_matches_autograd(name: str) -> None:
+    """The LM phase's Jacobian (outer products of the taped layers' inputs and backward signals,
+    or per-point weight copies for inverse problems; the constraint coefficients by the chain
+    rule) against torch's own, on every kind of residual row."""
+    residual, theta = _case(name, 1)
     r, J = residual.jacobian(theta)
     assert torch.allclose(r, residual(theta), rtol=1e-13, atol=1e-13)
     J_ref = torch.autograd.functional.jacobian(residual, theta)
     assert J.shape == J_ref.shape
     assert torch.allclose(J, J_ref, rtol=1e-10, atol=1e-12), (J - J_ref).abs().max()
+
+
+@pytest.mark.parametrize("name", list(JACOBIAN_CASES))
+def test_a_trial_steps_jacobian_comes_from_its_own_forward_pass(name: str) -> None:
+    """Levenberg-Marquardt evaluates a trial step and wants its Jacobian only if it is accepted:
+    ``linearized`` gives the residual now and (r, J) later from the same forward pass, equal to
+    ``__call__`` and ``jacobian``; residuals with penalty, data or parameter rows have no such
+    shortcut (None), and the step uses ``jacobian``."""
+    residual, theta = _case(name, 2)
+    lin = residual.linearized(theta)
+    if residual.penalty or residual.params is not None:
+        assert lin is None
+        return
+    assert lin is not None
+    r, later = lin
+    assert not r.requires_grad and torch.allclose(r, residual(theta), rtol=1e-13, atol=1e-13)
+    r2, J = later()
+    r_ref, J_ref = residual.jacobian(theta)
+    assert torch.equal(r2, r) and not J.requires_grad
+    assert torch.allclose(J, J_ref, rtol=1e-12, atol=1e-14), (J - J_ref).abs().max()
 
 
 def test_the_warm_start_fit_jacobian_matches_autograd() -> None:

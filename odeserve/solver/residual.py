@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -208,25 +209,37 @@ class Residual:
         the gradients at the pre-activations, and each row's weight gradient is their outer
         product with the layer's input (:func:`weight_gradients`): the same rows, without a
         copy of the weights per point."""
+        return self._taped_forward(theta).blocks()
+
+    def _taped_forward(self, theta: Tensor) -> TapedForward:
+        """The forward half of :meth:`_equation_blocks_taped`."""
         n = self.x.shape[0]
         c_rows: Tensor | None = None
-        jc: Tensor | None = None
+        constants: tuple[Tensor, Tensor] | None = None
         if self.trial.has_constraints:
-            c, jc = self._constants_and_jacobian(theta)
-            c_rows = c.unsqueeze(0).expand(n, c.shape[0]).clone().requires_grad_(True)
+            th = theta.detach().clone().requires_grad_(True)
+            c = self.trial.constants(self._net(th))
+            constants = (th, c)
+            c_rows = c.detach().unsqueeze(0).expand(n, c.shape[0]).clone().requires_grad_(True)
         tape: list[Tensor] = []
         eqs = self.equations(theta.detach(), c_rows, tape)
-        inputs = pre_activations(tape) + ([c_rows] if c_rows is not None else [])
-        t, dt = self.scaled_x
-        blocks = []
-        for i, r in enumerate(eqs):
-            grads = torch.autograd.grad(r.sum(), inputs, retain_graph=i < len(eqs) - 1, allow_unused=True)
-            full = [g if g is not None else torch.zeros_like(x) for g, x in zip(grads, inputs)]
-            g = weight_gradients(tape, full[: len(full) - (c_rows is not None)], t, dt)
-            if jc is not None:
-                g = g + full[-1] @ jc
-            blocks.append(g)
-        return [r.detach() for r in eqs], blocks
+        return TapedForward(eqs, tape, self.scaled_x, constants, c_rows)
+
+    def linearized(self, theta: Tensor) -> tuple[Tensor, Callable[[], tuple[Tensor, Tensor]]] | None:
+        """r(theta), and (r, J) on demand from the same forward pass: a Levenberg-Marquardt
+        trial step's residual, whose Jacobian is wanted only if the step is accepted. For the
+        taped Jacobian of residuals that are all equation rows; None for the others (their
+        Jacobian is :meth:`jacobian`'s)."""
+        if self.q is not None or self.params is not None or self.penalty or self.data is not None:
+            return None
+        forward = self._taped_forward(theta)
+        r = torch.cat([e.detach() for e in forward.eqs])
+
+        def jacobian() -> tuple[Tensor, Tensor]:
+            values, blocks = forward.blocks()
+            return torch.cat(values), torch.cat(blocks, 0)
+
+        return r, jacobian
 
     def _equation_blocks(self, theta: Tensor, rows: Tensor) -> tuple[list[Tensor], list[Tensor]]:
         """The equations' residuals and Jacobian rows.
@@ -256,11 +269,7 @@ class Residual:
         """The constraint coefficients c (nb,) and dc/dtheta (nb, len(theta)), detached."""
         th = theta.detach().clone().requires_grad_(True)
         c = self.trial.constants(self._net(th))
-        rows = []
-        for j in range(c.shape[0]):
-            (g,) = torch.autograd.grad(c[j], th, retain_graph=j < c.shape[0] - 1, allow_unused=True)
-            rows.append(torch.zeros_like(th) if g is None else g)
-        return c.detach(), torch.stack(rows)
+        return c.detach(), constants_jacobian(th, c)
 
     def jacobian_functional(self, theta: Tensor) -> tuple[Tensor, Tensor]:
         """The same (r, J) written with torch.func only, so ``torch.compile`` can trace it."""
@@ -290,3 +299,41 @@ class Residual:
             values.append(d)
             blocks.append(g)
         return torch.cat(values).detach(), torch.cat(blocks, 0).detach()
+
+
+def constants_jacobian(th: Tensor, c: Tensor) -> Tensor:
+    """dc/dth (nb, len(th)) of constraint coefficients c computed from the leaf th."""
+    rows = []
+    for j in range(c.shape[0]):
+        (g,) = torch.autograd.grad(c[j], th, retain_graph=j < c.shape[0] - 1, allow_unused=True)
+        rows.append(torch.zeros_like(th) if g is None else g)
+    return torch.stack(rows)
+
+
+@dataclass
+class TapedForward:
+    """One taped forward pass at shared weights (:meth:`Residual._taped_forward`): the
+    equations' residuals with their graph, the network's tape and, with hard constraints, the
+    coefficients c of the leaf weights th and the per-row copies of c the equations used."""
+
+    eqs: list[Tensor]
+    tape: list[Tensor]
+    scaled_x: tuple[Tensor, Tensor]
+    constants: tuple[Tensor, Tensor] | None
+    c_rows: Tensor | None
+
+    def blocks(self) -> tuple[list[Tensor], list[Tensor]]:
+        """The residuals and their Jacobian rows: one backward pass per equation (see
+        :meth:`Residual._equation_blocks_taped`). Once only: it frees the graph."""
+        jc = constants_jacobian(*self.constants) if self.constants is not None else None
+        inputs = pre_activations(self.tape) + ([self.c_rows] if self.c_rows is not None else [])
+        t, dt = self.scaled_x
+        blocks = []
+        for i, r in enumerate(self.eqs):
+            grads = torch.autograd.grad(r.sum(), inputs, retain_graph=i < len(self.eqs) - 1, allow_unused=True)
+            full = [g if g is not None else torch.zeros_like(x) for g, x in zip(grads, inputs)]
+            g = weight_gradients(self.tape, full[: len(full) - (self.c_rows is not None)], t, dt)
+            if jc is not None:
+                g = g + full[-1] @ jc
+            blocks.append(g)
+        return [r.detach() for r in self.eqs], blocks
