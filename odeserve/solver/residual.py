@@ -156,6 +156,12 @@ class Residual:
             run_torch(c.residual, penv, like).reshape(-1) * (self.pen_weight / self.eq_scales[0]) for c in self.penalty
         ]
 
+    @property
+    def _shared_weights(self) -> bool:
+        """Every row's network is the one of theta (no parameter inputs, no unknown parameters):
+        the taped Jacobian applies."""
+        return self.q is None and self.params is None
+
     def _net(self, theta: Tensor) -> Tensor:
         return theta[..., : self.n_net] if self.params is not None else theta
 
@@ -173,7 +179,7 @@ class Residual:
         and differentiating the summed residual yields all rows of J at once.
         """
         n = self.x.shape[0]
-        if self.q is None and self.params is None:
+        if self._shared_weights:
             values, blocks = self._equation_blocks_taped(theta)
         else:
             rows = theta.detach().unsqueeze(0).expand(n, theta.shape[0]).clone().requires_grad_(True)
@@ -217,10 +223,9 @@ class Residual:
         c_rows: Tensor | None = None
         constants: tuple[Tensor, Tensor] | None = None
         if self.trial.has_constraints:
-            th = theta.detach().clone().requires_grad_(True)
-            c = self.trial.constants(self._net(th))
-            constants = (th, c)
-            c_rows = c.detach().unsqueeze(0).expand(n, c.shape[0]).clone().requires_grad_(True)
+            constants = self._constants(theta)
+            c = constants[1].detach()
+            c_rows = c.unsqueeze(0).expand(n, c.shape[0]).clone().requires_grad_(True)
         tape: list[Tensor] = []
         eqs = self.equations(theta.detach(), c_rows, tape)
         return TapedForward(eqs, tape, self.scaled_x, constants, c_rows)
@@ -230,14 +235,13 @@ class Residual:
         trial step's residual, whose Jacobian is wanted only if the step is accepted. For the
         taped Jacobian of residuals that are all equation rows; None for the others (their
         Jacobian is :meth:`jacobian`'s)."""
-        if self.q is not None or self.params is not None or self.penalty or self.data is not None:
+        if not self._shared_weights or self.penalty or self.data is not None:
             return None
         forward = self._taped_forward(theta)
         r = torch.cat([e.detach() for e in forward.eqs])
 
         def jacobian() -> tuple[Tensor, Tensor]:
-            values, blocks = forward.blocks()
-            return torch.cat(values), torch.cat(blocks, 0)
+            return r, torch.cat(forward.blocks()[1], 0)
 
         return r, jacobian
 
@@ -267,9 +271,13 @@ class Residual:
 
     def _constants_and_jacobian(self, theta: Tensor) -> tuple[Tensor, Tensor]:
         """The constraint coefficients c (nb,) and dc/dtheta (nb, len(theta)), detached."""
-        th = theta.detach().clone().requires_grad_(True)
-        c = self.trial.constants(self._net(th))
+        th, c = self._constants(theta)
         return c.detach(), constants_jacobian(th, c)
+
+    def _constants(self, theta: Tensor) -> tuple[Tensor, Tensor]:
+        """A leaf copy th of the weights, and the constraint coefficients c of th (with graph)."""
+        th = theta.detach().clone().requires_grad_(True)
+        return th, self.trial.constants(self._net(th))
 
     def jacobian_functional(self, theta: Tensor) -> tuple[Tensor, Tensor]:
         """The same (r, J) written with torch.func only, so ``torch.compile`` can trace it."""
