@@ -1,23 +1,32 @@
-"""GPU figures (``python -m bench.gpu``): the public problems on the GPU, and the cost of one
-Levenberg-Marquardt iteration (Jacobian + damped solve) and one gradient step on CPU and GPU
-side by side, for the default network and larger ones."""
+"""GPU figures (``python -m bench.gpu [--parts sweep,iteration,problems]``), each part printed as a
+table when it ends and written to ``$OUT/gpu.json`` (when OUT is set):
+
+- ``sweep``: members per second against batch size: sweeps of the public ``decay_t`` over k
+  (as ``bench.sweep``) of 1 to 1,024 members, each one batched training on the GPU, next to
+  solo solves on the GPU; every member's error against the exact solution;
+- ``iteration``: the cost of one Levenberg-Marquardt iteration (Jacobian + damped solve) and one
+  gradient step on CPU and GPU side by side, for the default network and larger ones;
+- ``problems``: the public problems on the GPU at default options.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import time
 from typing import Any
 
+import numpy as np
 import torch
 
 from bench.common import errors, eval_grid, exact_values
 from bench.iteration import best_ms
 from odeserve.examples import public_problems
 from odeserve.problem import load_problem
+from odeserve.solver.damped import damped_solver
 from odeserve.solver.residual import Residual
 from odeserve.solver.solve import build_trial, chebyshev_points, solve
-from odeserve.solver.train import _DampedSolver
 
 SIZES = [(24, 2, 160), (64, 3, 1000), (128, 3, 4000)]
 
@@ -36,10 +45,11 @@ def iteration_costs(device: str) -> list[dict[str, Any]]:
         x = torch.as_tensor(chebyshev_points(*problem.domain, points), dtype=torch.float64, device=device)
         res = Residual(problem, trial, plan, x, scales[[0]])
         theta = trial.theta.clone()
+        big = device == "cpu" and theta.numel() * points > 10**7
 
         def lm_iteration():
             r, J = res.jacobian(theta)
-            step = _DampedSolver(r, J).step(1e-3)
+            step = damped_solver(r, J).step(1e-3)
             sync(device)
             return step
 
@@ -55,7 +65,8 @@ def iteration_costs(device: str) -> list[dict[str, Any]]:
                 "depth": depth,
                 "points": points,
                 "parameters": theta.numel(),
-                "lm_iteration_ms": best_ms(lm_iteration, repeat=3, number=5),
+                # A CPU Levenberg-Marquardt iteration at the largest size takes seconds: timed once.
+                "lm_iteration_ms": best_ms(lm_iteration, *((1, 1, 1) if big else (3, 5, 3))),
                 "grad_step_ms": best_ms(grad_step, repeat=3, number=10),
             }
         )
@@ -86,15 +97,29 @@ def problems_on(device: str) -> list[dict[str, Any]]:
     return out
 
 
-def main() -> dict[str, Any]:
-    torch.set_num_threads(min(os.cpu_count() or 1, 16))
-    info = {
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "torch": torch.__version__,
-        "cpu_threads": torch.get_num_threads(),
-    }
-    print(json.dumps(info))
-    costs = iteration_costs("cpu") + (iteration_costs("cuda") if torch.cuda.is_available() else [])
+def sweep_scaling(device: str, sizes: list[int]) -> dict[str, Any]:
+    """Sweeps of ``sizes`` members next to solo solves at three values of k, all on ``device``."""
+    from bench.sweep import separate_runs, sweep_run, warm_up
+
+    warm_up(device)  # and on a GPU: the CUDA context, cuBLAS and cuSOLVER handles, the allocator's first blocks
+    solo = separate_runs([0.25, 0.5, 1.0], device)
+    one = solo["walls"][1]
+    print(f"solo solves on {device} (k = 0.25, 0.5, 1): wall s {solo['walls']}, rel. L2 {solo['errors']}", flush=True)
+    print("| members | wall s | x one solve | members per s | max rel. L2 | median rel. L2 | max iterations |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    rows = []
+    for size in sizes:
+        run = sweep_run([float(k) for k in np.linspace(0.25, 1.0, size)] if size > 1 else [0.5], device)
+        rows.append(run)
+        print(
+            f"| {size} | {run['wall_s']:.1f} | {run['wall_s'] / one:.2f} | {size / run['wall_s']:.1f} | "
+            f"{max(run['errors']):.1e} | {float(np.median(run['errors'])):.1e} | {max(run['iterations'])} |",
+            flush=True,
+        )
+    return {"device": device, "solo": solo, "sweeps": rows}
+
+
+def iteration_table(costs: list[dict[str, Any]]) -> None:
     print(
         "| width x depth | points | parameters | CPU LM iteration ms | GPU LM iteration ms | "
         "CPU grad step ms | GPU grad step ms |"
@@ -108,12 +133,37 @@ def main() -> dict[str, Any]:
             f"{g['grad_step_ms'] if g else float('nan'):.2f} |",
             flush=True,
         )
-    runs = problems_on("cuda") if torch.cuda.is_available() else []
-    result = {"info": info, "iteration": costs, "problems": runs}
-    out = os.environ.get("OUT")
-    if out:
-        with open(os.path.join(out, "gpu.json"), "w") as f:
-            json.dump(result, f, indent=1)
+
+
+def main() -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--parts", default="sweep,iteration,problems")
+    ap.add_argument("--sweep-sizes", default="1,16,64,256,1024")
+    args = ap.parse_args()
+    torch.set_num_threads(min(os.cpu_count() or 1, 16))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    info = {
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+        "cpu_threads": torch.get_num_threads(),
+    }
+    print(json.dumps(info), flush=True)
+    result: dict[str, Any] = {"info": info}
+    parts = args.parts.split(",")
+    for part in parts:
+        if part == "sweep":
+            result["sweep"] = sweep_scaling(device, [int(s) for s in args.sweep_sizes.split(",")])
+        elif part == "iteration":
+            result["iteration"] = iteration_costs("cpu") + (iteration_costs("cuda") if device == "cuda" else [])
+            iteration_table(result["iteration"])
+        elif part == "problems":
+            result["problems"] = problems_on(device)
+        else:
+            raise SystemExit(f"unknown part {part!r}")
+        out = os.environ.get("OUT")
+        if out:  # after every part, so that a run stopped at its time limit keeps what it measured
+            with open(os.path.join(out, "gpu.json"), "w") as f:
+                json.dump(result, f, indent=1)
     return result
 
 

@@ -26,9 +26,9 @@ CASES = {"first order": "lagaris2", "second order": "lagaris3_ivp", "2-unknown s
 POINTS = 160
 
 
-def best_ms(fn: Callable[[], Any], repeat: int = 7, number: int = 20) -> float:
+def best_ms(fn: Callable[[], Any], repeat: int = 7, number: int = 20, warmup: int = 3) -> float:
     """The minimum over ``repeat`` runs of the mean over ``number`` calls (robust to noise)."""
-    for _ in range(3):
+    for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeat):

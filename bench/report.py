@@ -132,7 +132,61 @@ def gpu_section(data: dict) -> list[str]:
         "thousand weights and points on it is far faster.",
         "",
     ]
+    if data.get("note"):
+        lines += [f"Runs: {data['note']}", ""]
+    if "sweep" in data:
+        lines += gpu_sweep_lines(data)
     return lines
+
+
+def gpu_sweep_lines(data: dict) -> list[str]:
+    """Members per second against batch size on the GPU (issue 13)."""
+    sweep = data["sweep"]
+    solo = sweep["solo"]
+    one = solo["walls"][1]
+    lines = [
+        "### Sweeps on the GPU (issue 13)",
+        "",
+        "The part `sweep` of `python -m bench.gpu` (same machine and run): the public `decay_t` swept over k in "
+        "[0.25, 1] as in `bench.sweep` (default options, escalation off, no time limit reached), each sweep one "
+        "batched training on the GPU, after a warm-up solve and sweep. Wall time is `time.perf_counter()` "
+        "around `solve_sweep`; *x one solve* divides it by a solo `solve` of k = 0.5 on the GPU "
+        f"({one:.1f} s; k = 0.25 and 1 took {solo['walls'][0]:.1f} and {solo['walls'][2]:.1f} s, with errors "
+        f"{solo['errors'][0]:.1e} and {solo['errors'][2]:.1e}). Errors are relative L2 against the exact solution "
+        "on 1,001 points.",
+        "",
+        "| members | wall s | x one solve | members per s | max rel. L2 | median rel. L2 | max iterations |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for run in sweep["sweeps"]:
+        errors = sorted(run["errors"])
+        lines.append(
+            f"| {run['members']} | {run['wall_s']:.1f} | {run['wall_s'] / one:.2f} | {run['members'] / run['wall_s']:.1f} "
+            f"| {errors[-1]:.1e} | {errors[len(errors) // 2]:.1e} | {max(run['iterations'])} |"
+        )
+    by_size = {run["members"]: run["wall_s"] / one for run in sweep["sweeps"]}
+    worse = sum(e > 10 * max(solo["errors"]) for run in sweep["sweeps"] for e in run["errors"])
+    largest_within_2x = max((m for m, ratio in by_size.items() if ratio <= 2.0), default=0)
+    lines += [
+        "",
+        f"Issue 13's GPU target, at least 256 members in at most 2x one solve: the largest sweep within 2x here has "
+        f"{largest_within_2x} members ({by_size.get(largest_within_2x, float('nan')):.2f}x); 64 members take "
+        f"{by_size.get(64, float('nan')):.2f}x one solve (the CPU figures are under Sweeps below). Members more "
+        f"than 10x less accurate than the least accurate of the three solo solves: {worse} of "
+        f"{sum(run['members'] for run in sweep['sweeps'])}.",
+    ]
+    if "sweep_before_taped_trial" in data:
+        earlier = data["sweep_before_taped_trial"]
+        e_one = earlier["solo"]["walls"][1]
+        cells = ", ".join(
+            f"{r['members']}: {r['wall_s']:.1f} s ({r['wall_s'] / e_one:.2f}x)" for r in earlier["sweeps"]
+        )
+        lines += [
+            "",
+            "The first run, before a batched trial step's rows were taken from the taped forward pass that its "
+            f"Jacobian is made of (one solo solve {e_one:.1f} s): {cells}.",
+        ]
+    return [*lines, ""]
 
 
 def main() -> None:

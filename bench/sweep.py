@@ -6,10 +6,11 @@ side by side in one run (issue 13).
 The problem is the public ``decay_t`` (``N' = -k*N``, ``N(0) = 100`` on [0, 10]) swept over k in
 [0.25, 1]. Every run uses the default options with escalation off (a sweep does not escalate, so
 the separate solves do not either) and a time limit of 3,600 s (a sweep's limit is the whole
-batch's; the default 60 s stops a 64-member sweep long before its members converge). Reported: wall time of each sweep size, of one solve alone
-and of the N separate solves run one after the other in this process, and each member's relative
-L2 error against the exact solution next to the separate solve of the same k. Prints the table
-and writes ``bench/results/sweep.json``.
+batch's; the default 60 s stops a 64-member sweep long before its members converge). After a
+short warm-up solve and sweep, reported: wall time of each sweep size, of one solve alone (k =
+0.5) and of the N separate solves run one after the other in this process, and each member's
+relative L2 error against the exact solution next to the separate solve of the same k. Prints the
+table and writes ``bench/results/sweep.json``.
 """
 
 from __future__ import annotations
@@ -44,11 +45,11 @@ def rel_l2(values: np.ndarray, k: float) -> float:
     return float(np.linalg.norm(values[:, 0] - exact) / np.linalg.norm(exact))
 
 
-def sweep_run(ks: list[float]) -> dict[str, Any]:
+def sweep_run(ks: list[float], device: str = "cpu") -> dict[str, Any]:
     from odeserve import solve_sweep
 
     t0 = time.perf_counter()
-    members = solve_sweep(spec(ks))
+    members = solve_sweep(spec(ks), device=device)
     wall = time.perf_counter() - t0
     errors = [rel_l2(m(XS), k) for m, k in zip(members, ks)]
     return {
@@ -60,16 +61,26 @@ def sweep_run(ks: list[float]) -> dict[str, Any]:
     }
 
 
-def separate_runs(ks: list[float]) -> dict[str, Any]:
+def separate_runs(ks: list[float], device: str = "cpu") -> dict[str, Any]:
     from odeserve import solve
 
     errors, walls = [], []
     for k in ks:
         t0 = time.perf_counter()
-        s = solve(spec(None, k))
+        s = solve(spec(None, k), device=device)
         walls.append(time.perf_counter() - t0)
         errors.append(rel_l2(s(XS), k))
     return {"members": len(ks), "wall_s": sum(walls), "walls": walls, "errors": errors}
+
+
+def warm_up(device: str = "cpu") -> None:
+    """A short solve and a short sweep first, so that no timed run pays for the process's first
+    imports and allocations (a first solve here took 10.7 s against 6.8 s for the next)."""
+    from odeserve import solve, solve_sweep
+
+    short = {"options": {"max_iterations": 20, "escalate": False}}
+    solve(spec(None) | short, device=device)
+    solve_sweep(spec([0.5, 1.0]) | short, device=device)
 
 
 def main() -> None:
@@ -82,6 +93,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     ks = [float(k) for k in np.linspace(0.25, 1.0, args.members)]
+    warm_up()
     one = separate_runs([0.5])
     print(f"one solve alone: {one['wall_s']:.1f} s, rel. L2 {one['errors'][0]:.1e}", flush=True)
     sweeps = []

@@ -70,6 +70,7 @@ def _solve(args: argparse.Namespace) -> int:
         import torch
         from tqdm import tqdm
 
+        from odeserve.devices import choose_device
         from odeserve.hooks import Hooks
         from odeserve.solver.solve import solve
         from odeserve.threads import jacobian_shape, threads_for
@@ -85,7 +86,7 @@ def _solve(args: argparse.Namespace) -> int:
         if step.iteration % 25 == 0:
             bar.refresh()
 
-    solution = solve(problem, device=args.device, hooks=Hooks(on_step=on_step))
+    solution = solve(problem, device=choose_device(args.device), hooks=Hooks(on_step=on_step))
     finish_bar(bar, solution.result.iterations, solution.outcome.value)
     metrics = solution.metrics()
     _print_metrics(metrics)
@@ -166,7 +167,11 @@ def _add_solve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plot", help="draw solution, residual and loss history here (PNG)")
     p.add_argument("--model", help="write the TorchScript model here")
     p.add_argument("--export", help="write the torch.export program (.pt2) here")
-    p.add_argument("--device", default=None, help="torch device (default: cpu)")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu (default), cuda, auto (the GPU when one is visible) or a torch device name such as cuda:1",
+    )
     p.add_argument(
         "--threads",
         type=int,

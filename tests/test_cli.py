@@ -33,6 +33,8 @@ def test_solve_writes_metrics_samples_plot_and_model(tmp_path) -> None:
         "m.pt",
         "--export",
         "m.pt2",
+        "--device",
+        "auto",  # the GPU where one is visible, else the CPU
         "--quiet",
         cwd=tmp_path,
     )

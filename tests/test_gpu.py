@@ -27,11 +27,12 @@ def test_device_choice_falls_back_to_cpu_without_a_gpu() -> None:
 
     code = (
         "import torch\n"
-        "from worker.jobs import choose_device\n"
+        "from odeserve.devices import choose_device\n"
         "from odeserve import solve\n"
         "from odeserve.examples import public_problems\n"
         "assert not torch.cuda.is_available()\n"
         "choices = [choose_device(s) for s in ('auto', 'cuda', 'cpu')]\n"
+        "assert choose_device('cuda:1') == 'cuda:1'  # a torch device name is passed on as given\n"
         "spec = public_problems()['lagaris2'] | {'options': {'max_iterations': 5}}\n"
         "s = solve(spec, device=choices[0])\n"
         "print(choices, s.trial.theta.device.type)\n"
@@ -46,7 +47,7 @@ def test_device_choice_falls_back_to_cpu_without_a_gpu() -> None:
 @pytest.mark.gpu
 @cuda
 def test_device_choice_takes_the_gpu_when_there_is_one() -> None:
-    from worker.jobs import choose_device
+    from odeserve.devices import choose_device
 
     assert choose_device("auto") == choose_device("cuda") == "cuda"
     assert choose_device("cpu") == "cpu"
@@ -77,3 +78,21 @@ def test_public_problems_on_gpu(name: str) -> None:
     xs = np.linspace(*solution.problem.domain, 33)
     got = scripted(torch.tensor(xs).reshape(-1, 1)).numpy()
     assert np.max(np.abs(got - solution(xs))) <= 1e-12
+
+
+@pytest.mark.gpu
+@cuda
+def test_a_sweep_trains_on_the_gpu_as_accurately_as_on_the_cpu() -> None:
+    """The batched training (one Cholesky factorisation for all members, the bookkeeping kept
+    on the host) on the GPU: every member as accurate as the same member trained on the CPU."""
+    from odeserve import solve_sweep
+    from tests.problems import with_options
+    from tests.test_sweep import DECAY, KS, XS, rel_l2
+
+    spec = with_options(DECAY, max_iterations=300)
+    on_gpu, on_cpu = solve_sweep(spec, device="cuda"), solve_sweep(spec, device="cpu")
+    for k, g, c in zip(KS, on_gpu, on_cpu, strict=True):
+        assert g.trial.theta.is_cuda and g.result.iterations == c.result.iterations == 300
+        exact = np.exp(-k * XS)
+        gpu_err, cpu_err = rel_l2(g(XS)[:, 0], exact), rel_l2(c(XS)[:, 0], exact)
+        assert gpu_err <= max(10 * cpu_err, 1e-9), (k, gpu_err, cpu_err)

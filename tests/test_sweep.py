@@ -173,3 +173,36 @@ def test_sweeps_refuse_lbfgs_and_are_admitted_whatever_the_optimizer() -> None:
     )
     with pytest.raises(LimitError, match="options.points"):
         enforce_limits(load_problem(big), Settings())
+
+
+def test_a_trial_steps_rows_and_jacobian_come_from_one_taped_pass() -> None:
+    """The batched Levenberg-Marquardt step takes a trial step's rows, and the Jacobian it keeps
+    when the step is accepted, from one taped forward pass: both equal the plain evaluation and
+    autograd's Jacobian of it, for equation rows and penalty rows (a nonlinear condition)."""
+    import torch
+
+    from odeserve.solver.solve import build_trial, chebyshev_points, equation_scales
+    from odeserve.solver.sweep import SweepResidual
+
+    spec = {
+        "equations": ["y'' = -k*y"],
+        "domain": [0, 1],
+        "conditions": ["y(0)^2 + y'(0) = 1", "y(1) = 0.5"],
+        "parameters": {"k": 1.0},
+        "sweep": {"k": [1.0, 2.0, 4.0]},
+        "options": {"points": 12},
+    }
+    problem = load_problem(spec)
+    trial, plan, scales = build_trial(problem, torch.device("cpu"), torch.float64)
+    x = torch.as_tensor(chebyshev_points(0.0, 1.0, 12), dtype=torch.float64)
+    residual = SweepResidual(problem, trial, plan, x, equation_scales(problem, scales))
+    assert residual.penalty, "the nonlinear condition is a penalty row"
+    members = torch.tensor([0, 2])
+    theta = trial.theta.unsqueeze(0).repeat(2, 1) + 0.1 * torch.randn(2, trial.theta.numel(), dtype=torch.float64)
+    r, finish = residual.linearized(theta, members)
+    assert torch.equal(r, residual(theta, members))
+    J = finish()
+    for j in range(2):
+        one = members[[j]]
+        want = torch.autograd.functional.jacobian(lambda th, one=one: residual(th.unsqueeze(0), one)[0], theta[j])
+        assert torch.allclose(J[j], want, rtol=1e-10, atol=1e-12)

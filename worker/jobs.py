@@ -26,6 +26,7 @@ from common.keys import Artifact
 from common.records import JobResult, Progress
 from common.settings import Settings, get_settings
 from common.store import ArtifactStore, record_outcome
+from odeserve.devices import choose_device
 from odeserve.hooks import TrainState
 from odeserve.threads import jacobian_shape, threads_for
 from worker.reporter import JobReporter, persistent, tolerant
@@ -43,20 +44,6 @@ log = logging.getLogger("odeserve.job")
 class HandedBack(Exception):
     """Raised to give a job back to the queue (worker shutdown); RQ's retry requeues it and the
     next worker resumes from its checkpoint."""
-
-
-def choose_device(setting: str) -> str:
-    """``cuda`` on ``auto`` or ``cuda`` when a GPU is visible; else ``cpu`` (a ``cuda`` setting
-    without a GPU is logged: the jobs still run, on the CPU, and say so in their ``device``)."""
-    import torch
-
-    if setting == "cpu":
-        return "cpu"
-    if torch.cuda.is_available():
-        return "cuda"
-    if setting == "cuda":
-        log.warning("ODESERVE_DEVICE=cuda but no CUDA device is visible; training on the CPU")
-    return "cpu"
 
 
 def die_with_parent() -> None:

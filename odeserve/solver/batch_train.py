@@ -12,6 +12,7 @@ members still training, and a cancel that stops them all.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Protocol
 
 import torch
@@ -29,20 +30,30 @@ class BatchResidual(Protocol):
 
     def jacobian(self, theta: Tensor, members: Tensor) -> tuple[Tensor, Tensor]: ...
 
+    def linearized(self, theta: Tensor, members: Tensor) -> tuple[Tensor, Callable[[], Tensor]]: ...
+
 
 class _Batch:
     """The members still training, and the batch-level view the hooks get."""
 
-    def __init__(self, n: int, options: Options, hooks: Hooks) -> None:
+    def __init__(self, theta0: Tensor, options: Options, hooks: Hooks) -> None:
+        n = theta0.shape[0]
         self.runs = [_Run(options, Hooks(), None, STALL_LOSS) for _ in range(n)]
         self.active = list(range(n))
         self.hooks = hooks
         self.iteration = 0
+        #: Every member's best weights so far, one row each: updated by one indexed copy per
+        #: iteration, not one copy per member (on a GPU, a kernel launch each).
+        self.best = theta0.detach().clone()
 
     def record(self, theta: Tensor, losses: list[float], phase: Phase) -> list[bool]:
         """Record one iteration of every active member (rows of ``theta``, ``losses``); return
         which of them stopped. A cancel stops them all."""
-        stopped = [self.runs[b].record(theta[j], losses[j], phase) for j, b in enumerate(self.active)]
+        improved = [j for j, b in enumerate(self.active) if losses[j] < self.runs[b].best_loss]
+        stopped = [self.runs[b].record(None, losses[j], phase) for j, b in enumerate(self.active)]
+        if improved:
+            rows = torch.tensor(improved, dtype=torch.long, device=theta.device)
+            self.best[self.index(theta)[rows]] = theta[rows].detach()
         self.iteration += 1
         if self.hooks.on_step is not None:
             live = [v for v, s in zip(losses, stopped) if not s] or losses
@@ -78,7 +89,7 @@ def _adam(residual: BatchResidual, theta: Tensor, batch: _Batch, options: Option
 
 class _Systems:
     """The active members' damped least-squares systems, in the smaller of the two equivalent
-    forms (as :class:`odeserve.solver.train._DampedSolver`): r (b, R), J (b, R, P), the Gram
+    forms (as :func:`odeserve.solver.damped.damped_solver`): r (b, R), J (b, R, P), the Gram
     matrices and J^T r, formed once per Jacobian and reused across damping retries."""
 
     def __init__(self, r: Tensor, J: Tensor) -> None:
@@ -125,21 +136,22 @@ def _levenberg_marquardt(residual: BatchResidual, theta: Tensor, batch: _Batch) 
         mu = torch.tensor([damping[b].mu for b in batch.active], dtype=theta.dtype, device=theta.device)
         step, ok = systems.steps(mu)
         F = 0.5 * (systems.r * systems.r).sum(1)
-        with torch.no_grad():
-            r_new = residual(theta[idx] + step, idx)
+        r_new, finish = residual.linearized(theta[idx] + step, idx)
         F_new = 0.5 * (r_new * r_new).sum(1)
         predicted = 0.5 * (step * (mu.unsqueeze(1) * step - systems.g)).sum(1)
         rho = torch.where(ok & (predicted > 0) & torch.isfinite(F_new), (F - F_new) / predicted, -1.0)
         accepted = rho > 0
-        for j, b in enumerate(batch.active):
-            if bool(accepted[j]):
-                damping[b].accepted(float(rho[j]), float((F[j] - F_new[j]) / F[j].clamp_min(1e-300)))
+        # One transfer for the whole batch: a per-member read of a GPU tensor waits each time.
+        gains, ratios = ((F - F_new) / F.clamp_min(1e-300)).tolist(), rho.tolist()
+        for j, (b, ratio) in enumerate(zip(batch.active, ratios)):
+            if ratio > 0:
+                damping[b].accepted(ratio, gains[j])
             else:
                 damping[b].rejected()
-        if bool(accepted.any()):
+        if any(ratio > 0 for ratio in ratios):
             moved = idx[accepted]
             theta[moved] = theta[moved] + step[accepted]
-            systems.replace(accepted, *residual.jacobian(theta[moved], moved))
+            systems.replace(accepted, r_new[accepted], finish()[accepted])
         losses = ((systems.r * systems.r).sum(1) / rows).tolist()
         stopped = batch.record(theta[idx], losses, "lm")
         for j, b in enumerate(batch.active):
@@ -157,7 +169,7 @@ def train_batch(residual: BatchResidual, theta0: Tensor, options: Options, hooks
     """Train every row of ``theta0`` (B, P) on its own member's residual; one result each.
     Levenberg-Marquardt (``optimizer`` 'lm') or Adam alone ('adam'); 'lbfgs' has no batched
     form here (a sweep with it is refused when the problem is analysed)."""
-    batch = _Batch(theta0.shape[0], options, hooks)
+    batch = _Batch(theta0, options, hooks)
     adam_steps = options.max_iterations if options.optimizer == "adam" else options.adam_iterations
     theta = _adam(residual, theta0, batch, options, adam_steps)
     if batch.active and options.optimizer != "adam":
@@ -167,7 +179,7 @@ def train_batch(residual: BatchResidual, theta0: Tensor, options: Options, hooks
         if run.stop is None:
             run.stop = (Outcome.BUDGET, "finished the first-order phase")
         outcome, message = run.stop
-        best = run.best_theta if run.best_theta is not None else theta[b]
+        best = batch.best[b] if math.isfinite(run.best_loss) else theta[b]
         loss = run.best_loss if math.isfinite(run.best_loss) else math.nan
         results.append(TrainResult(best, outcome, message, run.iteration, loss, run.elapsed, run.history, None))
     return results

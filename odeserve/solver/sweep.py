@@ -14,6 +14,7 @@ parameters fixed at its values): metrics, error estimate, samples and exports as
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -88,24 +89,33 @@ class SweepResidual:
         parts += [p.reshape(b, 1) for p in self._penalties(pen, members)]
         return torch.cat(parts, 1)
 
-    def jacobian(self, theta: Tensor, members: Tensor) -> tuple[Tensor, Tensor]:
-        """(r (b, R), J (b, R, P)): every member's rows and Jacobian in one backward pass per
-        equation and penalty condition."""
+    def linearized(self, theta: Tensor, members: Tensor) -> tuple[Tensor, Callable[[], Tensor]]:
+        """(r (b, R), J): the rows from one taped forward pass, and a function that finishes
+        their Jacobian (b, R, P) from that pass, one backward pass per equation and penalty
+        condition. A trial step's rows come from here: most steps are accepted, and the
+        Jacobian at the new weights then costs no second forward pass."""
         b, n, P = len(members), len(self.x), theta.shape[1]
         eq, pen = self._copies(theta, grad=True)
         eqs = self._equations(eq, members)
         pens = self._penalties(pen, members)
-        values, blocks = [], []
-        last = len(eqs) + len(pens) - 1
-        for i, r in enumerate(eqs):
-            (g,) = torch.autograd.grad(r.sum(), eq, retain_graph=i < last)
-            values.append(r.detach().reshape(b, n))
-            blocks.append(g.reshape(b, n, P))
-        for i, p in enumerate(pens):
-            (g,) = torch.autograd.grad(p.sum(), pen, retain_graph=len(eqs) + i < last)
-            values.append(p.detach().reshape(b, 1))
-            blocks.append(g.reshape(b, -1, P).sum(1, keepdim=True))
-        return torch.cat(values, 1), torch.cat(blocks, 1)
+        r = torch.cat([v.detach().reshape(b, n) for v in eqs] + [p.detach().reshape(b, 1) for p in pens], 1)
+
+        def jacobian() -> Tensor:
+            blocks, last = [], len(eqs) + len(pens) - 1
+            for i, v in enumerate(eqs):
+                (g,) = torch.autograd.grad(v.sum(), eq, retain_graph=i < last)
+                blocks.append(g.reshape(b, n, P))
+            for i, p in enumerate(pens):
+                (g,) = torch.autograd.grad(p.sum(), pen, retain_graph=len(eqs) + i < last)
+                blocks.append(g.reshape(b, -1, P).sum(1, keepdim=True))
+            return torch.cat(blocks, 1)
+
+        return r, jacobian
+
+    def jacobian(self, theta: Tensor, members: Tensor) -> tuple[Tensor, Tensor]:
+        """(r (b, R), J (b, R, P)): every member's rows and Jacobian at once."""
+        r, finish = self.linearized(theta, members)
+        return r, finish()
 
 
 def solve_sweep(problem: Problem, device: torch.device, hooks: Hooks | None = None) -> list[Solution]:

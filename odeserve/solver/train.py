@@ -115,8 +115,9 @@ class _Run:
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
 
-    def record(self, theta: Tensor, loss: float, phase: Phase) -> bool:
-        """Count one iteration; return True when training must stop."""
+    def record(self, theta: Tensor | None, loss: float, phase: Phase) -> bool:
+        """Count one iteration; return True when training must stop. ``theta`` None: the
+        caller keeps the best weights itself (a batch keeps all its members' in one tensor)."""
         self.iteration += 1
         elapsed = self.elapsed
         if not math.isfinite(loss):
@@ -128,10 +129,11 @@ class _Run:
             return True
         if loss < self.best_loss:
             self.best_loss = loss
-            self.best_theta = theta.detach().clone()
+            if theta is not None:
+                self.best_theta = theta.detach().clone()
         self.history.append((self.iteration, loss, elapsed))
         hooks = self.hooks
-        if hooks.on_step is not None:
+        if hooks.on_step is not None and theta is not None:
             hooks.on_step(Step(self.iteration, loss, elapsed, phase, theta.detach()))
         opts = self.options
         if loss <= opts.target_loss:
