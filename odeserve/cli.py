@@ -77,6 +77,17 @@ def _solve(args: argparse.Namespace) -> int:
     except ImportError as exc:
         return missing_extra("solve", "solver", exc)
 
+    try:
+        device = torch.device(choose_device(args.device))
+    except RuntimeError as exc:
+        print(f"error: --device {args.device}: {exc}", file=sys.stderr)
+        return 2
+    if device.type not in ("cpu", "cuda"):
+        print(f"error: --device {args.device}: odeserve trains on a cpu or cuda device", file=sys.stderr)
+        return 2
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        print(f"error: --device {args.device}: {torch.cuda.device_count()} CUDA devices are visible", file=sys.stderr)
+        return 2
     torch.set_num_threads(args.threads or threads_for(*jacobian_shape(problem)))
     bar = tqdm(total=problem.options.max_iterations, unit="it", file=sys.stderr, disable=args.quiet, dynamic_ncols=True)
 
@@ -86,7 +97,7 @@ def _solve(args: argparse.Namespace) -> int:
         if step.iteration % 25 == 0:
             bar.refresh()
 
-    solution = solve(problem, device=choose_device(args.device), hooks=Hooks(on_step=on_step))
+    solution = solve(problem, device=device, hooks=Hooks(on_step=on_step))
     finish_bar(bar, solution.result.iterations, solution.outcome.value)
     metrics = solution.metrics()
     _print_metrics(metrics)
@@ -170,7 +181,7 @@ def _add_solve(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--device",
         default="cpu",
-        help="cpu (default), cuda, auto (the GPU when one is visible) or a torch device name such as cuda:1",
+        help="cpu (default), cuda, cuda:N or auto (the GPU when one is visible)",
     )
     p.add_argument(
         "--threads",

@@ -12,16 +12,18 @@ CHOICES = ("auto", "cuda", "cpu")
 
 def choose_device(setting: str) -> str:
     """``cuda`` on ``auto`` or ``cuda`` when a GPU is visible; else ``cpu``. A ``cuda`` setting
-    without a GPU is logged, not refused: the solve still runs, on the CPU, and its result says
-    which device it used. Other settings (``cuda:1``) are torch device names, returned as given."""
-    if setting not in CHOICES:
-        return setting
+    (or ``cuda:N``) without a GPU is logged, not refused: the solve still runs, on the CPU, and its
+    result says which device it used. Other settings are torch device names, returned as given
+    (``torch.device`` says what is wrong with a bad one)."""
     if setting == "cpu":
         return "cpu"
+    cuda = setting == "cuda" or setting.startswith("cuda:")
+    if setting != "auto" and not cuda:
+        return setting
     import torch
 
     if torch.cuda.is_available():
-        return "cuda"
-    if setting == "cuda":
-        log.warning("the device 'cuda' was asked for but no CUDA device is visible; training on the CPU")
+        return "cuda" if setting == "auto" else setting
+    if cuda:
+        log.warning("the device %r was asked for but no CUDA device is visible; training on the CPU", setting)
     return "cpu"

@@ -81,6 +81,15 @@ def test_progress_bar_ends_with_the_outcome_when_the_time_limit_stops_training(t
     assert f"{iterations}/{iterations}" in last, last
 
 
+def test_a_bad_device_exits_2_with_the_reason(tmp_path) -> None:
+    (tmp_path / "p.json").write_text(json.dumps(public_problems()["lagaris2"]))
+    for device, reason in (("foo", "Expected one of cpu, cuda"), ("meta", "trains on a cpu or cuda device")):
+        out = run("solve", "p.json", "--device", device, "--quiet", cwd=tmp_path)
+        assert out.returncode == 2, out.stderr
+        assert f"error: --device {device}: " in out.stderr and reason in out.stderr, out.stderr
+        assert "Traceback" not in out.stderr
+
+
 def test_bad_json_is_reported_as_invalid_json(tmp_path) -> None:
     (tmp_path / "bad.json").write_text('{"equations": ["y = 1",}')
     out = run("solve", "bad.json", cwd=tmp_path)

@@ -29,6 +29,20 @@ def rel_l2(got: np.ndarray, want: np.ndarray) -> float:
     return float(np.linalg.norm(got - want) / np.linalg.norm(want))
 
 
+def sweep_residual(spec: dict[str, Any]) -> tuple[Any, Any]:
+    """The batched residual a sweep of ``spec`` trains on (as solve_sweep builds it), and its trial."""
+    import torch
+
+    from odeserve.solver.solve import DTYPES, build_trial, chebyshev_points, equation_scales
+    from odeserve.solver.sweep import SweepResidual
+
+    problem = load_problem(spec)
+    dtype = DTYPES[problem.options.precision]
+    trial, plan, scales = build_trial(problem, torch.device("cpu"), dtype)
+    x = torch.as_tensor(chebyshev_points(*problem.domain, problem.options.points), dtype=dtype)
+    return SweepResidual(problem, trial, plan, x, equation_scales(problem, scales)), trial
+
+
 def test_every_member_is_as_accurate_as_a_solo_solve() -> None:
     members = solve_sweep(with_options(DECAY, max_iterations=300))
     assert [m.problem.parameters["k"] for m in members] == KS
@@ -45,12 +59,20 @@ def test_every_member_is_as_accurate_as_a_solo_solve() -> None:
 
 
 def test_members_stop_on_their_own_criterion() -> None:
-    """With a target loss, each member leaves the batch when it reaches it."""
-    members = solve_sweep(with_options(DECAY, max_iterations=2000, target_loss=1e-14))
+    """With a target loss, each member leaves the batch when it reaches it, and keeps the
+    weights of its best iteration: its own rows at the returned weights give the loss reported."""
+    import torch
+
+    spec = with_options(DECAY, max_iterations=2000, target_loss=1e-14)
+    members = solve_sweep(spec)
     assert all(m.outcome.value == "converged" and m.result.loss <= 1e-14 for m in members), [
         (m.outcome.value, m.result.loss) for m in members
     ]
     assert len({m.result.iterations for m in members}) > 1, [m.result.iterations for m in members]
+    residual, _ = sweep_residual(spec)
+    for b, m in enumerate(members):
+        r = residual(m.result.theta.unsqueeze(0), torch.tensor([b]))
+        assert float((r * r).mean()) == pytest.approx(m.result.loss, rel=1e-6)
 
 
 def test_a_swept_parameter_in_a_condition_and_the_exports() -> None:
@@ -181,9 +203,6 @@ def test_a_trial_steps_rows_and_jacobian_come_from_one_taped_pass() -> None:
     autograd's Jacobian of it, for equation rows and penalty rows (a nonlinear condition)."""
     import torch
 
-    from odeserve.solver.solve import build_trial, chebyshev_points, equation_scales
-    from odeserve.solver.sweep import SweepResidual
-
     spec = {
         "equations": ["y'' = -k*y"],
         "domain": [0, 1],
@@ -192,10 +211,7 @@ def test_a_trial_steps_rows_and_jacobian_come_from_one_taped_pass() -> None:
         "sweep": {"k": [1.0, 2.0, 4.0]},
         "options": {"points": 12},
     }
-    problem = load_problem(spec)
-    trial, plan, scales = build_trial(problem, torch.device("cpu"), torch.float64)
-    x = torch.as_tensor(chebyshev_points(0.0, 1.0, 12), dtype=torch.float64)
-    residual = SweepResidual(problem, trial, plan, x, equation_scales(problem, scales))
+    residual, trial = sweep_residual(spec)
     assert residual.penalty, "the nonlinear condition is a penalty row"
     members = torch.tensor([0, 2])
     theta = trial.theta.unsqueeze(0).repeat(2, 1) + 0.1 * torch.randn(2, trial.theta.numel(), dtype=torch.float64)

@@ -103,7 +103,7 @@ class _Systems:
         return (J @ Jt if self.dual else Jt @ J), (Jt @ r.unsqueeze(2)).squeeze(2)
 
     def initial_mu(self) -> list[float]:
-        return [1e-3 * max(float(d), 1e-30) for d in self.gram.diagonal(dim1=1, dim2=2).amax(1)]
+        return [1e-3 * max(d, 1e-30) for d in self.gram.diagonal(dim1=1, dim2=2).amax(1).tolist()]
 
     def steps(self, mu: Tensor) -> tuple[Tensor, Tensor]:
         """Per member, the step of (J^T J + mu I) d = -J^T r (zero where the factorisation
@@ -152,6 +152,7 @@ def _levenberg_marquardt(residual: BatchResidual, theta: Tensor, batch: _Batch) 
             moved = idx[accepted]
             theta[moved] = theta[moved] + step[accepted]
             systems.replace(accepted, r_new[accepted], finish()[accepted])
+        del r_new, finish  # the taped pass (per-row weight copies and graph) before the next one
         losses = ((systems.r * systems.r).sum(1) / rows).tolist()
         stopped = batch.record(theta[idx], losses, "lm")
         for j, b in enumerate(batch.active):
