@@ -6,9 +6,6 @@ import logging
 
 log = logging.getLogger("odeserve")
 
-#: The device settings the worker and the CLI take; any other value is passed to torch as is.
-CHOICES = ("auto", "cuda", "cpu")
-
 
 def choose_device(setting: str) -> str:
     """``cuda`` on ``auto`` or ``cuda`` when a GPU is visible; else ``cpu``. A ``cuda`` setting

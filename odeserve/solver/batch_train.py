@@ -46,14 +46,14 @@ class _Batch:
         #: iteration, not one copy per member (on a GPU, a kernel launch each).
         self.best = theta0.detach().clone()
 
-    def record(self, theta: Tensor, losses: list[float], phase: Phase) -> list[bool]:
-        """Record one iteration of every active member (rows of ``theta``, ``losses``); return
-        which of them stopped. A cancel stops them all."""
+    def record(self, theta: Tensor, idx: Tensor, losses: list[float], phase: Phase) -> list[bool]:
+        """Record one iteration of every active member (rows of ``theta``, ``losses``; ``idx``
+        their ids, :meth:`index`); return which of them stopped. A cancel stops them all."""
         improved = [j for j, b in enumerate(self.active) if losses[j] < self.runs[b].best_loss]
         stopped = [self.runs[b].record(None, losses[j], phase) for j, b in enumerate(self.active)]
         if improved:
             rows = torch.tensor(improved, dtype=torch.long, device=theta.device)
-            self.best[self.index(theta)[rows]] = theta[rows].detach()
+            self.best[idx[rows]] = theta[rows].detach()
         self.iteration += 1
         if self.hooks.on_step is not None:
             live = [v for v, s in zip(losses, stopped) if not s] or losses
@@ -81,7 +81,7 @@ def _adam(residual: BatchResidual, theta: Tensor, batch: _Batch, options: Option
         r = residual(leaf[idx], idx)
         losses = (r * r).mean(1)
         (grad,) = torch.autograd.grad(losses.sum(), leaf)
-        stopped = batch.record(theta[idx], losses.detach().tolist(), "adam")
+        stopped = batch.record(theta[idx], idx, losses.detach().tolist(), "adam")
         opt.step(theta, grad)
         batch.active = [b for b, s in zip(batch.active, stopped) if not s]
     return theta
@@ -154,7 +154,7 @@ def _levenberg_marquardt(residual: BatchResidual, theta: Tensor, batch: _Batch) 
             systems.replace(accepted, r_new[accepted], finish()[accepted])
         del r_new, finish  # the taped pass (per-row weight copies and graph) before the next one
         losses = ((systems.r * systems.r).sum(1) / rows).tolist()
-        stopped = batch.record(theta[idx], losses, "lm")
+        stopped = batch.record(theta[idx], idx, losses, "lm")
         for j, b in enumerate(batch.active):
             run = batch.runs[b]
             if not stopped[j] and damping[b].exhausted:
