@@ -120,6 +120,17 @@ JACOBIAN_CASES = {
         "conditions": ["y(-1) = 0", "y(1) = 1"],
         "options": {"network": {"depth": 0}, "hard_constraints": False},
     },
+    "Robin condition (two keys at one point), first-order key of a second-order equation": {
+        "equations": ["y'' = -pi^2*sin(pi*x)"],
+        "domain": [0, 1],
+        "conditions": ["y'(0) = pi", "y'(1) + y(1) = -pi"],
+    },
+    "affine network with hard constraints": {
+        "equations": ["y' = x"],
+        "domain": [0, 1],
+        "conditions": ["y(0) = 1"],
+        "options": {"network": {"depth": 0}},
+    },
     "inverse (data, unknown parameter)": {
         "equations": ["y' = -k*y"],
         "domain": [0, 1],

@@ -262,10 +262,18 @@ def test_a_classical_reference_is_not_trusted_where_the_residual_does_not_pin_th
     """A milder front (k = 15): solve_bvp converges from the network, but to the front position
     the network chose (its shifted copies solve the equations to round-off). Here the classical
     estimate said 1.3e-7 against a true 4.7e-6; the residual cannot pin the front down, so it is
-    'undetermined' instead. A well-conditioned nonlinear two-point problem keeps its reference..."""
-    m = solve(with_options(steep_front(15), max_iterations=2000, escalate=False, seed=1)).metrics()
-    check_undetermined(m)
-    assert "a classical solution (solve_bvp) was found" in (m.estimate.note or "")
+    'undetermined' instead. Whether solve_bvp converges from a given network depends on its
+    last digits (seed 1 did on one machine and not on another), so seeds are tried until one
+    does; every one of them is 'undetermined'. A well-conditioned nonlinear two-point problem
+    keeps its reference..."""
+    found = False
+    for seed in range(1, 6):
+        m = solve(with_options(steep_front(15), max_iterations=2000, escalate=False, seed=seed)).metrics()
+        check_undetermined(m)
+        found = "a classical solution (solve_bvp) was found" in (m.estimate.note or "")
+        if found:
+            break
+    assert found, "solve_bvp converged from none of the networks"
     m = short(HARD["troesch_5"], 2000)
     assert m.estimate is not None and m.estimate.method == "classical" and m.estimate.solver == "solve_bvp"
     # ... because the residual pins the solution down (X recorded, far below 1).

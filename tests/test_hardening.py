@@ -10,7 +10,7 @@ import os
 import signal
 
 import pytest
-from rq import Queue, Retry
+from rq import Callback, Queue, Retry
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
@@ -112,7 +112,7 @@ def test_the_worker_runs_only_the_solve_job(redis_server, start_worker, tmp_path
     assert "RefusedJob" in (job.latest_result().exc_string or "")
     assert not job.refresh() and not job.number_of_retries
     # A failure callback is never imported nor run either.
-    job2 = queue.enqueue(JOB_FUNCTION, {"equations": ["y' ="]}, on_failure=f"os.{'system'}")
+    job2 = queue.enqueue(JOB_FUNCTION, {"equations": ["y' ="]}, on_failure=Callback(f"os.{'system'}"))
     assert wait_for(lambda: _ended(job2), 120) == "failed"
 
 

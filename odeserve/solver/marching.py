@@ -44,8 +44,8 @@ class FitResidual(Residual):
         self.target = torch.as_tensor(np.asarray(target).T, dtype=x.dtype, device=x.device)  # (m, n)
         self.fit_scales = [float(s) for s in scales]
 
-    def equations(self, theta: Tensor, c: Tensor | None = None, tape: list[Tensor] | None = None) -> list[Tensor]:
-        y = self.trial.derivatives(theta, self.x, 0, self.phi, None, c, tape)[0]
+    def _equation_rows(self, theta: Tensor, derivs: list[Tensor]) -> list[Tensor]:
+        y = derivs[0]
         return [(y[..., j] - self.target[j]) / s for j, s in enumerate(self.fit_scales)]
 
 

@@ -18,7 +18,7 @@ from odeserve.problem import Condition, Problem
 from odeserve.solver.constraints import ConstraintPlan
 from odeserve.solver.inverse import DataRows, ParameterMap
 from odeserve.solver.taylor import pre_activations, weight_gradients
-from odeserve.solver.trial import Trial
+from odeserve.solver.trial import KeyRows, TapeRows, Trial
 
 
 def _tpow(a: Any, b: Any) -> Any:
@@ -112,19 +112,23 @@ class Residual:
         self.eq_scales = [float(s) for s in eq_scales]
         # The constraint basis at the collocation points does not depend on the weights.
         self.phi = trial.basis(x, self.order) if trial.has_constraints else None
-        # Nor do the scaled points and the scale's slope (the taped Jacobian's first layer).
-        self.scaled_x = trial.scaled_input(x)
+        # Nor do the taped pass's rows (the points, then the constraint keys' points).
+        self.tape_rows = trial.tape_rows(x)
         self.penalty, self.pen_points, self.pen_x, self.pen_order = penalty_points(problem, plan, x)
         # A penalty condition weighs as much as a whole equation's rows together (its rows are
         # one per parameter value of the grid: one for a plain problem).
         n_grid = 1 if grid is None else grid.shape[0]
         self.pen_weight = float(np.sqrt(len(x) / n_grid))
 
-    def equations(self, theta: Tensor, c: Tensor | None = None, tape: list[Tensor] | None = None) -> list[Tensor]:
+    def equations(self, theta: Tensor, c: Tensor | None = None) -> list[Tensor]:
         """Scaled residual of each equation at the collocation points (theta (P,) or (n, P));
-        ``c``: the constraint coefficients, when the caller has them (see :meth:`jacobian`);
-        ``tape``: see :func:`mlp_taylor`."""
-        derivs = self.trial.derivatives(self._net(theta), self.x, self.order, self.phi, self.q, c, tape)
+        ``c``: the constraint coefficients, when the caller has them (see :meth:`jacobian`)."""
+        return self._equation_rows(
+            theta, self.trial.derivatives(self._net(theta), self.x, self.order, self.phi, self.q, c)
+        )
+
+    def _equation_rows(self, theta: Tensor, derivs: list[Tensor]) -> list[Tensor]:
+        """The equations' scaled residuals from the unknowns' derivatives at the points."""
         env = equation_env(self.problem.variable, self.problem.unknowns, self.x, derivs)
         if self.params is not None:
             env.update(self.params.values(theta))
@@ -218,17 +222,11 @@ class Residual:
         return self._taped_forward(theta).blocks()
 
     def _taped_forward(self, theta: Tensor) -> TapedForward:
-        """The forward half of :meth:`_equation_blocks_taped`."""
-        n = self.x.shape[0]
-        c_rows: Tensor | None = None
-        constants: tuple[Tensor, Tensor] | None = None
-        if self.trial.has_constraints:
-            constants = self._constants(theta)
-            c = constants[1].detach()
-            c_rows = c.unsqueeze(0).expand(n, c.shape[0]).clone().requires_grad_(True)
+        """The forward half of :meth:`_equation_blocks_taped`: one pass over the points and the
+        constraint keys' condition points (:meth:`Trial.taped_derivatives`)."""
         tape: list[Tensor] = []
-        eqs = self.equations(theta.detach(), c_rows, tape)
-        return TapedForward(eqs, tape, self.scaled_x, constants, c_rows)
+        derivs, keys = self.trial.taped_derivatives(theta.detach(), self.tape_rows, self.order, self.phi, tape)
+        return TapedForward(self._equation_rows(theta, derivs), tape, self.tape_rows, keys)
 
     def linearized(self, theta: Tensor) -> tuple[Tensor, Callable[[], tuple[Tensor, Tensor]]] | None:
         """r(theta), and (r, J) on demand from the same forward pass: a Levenberg-Marquardt
@@ -241,7 +239,8 @@ class Residual:
         r = torch.cat([e.detach() for e in forward.eqs])
 
         def jacobian() -> tuple[Tensor, Tensor]:
-            return r, torch.cat(forward.blocks()[1], 0)
+            blocks = forward.blocks()[1]
+            return r, blocks[0] if len(blocks) == 1 else torch.cat(blocks, 0)
 
         return r, jacobian
 
@@ -321,27 +320,36 @@ def constants_jacobian(th: Tensor, c: Tensor) -> Tensor:
 @dataclass
 class TapedForward:
     """One taped forward pass at shared weights (:meth:`Residual._taped_forward`): the
-    equations' residuals with their graph, the network's tape and, with hard constraints, the
-    coefficients c of the leaf weights th and the per-row copies of c the equations used."""
+    equations' residuals with their graph, the network's tape, its rows and, with hard
+    constraints, the keys' part (:class:`KeyRows`)."""
 
     eqs: list[Tensor]
     tape: list[Tensor]
-    scaled_x: tuple[Tensor, Tensor]
-    constants: tuple[Tensor, Tensor] | None
-    c_rows: Tensor | None
+    rows: TapeRows
+    keys: KeyRows | None
 
     def blocks(self) -> tuple[list[Tensor], list[Tensor]]:
         """The residuals and their Jacobian rows: one backward pass per equation (see
-        :meth:`Residual._equation_blocks_taped`). Once only: it frees the graph."""
-        jc = constants_jacobian(*self.constants) if self.constants is not None else None
-        inputs = pre_activations(self.tape) + ([self.c_rows] if self.c_rows is not None else [])
-        t, dt = self.scaled_x
+        :meth:`Residual._equation_blocks_taped`). Once only: it frees the graph.
+
+        With hard constraints, row i's residual also depends on the weights through the
+        coefficients c: dr_i/dtheta = (its own row's part) + dr_i/dc dc/dtheta. The first
+        backward pass also differentiates the keys' picked outputs (their rows of the tape
+        are apart from the points'), which gives dc/dtheta in the same pass."""
+        keys, rows = self.keys, self.rows
+        pre = pre_activations(self.tape)
+        inputs = pre + ([keys.c_rows] if keys is not None else [])
+        n = rows.n_points
+        jc: Tensor | None = None
         blocks = []
         for i, r in enumerate(self.eqs):
-            grads = torch.autograd.grad(r.sum(), inputs, retain_graph=i < len(self.eqs) - 1, allow_unused=True)
+            out = r.sum() if keys is None or i > 0 else r.sum() + keys.picked.sum()
+            grads = torch.autograd.grad(out, inputs, retain_graph=i < len(self.eqs) - 1, allow_unused=True)
             full = [g if g is not None else torch.zeros_like(x) for g, x in zip(grads, inputs)]
-            g = weight_gradients(self.tape, full[: len(full) - (self.c_rows is not None)], t, dt)
-            if jc is not None:
-                g = g + full[-1] @ jc
+            g = weight_gradients(self.tape, full[: len(pre)], rows.t, rows.dt)
+            if keys is not None:
+                if jc is None:
+                    jc = rows.coef_map @ g[n:]
+                g = g[:n].addmm_(full[-1], jc)
             blocks.append(g)
         return [r.detach() for r in self.eqs], blocks

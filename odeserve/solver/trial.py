@@ -8,6 +8,7 @@ its ``forward`` with the trained ``theta`` stored as a buffer).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -18,6 +19,31 @@ from odeserve.solver.constraints import ConstraintPlan
 from odeserve.solver.taylor import SIN, TANH, mlp_taylor
 
 ACTIVATIONS = {"tanh": TANH, "sin": SIN}
+
+
+@dataclass(frozen=True)
+class TapeRows:
+    """The rows of a taped pass at shared weights (:meth:`Trial.taped_derivatives`), constant
+    in the weights: the points' scaled input, then with hard constraints one row per
+    constraint key at its condition point; the slope dt/dx; how many rows are points; the
+    keys' rows; and the linear map from the keys' picked raw outputs to the constraint
+    coefficients (c = c0 + coef_map @ picked, so dc/dtheta = coef_map @ d(picked)/dtheta)."""
+
+    t: Tensor
+    dt: Tensor
+    n_points: int
+    key_rows: Tensor
+    coef_map: Tensor
+
+
+@dataclass
+class KeyRows:
+    """The constraint keys' part of a taped pass: the raw output each key picks at its row
+    (with graph) and the per-row leaf copies of c that the points' outputs were computed with
+    (so that a backward pass gives each point its own dr/dc)."""
+
+    picked: Tensor
+    c_rows: Tensor
 
 
 class Trial(nn.Module):
@@ -106,7 +132,6 @@ class Trial(nn.Module):
         phi: list[Tensor] | None = None,
         q: Tensor | None = None,
         c: Tensor | None = None,
-        tape: list[Tensor] | None = None,
     ) -> list[Tensor]:
         """``[y, y', ..., y^(order)]`` at x (shape (n,)), each of shape (n, m).
 
@@ -116,7 +141,6 @@ class Trial(nn.Module):
         parametric model's parameter values at each point (physical units). ``c``: the
         constraint coefficients when the caller has them (:meth:`constants`, then expanded to
         one row per point for the Jacobian), which spares the pass over the condition points.
-        ``tape``: see :func:`mlp_taylor` (shared weights, and ``c`` given when constrained).
         """
         t, dt = self.scaled_input(x)
         n = t.shape[0]
@@ -124,11 +148,11 @@ class Trial(nn.Module):
         if q is not None:
             s = (q - self.p_center) / self.p_half
         if not self.has_constraints:
-            outs = mlp_taylor(theta, self.sizes, t, dt, order, self.activation, s, tape)
+            outs = mlp_taylor(theta, self.sizes, t, dt, order, self.activation, s)
             return [o * self.scales for o in outs]
         if c is not None:
             coef = c
-            raw = mlp_taylor(theta, self.sizes, t, dt, order, self.activation, s, tape)
+            raw = mlp_taylor(theta, self.sizes, t, dt, order, self.activation, s)
         elif theta.dim() == 2 or s is not None:
             # Per-point weights or parameters: the condition points need every row's weights
             # and parameters, at their own (usually lower) orders; a separate pass is cheaper
@@ -152,6 +176,36 @@ class Trial(nn.Module):
         if phi is None:
             phi = self.basis(x, order)
         return [raw[k][:n] * self.scales + (phi[k] * coef) @ self.owner for k in range(order + 1)]
+
+    def tape_rows(self, x: Tensor) -> TapeRows:
+        """The rows of :meth:`taped_derivatives` for the points x."""
+        t, dt = self.scaled_input(x)
+        n = t.shape[0]
+        if not self.has_constraints:
+            return TapeRows(t, dt, n, t.new_zeros(0, dtype=torch.long), t.new_zeros(0, 0))
+        t_keys = self._condition_t()[self.key_point]
+        key_rows = torch.arange(n, n + t_keys.shape[0], device=t.device)
+        return TapeRows(torch.cat([t, t_keys]), dt, n, key_rows, self.K * self.scales[self.key_unknown])
+
+    def taped_derivatives(
+        self, theta: Tensor, rows: TapeRows, order: int, phi: list[Tensor] | None, tape: list[Tensor]
+    ) -> tuple[list[Tensor], KeyRows | None]:
+        """:meth:`derivatives` at shared weights theta (P,) at the points of ``rows`` from one
+        taped forward pass (:func:`mlp_taylor`'s ``tape``) over all the rows (with hard
+        constraints, the points and one row per constraint key), so that one backward pass
+        yields the Jacobian rows of both. ``phi``: the basis at the points (constrained)."""
+        if not self.has_constraints:
+            outs = mlp_taylor(theta, self.sizes, rows.t, rows.dt, order, self.activation, None, tape)
+            return [o * self.scales for o in outs], None
+        assert phi is not None
+        n = rows.n_points
+        k_cond = self.key_max_order
+        raw = mlp_taylor(theta, self.sizes, rows.t, rows.dt, max(order, k_cond), self.activation, None, tape)
+        picked = torch.stack(raw[: k_cond + 1], 0)[self.key_order, rows.key_rows, self.key_unknown]
+        c = self.c0 + rows.coef_map @ picked.detach()
+        c_rows = c.unsqueeze(0).expand(n, c.shape[0]).clone().requires_grad_(True)
+        outs = [raw[k][:n] * self.scales + (phi[k] * c_rows) @ self.owner for k in range(order + 1)]
+        return outs, KeyRows(picked, c_rows)
 
     def constants(self, theta: Tensor) -> Tensor:
         """The constraint coefficients c (nb,) of shared weights theta (P,) (a constrained,
