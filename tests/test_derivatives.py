@@ -198,19 +198,24 @@ def test_a_trial_steps_jacobian_comes_from_its_own_forward_pass(name: str) -> No
     assert torch.allclose(J, J_ref, rtol=1e-12, atol=1e-14), (J - J_ref).abs().max()
 
 
-def test_the_warm_start_fit_jacobian_matches_autograd() -> None:
-    """The warm start's data-fit residual (order 0, hard constraints) takes the same taped path."""
+@pytest.mark.parametrize("name", ["system", "two-point BVP"])
+def test_the_warm_start_fit_jacobian_matches_autograd(name: str) -> None:
+    """The warm start's data-fit residual (order 0, hard constraints) takes the same taped path,
+    also where a constraint key is a derivative (the taped pass then runs to the keys' order,
+    above the residual's)."""
     import numpy as np
 
     from odeserve.problem import load_problem
     from odeserve.solver.marching import FitResidual
     from odeserve.solver.solve import build_trial
 
-    problem = load_problem(JACOBIAN_CASES["system"])
+    problem = load_problem(JACOBIAN_CASES[name])
     trial, plan, scales = build_trial(problem, torch.device("cpu"), torch.float64)
+    assert (name == "system") == (max(plan.key_order) == 0)
     xs = np.linspace(*problem.domain, 9)
     x = torch.as_tensor(xs, dtype=torch.float64)
-    fit = FitResidual(problem, trial, plan, x, scales, np.stack([np.sin(xs), np.cos(xs)], 1))
+    target = np.stack([np.sin(xs), np.cos(xs)][: len(problem.unknowns)], 1)
+    fit = FitResidual(problem, trial, plan, x, scales, target)
     theta = trial.theta.detach() + 0.1 * torch.randn(trial.theta.shape, dtype=torch.float64)
     r, J = fit.jacobian(theta)
     assert torch.allclose(r, fit(theta), rtol=1e-13, atol=1e-13)

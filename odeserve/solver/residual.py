@@ -122,7 +122,7 @@ class Residual:
 
     def equations(self, theta: Tensor, c: Tensor | None = None) -> list[Tensor]:
         """Scaled residual of each equation at the collocation points (theta (P,) or (n, P));
-        ``c``: the constraint coefficients, when the caller has them (see :meth:`jacobian`)."""
+        ``c``: the constraint coefficients, when the caller has them (see :meth:`_equation_blocks`)."""
         return self._equation_rows(
             theta, self.trial.derivatives(self._net(theta), self.x, self.order, self.phi, self.q, c)
         )
