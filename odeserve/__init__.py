@@ -29,9 +29,12 @@ def solve(problem: Any, **kwargs: Any) -> Solution:
     return _solve(problem, **kwargs)
 
 
-def solve_sweep(problem: Any, *, device: Any = None, hooks: Hooks | None = None) -> list[Solution]:
-    """Solve a problem with a ``sweep``: one :class:`Solution` per member, all members trained
-    together as one batch (see :mod:`odeserve.solver.sweep`)."""
+def solve_sweep(
+    problem: Any, *, device: Any = None, hooks: Hooks | None = None, batched: bool | None = None
+) -> list[Solution]:
+    """Solve a problem with a ``sweep``: one :class:`Solution` per member. On a GPU all members
+    train together as one batch; on a CPU one after another, each as its own solve would
+    (``batched`` overrides the choice; see :mod:`odeserve.solver.sweep`)."""
     import torch
 
     from odeserve.solver.sweep import solve_sweep as _solve_sweep
@@ -40,7 +43,7 @@ def solve_sweep(problem: Any, *, device: Any = None, hooks: Hooks | None = None)
         problem = load_problem(problem)
     if not problem.is_sweep:
         raise SpecError(("sweep",), "the problem has no sweep: solve it with odeserve.solve")
-    return _solve_sweep(problem, torch.device(device) if device is not None else torch.device("cpu"), hooks)
+    return _solve_sweep(problem, torch.device(device) if device is not None else torch.device("cpu"), hooks, batched)
 
 
 def derivative(fun: Any, order: int = 1) -> Any:

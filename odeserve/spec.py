@@ -38,7 +38,7 @@ MAX_DATA_POINTS = 10_000  # per data set and over all data sets together
 MAX_RANGED_PARAMETERS = 3
 MAX_OUTPUT_PARAMETER_VALUES = 100
 MAX_OUTPUT_COMBINATIONS = 1000
-#: Sweeps: at most this many members (one network each, trained together as one batch); the
+#: Sweeps: at most this many members (one network each; one batch on a GPU); the
 #: service may lower it (ODESERVE_MAX_SWEEP_MEMBERS).
 MAX_SWEEP_MEMBERS = 1024
 #: Default relative L2 tolerance of options.tolerance: well above the 1e-8..1e-10 the public
@@ -263,7 +263,8 @@ class ProblemSpec(_Strict):
         None,
         description="Solve the problem for several values of its parameters at once: per swept parameter "
         "(each also given in parameters) its values, all lists of one length; member i takes the i-th value "
-        "of each. The members (one network each) are trained together as one batch, each stopping on its own.",
+        "of each. Each member has its own network and stops on its own; on a GPU the members train together as "
+        "one batch, on a CPU one after another (each as its own solve would).",
     )
     exact: dict[Identifier, Expression] | None = Field(
         None, description="Closed-form solutions, used only to report errors."

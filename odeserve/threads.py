@@ -31,10 +31,12 @@ def usable_cores() -> int:
         return max(os.cpu_count() or 1, 1)
 
 
-def jacobian_shape(problem: Problem) -> tuple[int, int]:
+def jacobian_shape(problem: Problem, batched: bool = True) -> tuple[int, int]:
     """``(rows, params)`` of a problem's largest residual Jacobian: collocation points (times a
     parametric model's parameter grid, and data points) times equations plus conditions and data rows, and the network's weights plus the
-    unknown parameters. An inverse problem's statistics take one Jacobian on a denser grid."""
+    unknown parameters. An inverse problem's statistics take one Jacobian on a denser grid. A
+    sweep's ``batched`` step holds every member's rows; trained member by member
+    (``odeserve.solver.sweep.trains_batched``), one member's."""
     from odeserve.parametric import domain_points, grid_values
 
     opts = problem.options
@@ -47,7 +49,8 @@ def jacobian_shape(problem: Problem) -> tuple[int, int]:
         points = max(points, min(2 * weights, 4000) + n_data)  # odeserve.solver.uncertainty
     rows = points * len(problem.equations) + len(problem.conditions) * grid + n_data
     # A sweep's batched step is as large as one with every member's rows.
-    rows *= max(len(problem.sweep), 1)
+    if batched:
+        rows *= max(len(problem.sweep), 1)
     return rows, weights + len(problem.unknown_parameters)
 
 

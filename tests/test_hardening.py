@@ -212,6 +212,12 @@ def test_threads_fit_the_work_and_workers_yield_to_the_api(redis_server, start_w
     large = load_problem(DECAY | {"options": {"points": 5000, "network": {"width": 168, "depth": 8}}})
     assert threads_for(*jacobian_shape(large), cores=64) > 1
     assert threads_for(*jacobian_shape(large)) <= usable_cores()
+    # A 64-member sweep: the batch's step holds every member's rows; member by member (a CPU's
+    # way), one member's step is the small job's.
+    sweep = {"equations": ["y' = -k*y"], "domain": [0, 1], "conditions": ["y(0) = 1"], "parameters": {"k": 1.0}}
+    sweep |= {"sweep": {"k": [1.0 + i / 64 for i in range(64)]}}
+    assert threads_for(*jacobian_shape(load_problem(sweep)), cores=64) > 1
+    assert threads_for(*jacobian_shape(load_problem(sweep), batched=False), cores=64) == 1
 
     name = "odeserve-hardening-threads"
     worker = start_worker(name, ODESERVE_TORCH_THREADS="0")
@@ -220,5 +226,10 @@ def test_threads_fit_the_work_and_workers_yield_to_the_api(redis_server, start_w
     queue = _queue(redis_server, name)
     job = queue.enqueue(JOB_FUNCTION, with_options(DECAY, max_iterations=20), meta={"progress": {"max_iterations": 20}})
     assert wait_for(lambda: _ended(job), 120) == "finished"
+    started = [line for line in worker.log.read_text().splitlines() if '"job started"' in line and job.id in line]
+    assert started and '"threads": 1' in started[0], started
+    # The CPU worker trains that sweep member by member, on one thread.
+    job = queue.enqueue(JOB_FUNCTION, with_options(sweep, max_iterations=2), meta={"progress": {"max_iterations": 2}})
+    assert wait_for(lambda: _ended(job), 300) == "finished"
     started = [line for line in worker.log.read_text().splitlines() if '"job started"' in line and job.id in line]
     assert started and '"threads": 1' in started[0], started

@@ -43,8 +43,9 @@ def sweep_residual(spec: dict[str, Any]) -> tuple[Any, Any]:
     return SweepResidual(problem, trial, plan, x, equation_scales(problem, scales)), trial
 
 
-def test_every_member_is_as_accurate_as_a_solo_solve() -> None:
-    members = solve_sweep(with_options(DECAY, max_iterations=300))
+@pytest.mark.parametrize("batched", [True, False], ids=["one batch", "member by member"])
+def test_every_member_is_as_accurate_as_a_solo_solve(batched: bool) -> None:
+    members = solve_sweep(with_options(DECAY, max_iterations=300), batched=batched)
     assert [m.problem.parameters["k"] for m in members] == KS
     for k, member in zip(KS, members):
         err = rel_l2(member(XS)[:, 0], np.exp(-k * XS))
@@ -64,7 +65,7 @@ def test_members_stop_on_their_own_criterion() -> None:
     import torch
 
     spec = with_options(DECAY, max_iterations=2000, target_loss=1e-14)
-    members = solve_sweep(spec)
+    members = solve_sweep(spec, batched=True)
     assert all(m.outcome.value == "converged" and m.result.loss <= 1e-14 for m in members), [
         (m.outcome.value, m.result.loss) for m in members
     ]
@@ -93,6 +94,33 @@ def test_a_swept_parameter_in_a_condition_and_the_exports() -> None:
         out = model(torch.tensor([[0.5]], dtype=torch.float64))
         assert abs(float(out[0, 0]) - a * np.exp(-0.5)) <= 1e-5
         assert member.metadata()["parameters"] == {"a": a}
+
+
+def test_on_a_cpu_members_train_one_by_one_each_exactly_as_its_own_solve() -> None:
+    """A CPU's default: each member is its own plain solve (escalation off), the same weights to
+    the last bit; the hooks see the sweep's progress rise to the members' iterations; a time
+    limit is shared out, so that every member trains rather than the first taking it all."""
+    import torch
+
+    from odeserve.hooks import Hooks
+
+    one = {**DECAY, "sweep": None}
+    solve(with_options(one, max_iterations=5, escalate=False))  # a process's first solve rounds apart
+    seen: list[int] = []
+    members = solve_sweep(
+        with_options(DECAY, max_iterations=300), hooks=Hooks(on_step=lambda s: seen.append(s.iteration))
+    )
+    for k, member in zip(KS, members):
+        solo = solve(with_options({**one, "parameters": {"k": k}}, max_iterations=300, escalate=False))
+        assert torch.equal(member.trial.theta, solo.trial.theta), k
+        assert (
+            member.problem.parameters["k"] == k
+            and member.problem.options.time_limit_s == solo.problem.options.time_limit_s
+        )
+    assert seen == sorted(seen) and seen[-1] == 300, (seen[:3], seen[-3:])
+    limited = solve_sweep(with_options(DECAY, max_iterations=10**6, time_limit_s=2.0))
+    assert [m.outcome.value for m in limited] == ["time_limit"] * len(KS)
+    assert all(m.result.iterations > 1 for m in limited), [m.result.iterations for m in limited]
 
 
 def test_solve_and_solve_sweep_say_which_to_use() -> None:

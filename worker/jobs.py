@@ -149,10 +149,14 @@ def solve_job(spec: dict[str, Any]) -> dict[str, Any]:
     job = get_current_job()
     if job is None:
         raise RuntimeError("solve_job runs inside an RQ job")
+    from odeserve.solver.sweep import trains_batched
+
     problem = load_problem(spec)
-    torch.set_num_threads(settings.torch_threads or threads_for(*jacobian_shape(problem)))
-    opts = problem.options
     device = choose_device(settings.device)
+    # A sweep trained member by member (on a CPU) sizes its threads to one member's step.
+    shape = jacobian_shape(problem, batched=trains_batched(torch.device(device)))
+    torch.set_num_threads(settings.torch_threads or threads_for(*shape))
+    opts = problem.options
     cap_memory(settings.job_memory_mb if device == "cpu" else 0)  # CUDA reserves vast address space
     store = ArtifactStore.from_settings(job.connection, settings)
     reporter = JobReporter(job, store, opts.max_iterations, opts.time_limit_s)

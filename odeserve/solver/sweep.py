@@ -1,5 +1,5 @@
-"""Sweeps: one problem for many values of its parameters, every member its own network, all
-trained together as one batch.
+"""Sweeps: one problem for many values of its parameters, every member its own network, trained
+together as one batch on a GPU (one after another on a CPU, below).
 
 The members share the collocation points, the constraint plan and the initial weights (the
 seed); they differ in the swept parameters' values, which the equations and conditions load per
@@ -9,11 +9,19 @@ Levenberg-Marquardt systems are solved as one batched Cholesky factorisation
 (:mod:`odeserve.solver.batch_train`). Each member then stops on its own criterion, as a solo
 solve would, and becomes an ordinary :class:`Solution` of its own plain problem (the swept
 parameters fixed at its values): metrics, error estimate, samples and exports as usual.
+
+The batch is what makes a GPU pay: one solo solve leaves it idle. On a CPU the batch does not
+pay (a member's Gram matrix costs the same multiply-adds as a solo solve's, and the batched
+Jacobian takes per-row copies of the weights where a solo solve takes outer products at one
+shared weight vector): there a sweep trains its members one after another, each exactly as its
+own solve with escalation off would, sharing the sweep's time limit (BENCHMARKS.md, "Sweeps").
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -22,7 +30,7 @@ from torch import Tensor
 
 from odeserve.evaluate import equation_env
 from odeserve.expr.keys import Key
-from odeserve.hooks import Hooks
+from odeserve.hooks import Hooks, Step
 from odeserve.parametric import chebyshev_points, fixed_at
 from odeserve.problem import Problem
 from odeserve.solver.constraints import ConstraintPlan
@@ -118,9 +126,19 @@ class SweepResidual:
         return r, finish()
 
 
-def solve_sweep(problem: Problem, device: torch.device, hooks: Hooks | None = None) -> list[Solution]:
-    """Every member of ``problem.sweep`` solved as one batched training; one :class:`Solution`
-    per member, of the plain problem with the swept parameters fixed at its values."""
+def trains_batched(device: torch.device) -> bool:
+    """Whether a sweep on ``device`` trains as one batch (a GPU) or member by member (a CPU)."""
+    return device.type != "cpu"
+
+
+def solve_sweep(
+    problem: Problem, device: torch.device, hooks: Hooks | None = None, batched: bool | None = None
+) -> list[Solution]:
+    """Every member of ``problem.sweep`` solved; one :class:`Solution` per member, of the plain
+    problem with the swept parameters fixed at its values. ``batched``: train them as one batch
+    (default: on a GPU, :func:`trains_batched`) or one after another."""
+    if not (trains_batched(device) if batched is None else batched):
+        return _one_by_one(problem, device, hooks or Hooks())
     from odeserve.solver.batch_train import train_batch
     from odeserve.solver.solve import DTYPES, build_trial, equation_scales
 
@@ -135,4 +153,37 @@ def solve_sweep(problem: Problem, device: torch.device, hooks: Hooks | None = No
         member = copy.deepcopy(trial)
         member.theta.copy_(result.theta)
         solutions.append(Solution(fixed_at(problem, values), member, plan, result))
+    return solutions
+
+
+def _one_by_one(problem: Problem, device: torch.device, hooks: Hooks) -> list[Solution]:
+    """The members trained one after another, each as its own plain solve (no escalation). Each
+    gets an equal share of the time left, so a time limit stops the sweep's members alike, as it
+    would the batch's. The hooks see the sweep's progress: the members' iterations so far over
+    their number (the batch's iteration count, when the members train as one), the running
+    member's loss and the sweep's seconds; a cancel stops the running member and the rest train
+    no further than their first iteration."""
+    from odeserve.solver.marching import Offsets
+    from odeserve.solver.solve import train_attempt
+
+    start, n, done = time.perf_counter(), len(problem.sweep), 0
+    solutions = []
+    for i, values in enumerate(problem.sweep):
+        member = fixed_at(problem, values)
+        left = problem.options.time_limit_s - (time.perf_counter() - start)
+        share = member.options.model_copy(update={"time_limit_s": max(left / (n - i), 1e-3)})
+        t0, before = time.perf_counter() - start, done
+
+        def on_step(step: Step, t0: float = t0, before: int = before) -> None:
+            if hooks.on_step is not None:
+                hooks.on_step(
+                    dataclasses.replace(step, iteration=(before + step.iteration) // n, elapsed=t0 + step.elapsed)
+                )
+
+        member_hooks = Hooks(on_step=on_step, should_stop=hooks.should_stop)
+        timed = dataclasses.replace(member, spec=member.spec.model_copy(update={"options": share}))
+        solution = train_attempt(timed, device, Offsets(member_hooks))
+        # The member's own problem keeps the sweep's options (its time limit is the sweep's).
+        solutions.append(Solution(member, solution.trial, solution.plan, solution.result))
+        done += solution.result.iterations
     return solutions
