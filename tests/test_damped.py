@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+
 import pytest
 import torch
 from threadpoolctl import threadpool_info
@@ -72,3 +75,36 @@ def test_blas_follows_torch_threads() -> None:
             assert pools and all(p["num_threads"] == 1 for p in pools), pools
     finally:
         torch.set_num_threads(before)
+
+
+FIRST_SOLVE = """
+import sys
+import torch
+torch.set_num_threads(1)
+assert "scipy.linalg" not in sys.modules
+from threadpoolctl import threadpool_info
+from odeserve import solve
+from odeserve.solver.damped import blas_threads_like_torch
+with blas_threads_like_torch():
+    pools = [p for p in threadpool_info() if p["user_api"] == "blas"]
+    print("BLAS", [p["num_threads"] for p in pools])
+spec = {"equations": ["y' = -y"], "domain": [0, 2], "conditions": ["y(0) = 1"],
+        "options": {"max_iterations": 200, "adam_iterations": 0, "escalate": False}}
+first, second = solve(spec).trial.theta, solve(spec).trial.theta
+print("SAME", bool(torch.equal(first, second)))
+"""
+
+
+def test_a_fresh_process_limits_scipys_blas_and_its_first_solve_is_its_second() -> None:
+    """In a new process scipy's BLAS is not loaded until the first step: the limit must reach
+    it all the same (it ran on every core, and the first solve's steps rounded apart)."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    out = subprocess.run(
+        [sys.executable, "-c", FIRST_SOLVE], capture_output=True, text=True, timeout=300, env=env, check=True
+    ).stdout
+    blas = json.loads(next(line for line in out.splitlines() if line.startswith("BLAS"))[5:])
+    assert blas and all(n == 1 for n in blas), out
+    assert "SAME True" in out, out

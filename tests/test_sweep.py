@@ -105,7 +105,6 @@ def test_on_a_cpu_members_train_one_by_one_each_exactly_as_its_own_solve() -> No
     from odeserve.hooks import Hooks
 
     one = {**DECAY, "sweep": None}
-    solve(with_options(one, max_iterations=5, escalate=False))  # a process's first solve rounds apart
     seen: list[int] = []
     members = solve_sweep(
         with_options(DECAY, max_iterations=300), hooks=Hooks(on_step=lambda s: seen.append(s.iteration))

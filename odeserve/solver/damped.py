@@ -106,7 +106,12 @@ class LapackSolver:
 
 
 def blas_threads_like_torch() -> AbstractContextManager[object]:
-    """numpy/scipy's BLAS limited to torch's intra-op threads while the block runs."""
+    """numpy/scipy's BLAS limited to torch's intra-op threads while the block runs.
+
+    threadpoolctl limits the BLAS libraries loaded when the block starts: scipy's own BLAS (which
+    :class:`LapackSolver` calls) is loaded first, or a process's first solve would run it on
+    every core (its steps then also rounded apart from every later solve's)."""
+    import scipy.linalg.blas  # noqa: F401  (loads scipy's BLAS, so that the limit reaches it)
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=torch.get_num_threads(), user_api="blas")
