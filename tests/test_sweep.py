@@ -120,6 +120,31 @@ def test_on_a_cpu_members_train_one_by_one_each_exactly_as_its_own_solve() -> No
     limited = solve_sweep(with_options(DECAY, max_iterations=10**6, time_limit_s=2.0))
     assert [m.outcome.value for m in limited] == ["time_limit"] * len(KS)
     assert all(m.result.iterations > 1 for m in limited), [m.result.iterations for m in limited]
+    assert all("share" in m.message and "time limit (2 s)" in m.message for m in limited), limited[0].message
+
+
+def test_one_by_one_a_cancel_stops_the_rest_and_nothing_compiles() -> None:
+    """A cancel is said once (the worker's poll says so once): the running member stops there
+    and the rest train no further than their first iteration, as a batch stops all at once.
+    ``compile`` is off for the members (each member's values would compile anew), as for a batch."""
+    import torch
+
+    from odeserve.hooks import Hooks
+
+    calls = 0
+
+    def once() -> bool:
+        nonlocal calls
+        calls += 1
+        return calls == 50
+
+    members = solve_sweep(with_options(DECAY, max_iterations=300), hooks=Hooks(should_stop=once))
+    assert [m.outcome.value for m in members] == ["canceled"] * len(KS)
+    assert members[0].result.iterations == 50 and all(m.result.iterations == 1 for m in members[1:])
+    plain, compiled = (
+        solve_sweep(with_options(DECAY, max_iterations=30, compile=c, time_limit_s=60)) for c in (False, True)
+    )
+    assert all(torch.equal(a.trial.theta, b.trial.theta) for a, b in zip(plain, compiled))
 
 
 def test_solve_and_solve_sweep_say_which_to_use() -> None:
@@ -166,6 +191,8 @@ def test_a_sweep_job_over_http(service) -> None:
     assert [m["parameters"] for m in members] == [{"k": 0.5}, {"k": 2.0}, {"k": 1.0}]
     worst = max(members, key=lambda m: m["metrics"]["estimate"]["rel_l2"])
     assert job["metrics"] == worst["metrics"] and f"member {worst['index']}" in job["message"]
+    # The job's seconds are the whole sweep's (its CPU worker trained the members one by one).
+    assert job["progress"]["elapsed_s"] >= sum(m["metrics"]["train_time_s"] for m in members), job["progress"]
     base = f"/jobs/{job['id']}"
     missing = service.get(f"{base}/solution")
     assert missing.status_code == 422 and "is a sweep of 3 members" in missing.text

@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -164,14 +165,18 @@ def solve_job(spec: dict[str, Any]) -> dict[str, Any]:
     context = _log_context(reporter, device)
     log.info("job started", extra=context | {"iterations": int(resume["iteration"]) if resume else 0})
     canceled = lambda: tolerant(lambda: store.flagged(job.id, Artifact.CANCEL))  # noqa: E731
+    started = time.perf_counter()
     trained = _train(problem, device, reporter, settings, resume, canceled)
-    # A sweep reports the batch: its longest member's iterations and time, its worst loss.
+    # A sweep reports its longest member's iterations, its worst loss and the whole sweep's
+    # seconds (its members may have trained one after another).
     solution = (
         max(trained, key=lambda s: (s.result.iterations, s.result.loss)) if isinstance(trained, list) else trained
     )
     r = solution.result
+    elapsed = time.perf_counter() - started if isinstance(trained, list) else r.elapsed
     if reporter.stop_reason == "handback":
-        persistent(lambda: reporter.checkpoint(r.state or {}))
+        if not isinstance(trained, list):  # a handed-back sweep starts again: nothing to resume
+            persistent(lambda: reporter.checkpoint(r.state or {}))
         persistent(lambda: store.delete(job.id, Artifact.HANDBACK))
         log.info("job handed back", extra=context | {"iterations": r.iterations})
         raise HandedBack(f"handed back at iteration {r.iterations} (worker shutting down); it resumes elsewhere")
@@ -182,12 +187,12 @@ def solve_job(spec: dict[str, Any]) -> dict[str, Any]:
         result = JobResult(
             outcome=solution.outcome, message=solution.message, metrics=solution.metrics(), device=device
         )
-    persistent(lambda: record_outcome(job.connection, result.outcome.value, r.elapsed))
+    persistent(lambda: record_outcome(job.connection, result.outcome.value, elapsed))
     tolerant(lambda: store.delete(job.id, Artifact.CHECKPOINT))
-    done = {"outcome": result.outcome.value, "iterations": r.iterations, "duration_ms": round(r.elapsed * 1e3, 1)}
+    done = {"outcome": result.outcome.value, "iterations": r.iterations, "duration_ms": round(elapsed * 1e3, 1)}
     log.info("job finished", extra=context | done)
     final = Progress(
-        iteration=r.iterations, max_iterations=opts.max_iterations, loss=r.loss, elapsed_s=r.elapsed, eta_s=0.0
+        iteration=r.iterations, max_iterations=opts.max_iterations, loss=r.loss, elapsed_s=elapsed, eta_s=0.0
     )
     reporter.write_progress(final, must=True)
     return result.model_dump(mode="json")

@@ -31,6 +31,7 @@ from torch import Tensor
 from odeserve.evaluate import equation_env
 from odeserve.expr.keys import Key
 from odeserve.hooks import Hooks, Step
+from odeserve.outcome import Outcome
 from odeserve.parametric import chebyshev_points, fixed_at
 from odeserve.problem import Problem
 from odeserve.solver.constraints import ConstraintPlan
@@ -157,33 +158,45 @@ def solve_sweep(
 
 
 def _one_by_one(problem: Problem, device: torch.device, hooks: Hooks) -> list[Solution]:
-    """The members trained one after another, each as its own plain solve (no escalation). Each
-    gets an equal share of the time left, so a time limit stops the sweep's members alike, as it
-    would the batch's. The hooks see the sweep's progress: the members' iterations so far over
-    their number (the batch's iteration count, when the members train as one), the running
-    member's loss and the sweep's seconds; a cancel stops the running member and the rest train
-    no further than their first iteration."""
+    """The members trained one after another, each as its own plain solve (no escalation; no
+    compile either: each member's values would compile anew, as a batch does not). Each gets an
+    equal share of the time left, so a time limit stops the sweep's members alike, as it would
+    the batch's. The hooks see the sweep's progress: the members' iterations so far over their
+    number (the batch's iteration count, when the members train as one), the running member's
+    loss and the sweep's seconds. A cancel stops the running member, and the rest train no
+    further than their first iteration (``should_stop`` is asked once: it may say so only once)."""
     from odeserve.solver.marching import Offsets
     from odeserve.solver.solve import train_attempt
 
     start, n, done = time.perf_counter(), len(problem.sweep), 0
+    canceled = False
+
+    def should_stop() -> bool:
+        nonlocal canceled
+        canceled = canceled or (hooks.should_stop is not None and hooks.should_stop())
+        return canceled
+
     solutions = []
     for i, values in enumerate(problem.sweep):
         member = fixed_at(problem, values)
         left = problem.options.time_limit_s - (time.perf_counter() - start)
-        share = member.options.model_copy(update={"time_limit_s": max(left / (n - i), 1e-3)})
+        share = max(left / (n - i), 1e-3)
+        options = member.options.model_copy(update={"time_limit_s": share, "compile": False})
         t0, before = time.perf_counter() - start, done
 
         def on_step(step: Step, t0: float = t0, before: int = before) -> None:
             if hooks.on_step is not None:
-                hooks.on_step(
-                    dataclasses.replace(step, iteration=(before + step.iteration) // n, elapsed=t0 + step.elapsed)
-                )
+                it = max((before + step.iteration) // n, 1)
+                hooks.on_step(dataclasses.replace(step, iteration=it, elapsed=t0 + step.elapsed))
 
-        member_hooks = Hooks(on_step=on_step, should_stop=hooks.should_stop)
-        timed = dataclasses.replace(member, spec=member.spec.model_copy(update={"options": share}))
-        solution = train_attempt(timed, device, Offsets(member_hooks))
+        timed = dataclasses.replace(member, spec=member.spec.model_copy(update={"options": options}))
+        solution = train_attempt(timed, device, Offsets(Hooks(on_step=on_step, should_stop=should_stop)))
+        result = solution.result
+        if result.outcome == Outcome.TIME_LIMIT:
+            result.message = (
+                f"reached its share ({share:.3g} s) of the sweep's time limit ({problem.options.time_limit_s:g} s)"
+            )
         # The member's own problem keeps the sweep's options (its time limit is the sweep's).
-        solutions.append(Solution(member, solution.trial, solution.plan, solution.result))
-        done += solution.result.iterations
+        solutions.append(Solution(member, solution.trial, solution.plan, result))
+        done += result.iterations
     return solutions
