@@ -56,11 +56,13 @@ def admit(problem: Problem, settings: Settings) -> None:
     if settings.job_memory_mb:
         budget = max(settings.job_memory_mb - settings.job_baseline_mb, 0) * MIB
         if cost.step_bytes > budget:
+            # A sweep is sized as one batch of its members (a GPU worker's way); L-BFGS has no batch.
+            other = "fewer sweep members" if problem.is_sweep else "options.optimizer 'lbfgs'"
             raise LimitError(
                 ("options", "points"),
                 f"a Levenberg-Marquardt step on {shape} needs about {cost.step_bytes // MIB} MiB; "
                 f"this server's memory budget per job is {budget // MIB} MiB: use fewer options.points, "
-                "a smaller options.network, or options.optimizer 'lbfgs'",
+                f"a smaller options.network, or {other}",
             )
     limit = problem.options.time_limit_s
     if cost.step_s > limit / 2:

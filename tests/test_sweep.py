@@ -247,8 +247,9 @@ def test_sweeps_refuse_lbfgs_and_are_admitted_whatever_the_optimizer() -> None:
         points=2000,
         network={"width": 64},
     )
-    with pytest.raises(LimitError, match="options.points"):
+    with pytest.raises(LimitError, match="options.points") as refused:
         enforce_limits(load_problem(big), Settings())
+    assert "fewer sweep members" in str(refused.value) and "lbfgs" not in str(refused.value)
 
 
 def test_a_trial_steps_rows_and_jacobian_come_from_one_taped_pass() -> None:
