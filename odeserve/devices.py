@@ -24,3 +24,9 @@ def choose_device(setting: str) -> str:
     if cuda:
         log.warning("the device %r was asked for but no CUDA device is visible; training on the CPU", setting)
     return "cpu"
+
+
+def sweep_trains_batched(device: object) -> bool:
+    """Whether a sweep on ``device`` (a name or a ``torch.device``) trains its members as one
+    batch (a GPU) or one after another (a CPU: see :mod:`odeserve.solver.sweep`)."""
+    return str(device).partition(":")[0] != "cpu"

@@ -36,7 +36,7 @@ def jacobian_shape(problem: Problem, batched: bool = True) -> tuple[int, int]:
     parametric model's parameter grid, and data points) times equations plus conditions and data rows, and the network's weights plus the
     unknown parameters. An inverse problem's statistics take one Jacobian on a denser grid. A
     sweep's ``batched`` step holds every member's rows; trained member by member
-    (``odeserve.solver.sweep.trains_batched``), one member's."""
+    (``odeserve.devices.sweep_trains_batched``), one member's."""
     from odeserve.parametric import domain_points, grid_values
 
     opts = problem.options

@@ -27,7 +27,7 @@ from common.keys import Artifact
 from common.records import JobResult, Progress
 from common.settings import Settings, get_settings
 from common.store import ArtifactStore, record_outcome
-from odeserve.devices import choose_device
+from odeserve.devices import choose_device, sweep_trains_batched
 from odeserve.hooks import TrainState
 from odeserve.threads import jacobian_shape, threads_for
 from worker.reporter import JobReporter, persistent, tolerant
@@ -150,12 +150,10 @@ def solve_job(spec: dict[str, Any]) -> dict[str, Any]:
     job = get_current_job()
     if job is None:
         raise RuntimeError("solve_job runs inside an RQ job")
-    from odeserve.solver.sweep import trains_batched
-
     problem = load_problem(spec)
     device = choose_device(settings.device)
     # A sweep trained member by member (on a CPU) sizes its threads to one member's step.
-    shape = jacobian_shape(problem, batched=trains_batched(torch.device(device)))
+    shape = jacobian_shape(problem, batched=sweep_trains_batched(device))
     torch.set_num_threads(settings.torch_threads or threads_for(*shape))
     opts = problem.options
     cap_memory(settings.job_memory_mb if device == "cpu" else 0)  # CUDA reserves vast address space

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from odeserve.devices import sweep_trains_batched
 from odeserve.evaluate import equation_env
 from odeserve.expr.keys import Key
 from odeserve.hooks import Hooks, Step
@@ -127,18 +128,13 @@ class SweepResidual:
         return r, finish()
 
 
-def trains_batched(device: torch.device) -> bool:
-    """Whether a sweep on ``device`` trains as one batch (a GPU) or member by member (a CPU)."""
-    return device.type != "cpu"
-
-
 def solve_sweep(
     problem: Problem, device: torch.device, hooks: Hooks | None = None, batched: bool | None = None
 ) -> list[Solution]:
     """Every member of ``problem.sweep`` solved; one :class:`Solution` per member, of the plain
     problem with the swept parameters fixed at its values. ``batched``: train them as one batch
-    (default: on a GPU, :func:`trains_batched`) or one after another."""
-    if not (trains_batched(device) if batched is None else batched):
+    (default: on a GPU, :func:`odeserve.devices.sweep_trains_batched`) or one after another."""
+    if not (sweep_trains_batched(device) if batched is None else batched):
         return _one_by_one(problem, device, hooks or Hooks())
     from odeserve.solver.batch_train import train_batch
     from odeserve.solver.solve import DTYPES, build_trial, equation_scales
