@@ -46,6 +46,7 @@ class TrainState(TypedDict, total=False):
     mu: float  # Levenberg-Marquardt damping
     nu: float
     stalled: int  # Levenberg-Marquardt passes without real progress
+    retaken: bool  # its Jacobian retaken where the output layer moved, since the last accepted step
     lbfgs: dict[str, Any]  # torch.optim.LBFGS state (its curvature history)
     plateau_loss: float  # the plateau rule: best loss at the start of the current window
     plateau_since: int  # and the iteration that window started

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from odeserve.errors import IllPosedError, SpecError, pydantic_loc
 from odeserve.expr.grammar import RESERVED
 from odeserve.expr.keys import DerivKey, PointKey
-from odeserve.expr.linear import LinearForm, linear_form
+from odeserve.expr.linear import LinearForm, is_affine, linear_form
 from odeserve.expr.nodes import Deriv, Node, walk
 from odeserve.expr.parser import parse_equation, parse_expression, suggest
 from odeserve.expr.program import Program, compile_node
@@ -113,9 +113,27 @@ class Problem:
         return bool(self.ranges)
 
     @property
+    def is_linear(self) -> bool:
+        """Whether every equation is affine in the unknowns and their derivatives and every
+        condition in the unknowns' values at its points (the variable and the parameters, known
+        or estimated, are coefficients): then the residual is affine in the network's output
+        layer, which the solver's steps solve exactly (odeserve.solver.projection)."""
+        return all(is_affine(e.residual, _is_deriv) for e in self.equations) and all(
+            is_affine(c.residual, _is_point) for c in self.conditions
+        )
+
+    @property
     def is_inverse(self) -> bool:
         """Whether the problem has data (and perhaps parameters) to fit."""
         return bool(self.data)
+
+
+def _is_deriv(key: object) -> bool:
+    return isinstance(key, DerivKey)
+
+
+def _is_point(key: object) -> bool:
+    return isinstance(key, PointKey)
 
 
 def load_problem(data: ProblemSpec | Mapping[str, Any] | str) -> Problem:

@@ -10,12 +10,23 @@ from odeserve.examples import public_problems
 
 ROOT = Path(__file__).resolve().parents[1]
 
-__all__ = ["NO_TIME_LIMIT_S", "ROOT", "public_problems", "with_options"]
+__all__ = ["NONLINEAR", "NO_TIME_LIMIT_S", "ROOT", "public_problems", "with_options"]
 
 
 #: Tests never depend on how busy the machine is: unless a test sets a time limit itself, the
 #: iteration budget decides when training ends (timing belongs in bench/).
 NO_TIME_LIMIT_S = 3600
+
+
+#: A nonlinear problem: plain Levenberg-Marquardt steps, which train on for the whole budget
+#: (a linear problem's steps solve the output layer exactly and converge within ~200
+#: iterations): for the tests that need a run still training when they act on it.
+NONLINEAR: dict[str, Any] = {
+    "equations": ["y' + y^2 = 0"],
+    "domain": [0, 2],
+    "conditions": ["y(0) = 1"],
+    "exact": {"y": "1/(1 + x)"},
+}
 
 
 def with_options(spec: dict[str, Any], **options: Any) -> dict[str, Any]:

@@ -73,7 +73,9 @@ CLASSICAL_CASES = {
 @pytest.mark.parametrize("name", sorted(CLASSICAL_CASES))
 def test_classical_estimate_matches_the_true_error(name: str) -> None:
     spec, solver = CLASSICAL_CASES[name]
-    m = short(spec, 150)
+    # Adam's steps alone: an error far above the reference's own (a linear problem's second-order
+    # steps reach 1e-11..1e-14 within a few iterations, below what solve_ivp resolves).
+    m = short(spec, 100)
     check_honest(m, "classical")
     assert m.estimate is not None and (m.estimate.solver or "").startswith(solver)
     # The classical difference is the error itself, to the reference's accuracy.

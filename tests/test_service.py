@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import make_client, wait_for
-from tests.problems import public_problems, with_options
+from tests.problems import NONLINEAR, public_problems, with_options
 
 PROBLEMS = public_problems()
 
@@ -118,7 +118,7 @@ def test_errors_are_problem_json(service) -> None:
 def test_cancel_queued_and_running(redis_server, start_worker) -> None:
     queue = "odeserve-cancel"
     start_worker(queue)
-    long = with_options(PROBLEMS["lagaris2"], max_iterations=10**5, time_limit_s=120)
+    long = with_options(NONLINEAR, max_iterations=10**5, time_limit_s=120)
     with make_client(redis_server.url, queue) as client:
         wait_for(lambda: client.get("/readyz").status_code == 200, 60)
         running = client.post("/solve", json=long).json()
@@ -151,7 +151,8 @@ def _rq_meta(redis_url: str, job_id: str) -> dict:
     return Job.fetch(job_id, connection=Redis.from_url(redis_url), serializer=JSONSerializer).meta
 
 
-LONG = with_options(PROBLEMS["lagaris2"], max_iterations=1500, time_limit_s=300)
+#: Still training when the tests act on it: a nonlinear problem (plain steps, the whole budget).
+LONG = with_options(NONLINEAR, max_iterations=1500, time_limit_s=300)
 
 
 def test_worker_killed_mid_job_is_resumed_elsewhere(redis_server, start_worker) -> None:

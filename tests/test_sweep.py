@@ -23,6 +23,16 @@ DECAY = {
     "output": {"points": 11},
 }
 XS = np.linspace(0.0, 2.0, 201)
+#: A nonlinear sweep: plain Levenberg-Marquardt steps, which train until the target or the
+#: budget (a linear problem's steps solve each member's output layer exactly, and its members
+#: converge within a few hundred iterations, nearly together).
+NONLINEAR = {
+    "equations": ["y' + a*y^2 = 0"],
+    "domain": [0, 2],
+    "conditions": ["y(0) = 1"],
+    "parameters": {"a": 1.0},
+    "sweep": {"a": [0.5, 1.0, 1.5, 2.0]},
+}
 
 
 def rel_l2(got: np.ndarray, want: np.ndarray) -> float:
@@ -56,7 +66,8 @@ def test_every_member_is_as_accurate_as_a_solo_solve(batched: bool) -> None:
         assert m.error is not None and m.error["y"].rel_l2 == pytest.approx(err, rel=0.5)
         assert m.estimate is not None and m.estimate.method == "classical" and m.accuracy is not None
         assert m.accuracy.met is True
-        assert member.result.iterations == 300 and member.outcome.value == "budget_reached"
+        # Each member's output layer solved in every step (a linear problem): converged early.
+        assert member.outcome.value == "converged" and member.result.iterations < 300
 
 
 def test_members_stop_on_their_own_criterion() -> None:
@@ -64,7 +75,7 @@ def test_members_stop_on_their_own_criterion() -> None:
     weights of its best iteration: its own rows at the returned weights give the loss reported."""
     import torch
 
-    spec = with_options(DECAY, max_iterations=2000, target_loss=1e-14)
+    spec = with_options(NONLINEAR, max_iterations=2000, target_loss=1e-14)
     members = solve_sweep(spec, batched=True)
     assert all(m.outcome.value == "converged" and m.result.loss <= 1e-14 for m in members), [
         (m.outcome.value, m.result.loss) for m in members
@@ -116,8 +127,9 @@ def test_on_a_cpu_members_train_one_by_one_each_exactly_as_its_own_solve() -> No
             member.problem.parameters["k"] == k
             and member.problem.options.time_limit_s == solo.problem.options.time_limit_s
         )
-    assert seen == sorted(seen) and seen[-1] == 300, (seen[:3], seen[-3:])
-    limited = solve_sweep(with_options(DECAY, max_iterations=10**6, time_limit_s=2.0))
+    total = sum(m.result.iterations for m in members)
+    assert seen == sorted(seen) and seen[-1] == total // len(KS), (seen[:3], seen[-3:], total)
+    limited = solve_sweep(with_options(NONLINEAR, max_iterations=10**6, time_limit_s=2.0))
     assert [m.outcome.value for m in limited] == ["time_limit"] * len(KS)
     assert all(m.result.iterations > 1 for m in limited), [m.result.iterations for m in limited]
     assert all("share" in m.message and "time limit (2 s)" in m.message for m in limited), limited[0].message

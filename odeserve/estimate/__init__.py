@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from odeserve.estimate.bound import residual_bound
+from odeserve.estimate.bound import RESOLUTION, residual_bound
 from odeserve.estimate.reference import classical_reference
 from odeserve.estimate.residual import FACTOR, is_linear, linearized_correction
 from odeserve.estimate.system import NotApplicable
@@ -36,6 +36,16 @@ def _stats(problem: Problem, diff: np.ndarray, ref: np.ndarray) -> dict[str, Est
         err = float(np.linalg.norm(diff[:, j]))
         out[u] = EstimateStats(rel_l2=err / norm if norm > 0 else err, max_abs=float(np.max(np.abs(diff[:, j]))))
     return out
+
+
+def _resolved(problem: Problem, stats: dict[str, EstimateStats], values: np.ndarray) -> dict[str, EstimateStats]:
+    """``stats`` raised to the :data:`~odeserve.estimate.bound.RESOLUTION` of the values they
+    estimate the error of."""
+    for j, u in enumerate(problem.unknowns):
+        s = stats[u]
+        s.rel_l2 = max(s.rel_l2, RESOLUTION)
+        s.max_abs = max(s.max_abs, RESOLUTION * float(np.max(np.abs(values[:, j]))))
+    return stats
 
 
 def estimate_error(problem: Problem, probe: Probe, xs: np.ndarray, guard_s: float = 5.0) -> ErrorEstimate:
@@ -74,7 +84,7 @@ def estimate_error(problem: Problem, probe: Probe, xs: np.ndarray, guard_s: floa
         return _bounded(
             problem, probe, t0, f"no classical solution ({why}); no reliable linearised correction ({_reason(exc)})"
         )
-    stats = _stats(problem, e, values)
+    stats = _resolved(problem, _stats(problem, e, values), values)
     return _record("linearized_residual", stats, t0, factor=FACTOR, note=f"no classical solution: {why}")
 
 

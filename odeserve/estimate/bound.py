@@ -51,6 +51,12 @@ AGREE = 2.0
 MAX_CONDITION = 1e14
 #: A first-order bound above this relative size is not trusted (nor is the linearisation).
 FIRST_ORDER = 0.1
+#: The smallest relative error that an estimate without a classical reference claims (this
+#: bound, and the linearised correction's estimate): the network's values and derivatives and
+#: the estimators' own linear algebra carry rounding errors near 1e-13 of the solution's size in
+#: float64, so a smaller figure would be rounding, not knowledge. Linear problems' networks
+#: reach 1e-14 (odeserve.solver.projection); a classical reference has its own floor.
+RESOLUTION = 1e-12
 
 
 @dataclass(frozen=True)
@@ -112,6 +118,9 @@ def residual_bound(problem: Problem, probe: Probe) -> ResidualBound:
     most = {u: v * worse for u, v in most.items()}
     if max(rel.values()) > FIRST_ORDER:
         raise Unreliable(f"the first-order bound ({max(rel.values()):.2g}) is too large for the linearisation to hold")
+    size = np.max(np.abs(grids[-1].derivs[0]), axis=0)
+    rel = {u: max(v, RESOLUTION) for u, v in rel.items()}
+    most = {u: max(v, RESOLUTION * float(size[j])) for j, (u, v) in enumerate(most.items())}
     return ResidualBound(rel, most, (coarse.nodes, fine.nodes), sigmas, condition)
 
 

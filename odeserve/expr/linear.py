@@ -3,11 +3,17 @@
 ``y'(1) + y(1) = -pi`` becomes ``{(y,1,1.0): 1, (y,0,1.0): 1}`` and the constant ``pi``: the
 form the hard-constraint builder needs. Anything else (``y(0)^2 = 1``) is not linear and is
 imposed as a penalty instead.
+
+:func:`is_affine` answers the wider question for equations, whose coefficients may depend on
+the variable and the parameters: is a program affine in the unknowns' values (the solver then
+solves the network's output layer exactly, ``odeserve.solver.projection``)?
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from odeserve.errors import EvaluationError
 from odeserve.expr.keys import PointKey
@@ -75,3 +81,36 @@ def linear_form(program: Program) -> LinearForm | None:
     form = stack[0]
     form.coeffs = {k: v for k, v in form.coeffs.items() if v != 0.0}
     return form
+
+
+#: The degrees :func:`is_affine` tracks: no unknown, affine in the unknowns, anything else.
+_FREE, _AFFINE, _OTHER = 0, 1, 2
+
+
+def is_affine(program: Program, unknown: Callable[[Any], bool]) -> bool:
+    """Whether ``program`` is affine in the load keys for which ``unknown`` holds, whatever the
+    other keys' values (the variable and the parameters: coefficients). ``x*y' + k*y - sin(x)``
+    is; ``y*y'``, ``sin(y)``, ``abs(y)``, ``1/y`` and ``y^2`` are not. Exact, on the program's
+    structure: no sampling that a sign change between points could hide."""
+    stack: list[int] = []
+    for ins in program.instrs:
+        op = ins.op
+        if op == "const":
+            stack.append(_FREE)
+        elif op == "load":
+            stack.append(_AFFINE if unknown(ins.arg) else _FREE)
+        elif op == "neg":
+            pass  # the degree of -a is a's
+        elif op == "call":
+            stack.append(_FREE if stack.pop() == _FREE else _OTHER)
+        else:
+            b, a = stack.pop(), stack.pop()
+            if op in ("+", "-"):
+                stack.append(max(a, b))
+            elif op == "*":
+                stack.append(max(a, b) if min(a, b) == _FREE else _OTHER)
+            elif op == "/":
+                stack.append(a if b == _FREE else _OTHER)
+            else:  # ^: a power of an unknown, or a power with an unknown exponent
+                stack.append(_FREE if a == b == _FREE else _OTHER)
+    return stack[0] != _OTHER

@@ -21,6 +21,7 @@ from torch import Tensor
 from odeserve.hooks import Hooks, Phase, Step
 from odeserve.outcome import Outcome
 from odeserve.solver.adam import Adam
+from odeserve.solver.projection import Projection, model_decrease
 from odeserve.solver.train import STALL_LOSS, TrainResult, _Damping, _Run
 from odeserve.spec import Options
 
@@ -31,6 +32,11 @@ class BatchResidual(Protocol):
     def jacobian(self, theta: Tensor, members: Tensor) -> tuple[Tensor, Tensor]: ...
 
     def linearized(self, theta: Tensor, members: Tensor) -> tuple[Tensor, Callable[[], Tensor]]: ...
+
+    @property
+    def linear_columns(self) -> slice | None:
+        """The output layer's columns for a linear problem (eliminated from the steps)."""
+        ...
 
 
 class _Batch:
@@ -90,12 +96,24 @@ def _adam(residual: BatchResidual, theta: Tensor, batch: _Batch, options: Option
 class _Systems:
     """The active members' damped least-squares systems, in the smaller of the two equivalent
     forms (as :func:`odeserve.solver.damped.damped_solver`): r (b, R), J (b, R, P), the Gram
-    matrices and J^T r, formed once per Jacobian and reused across damping retries."""
+    matrices and J^T r, formed once per Jacobian and reused across damping retries. With
+    ``columns`` (a linear problem's output layer) that layer is eliminated, as
+    :class:`odeserve.solver.projection.ProjectedSolver` does for one: ``output`` is each
+    member's exact correction of it, ``r`` the residual with it made, and the Gram matrices are
+    those of the projected hidden block (``inner``)."""
 
-    def __init__(self, r: Tensor, J: Tensor) -> None:
+    def __init__(self, r: Tensor, J: Tensor, columns: slice | None = None) -> None:
         self.dual = J.shape[1] < J.shape[2]
-        self.r, self.J = r, J
-        self.gram, self.g = self._formed(r, J)
+        self.J = J
+        self.proj = Projection.of(J, columns) if columns is not None else None
+        self.output: Tensor | None = None
+        if self.proj is None:
+            self.r, self.inner = r, J
+        else:
+            self.output = -(self.proj.pinv @ (self.proj.Q.mT @ r.unsqueeze(2))).squeeze(2)
+            self.r = self.proj.off(r.unsqueeze(2)).squeeze(2)
+            self.inner = self.proj.off(self.proj.H)
+        self.gram, self.g = self._formed(self.r, self.inner)
         self.eye = torch.eye(self.gram.shape[1], dtype=J.dtype, device=J.device)
 
     def _formed(self, r: Tensor, J: Tensor) -> tuple[Tensor, Tensor]:
@@ -111,48 +129,114 @@ class _Systems:
         L, info = torch.linalg.cholesky_ex(self.gram + mu.reshape(-1, 1, 1) * self.eye)
         ok = info == 0
         if self.dual:
-            step = -(self.J.transpose(1, 2) @ torch.cholesky_solve(self.r.unsqueeze(2), L)).squeeze(2)
+            step = -(self.inner.transpose(1, 2) @ torch.cholesky_solve(self.r.unsqueeze(2), L)).squeeze(2)
         else:
             step = -torch.cholesky_solve(self.g.unsqueeze(2), L).squeeze(2)
+        if self.proj is not None:
+            step = self.proj.complete(self.r, step)
+        ok = ok & torch.isfinite(step).all(1)
         return torch.where(ok.unsqueeze(1), step, torch.zeros_like(step)), ok
 
-    def replace(self, rows: Tensor, r: Tensor, J: Tensor) -> None:
-        """New Jacobians for the members at ``rows`` (a mask): their systems formed anew."""
-        self.r[rows], self.J[rows] = r, J
-        self.gram[rows], self.g[rows] = self._formed(r, J)
+    def predicted(self, step: Tensor, mu: Tensor) -> Tensor:
+        """Each member's decrease of 0.5 ||r||^2 that the linear model predicts for its step."""
+        if self.proj is not None:
+            return model_decrease(self.r, self.J, step)
+        return 0.5 * (step * (mu.unsqueeze(1) * step - self.g)).sum(1)
 
-    def keep(self, rows: Tensor) -> None:
+    def settled(self, theta: Tensor) -> Tensor:
+        """Weights (b, P) at which the systems were formed, with the output layer's correction."""
+        if self.proj is None or self.output is None:
+            return theta
+        theta = theta.clone()
+        theta[:, self.proj.columns] += self.output
+        return theta
+
+    def replace(self, rows: Tensor, new: _Systems) -> None:
+        """The members at ``rows`` (a mask) take ``new``'s systems (one per such member)."""
+        self.r[rows], self.J[rows], self.gram[rows], self.g[rows] = new.r, new.J, new.gram, new.g
+        if self.proj is not None and new.proj is not None and self.output is not None and new.output is not None:
+            self.inner[rows] = new.inner
+            self.proj.replace(rows, new.proj)
+            self.output[rows] = new.output
+
+    def keep(self, rows: Tensor) -> _Systems:
+        """Only the members at ``rows`` (a mask or indices)."""
         self.r, self.J, self.gram, self.g = self.r[rows], self.J[rows], self.gram[rows], self.g[rows]
+        self.inner = self.J if self.proj is None else self.inner[rows]
+        if self.proj is not None and self.output is not None:
+            self.proj = self.proj.keep(rows)
+            self.output = self.output[rows]
+        return self
+
+
+def _finite(r: Tensor, J: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(r, J) with every member whose rows are not all finite zeroed (a diverged trial step:
+    the SVD of the projection would fail on it), and which members those are."""
+    bad = ~(torch.isfinite(r).all(1) & torch.isfinite(J).all(2).all(1))
+    if not bool(bad.any()):
+        return r, J, bad
+    return r.masked_fill(bad.unsqueeze(1), 0.0), J.masked_fill(bad.reshape(-1, 1, 1), 0.0), bad
+
+
+def _trial(
+    residual: BatchResidual, candidate: Tensor, idx: Tensor, columns: slice | None
+) -> tuple[Tensor, Callable[[Tensor], _Systems]]:
+    """The active members' losses at their trial weights and, on demand for the members at a
+    mask, their systems there. With the output layer eliminated, the loss is the one with that
+    layer solved at the trial weights, which needs every member's Jacobian at once."""
+    r_new, finish = residual.linearized(candidate, idx)
+    if columns is None:
+        return 0.5 * (r_new * r_new).sum(1), lambda rows: _Systems(r_new[rows], finish()[rows])
+    r_new, J_new, bad = _finite(r_new, finish())
+    new = _Systems(r_new, J_new, columns)
+    loss = (0.5 * (new.r * new.r).sum(1)).masked_fill(bad, math.inf)
+    return loss, lambda rows: new.keep(rows)
 
 
 def _levenberg_marquardt(residual: BatchResidual, theta: Tensor, batch: _Batch) -> Tensor:
-    theta = theta.detach().clone()
-    idx = batch.index(theta)
-    systems = _Systems(*residual.jacobian(theta[idx], idx))
+    columns = residual.linear_columns
+    base = theta.detach().clone()  # where each member's Jacobian was taken
+    idx = batch.index(base)
+    systems = _Systems(*residual.jacobian(base[idx], idx), columns)
+    theta = base.clone()
+    theta[idx] = systems.settled(base[idx])
     rows = systems.r.shape[1]
     damping = {b: _Damping(mu) for b, mu in zip(batch.active, systems.initial_mu())}
+    retaken = dict.fromkeys(batch.active, False)
     while batch.active:
         idx = batch.index(theta)
         mu = torch.tensor([damping[b].mu for b in batch.active], dtype=theta.dtype, device=theta.device)
         step, ok = systems.steps(mu)
         F = 0.5 * (systems.r * systems.r).sum(1)
-        r_new, finish = residual.linearized(theta[idx] + step, idx)
-        F_new = 0.5 * (r_new * r_new).sum(1)
-        predicted = 0.5 * (step * (mu.unsqueeze(1) * step - systems.g)).sum(1)
+        candidate = theta[idx] + step
+        F_new, moved = _trial(residual, candidate, idx, columns)
+        predicted = systems.predicted(step, mu)
         rho = torch.where(ok & (predicted > 0) & torch.isfinite(F_new), (F - F_new) / predicted, -1.0)
         accepted = rho > 0
         # One transfer for the whole batch: a per-member read of a GPU tensor waits each time.
         gains, ratios = ((F - F_new) / F.clamp_min(1e-300)).tolist(), rho.tolist()
+        # A member rejected at an iterate whose output layer moved after its Jacobian was taken
+        # retakes the Jacobian there first (as the solo loop does), before its damping grows.
+        retake = [ratio <= 0 and columns is not None and not retaken[b] for b, ratio in zip(batch.active, ratios)]
         for j, (b, ratio) in enumerate(zip(batch.active, ratios)):
             if ratio > 0:
                 damping[b].accepted(ratio, gains[j])
-            else:
+            elif not retake[j]:
                 damping[b].rejected()
+            retaken[b] = retake[j] or (retaken[b] and ratio <= 0)
         if any(ratio > 0 for ratio in ratios):
-            moved = idx[accepted]
-            theta[moved] = theta[moved] + step[accepted]
-            systems.replace(accepted, r_new[accepted], finish()[accepted])
-        del r_new, finish  # the taped pass (per-row weight copies and graph) before the next one
+            new = moved(accepted)
+            base[idx[accepted]] = candidate[accepted]
+            theta[idx[accepted]] = new.settled(candidate[accepted])
+            systems.replace(accepted, new)
+        del moved  # the taped pass (per-row weight copies and graph) before the next one
+        if any(retake):
+            again = torch.tensor(retake, dtype=torch.bool, device=theta.device)
+            at = idx[again]
+            new = _Systems(*residual.jacobian(theta[at], at), columns)
+            base[at] = theta[at]
+            theta[at] = new.settled(theta[at])
+            systems.replace(again, new)
         losses = ((systems.r * systems.r).sum(1) / rows).tolist()
         stopped = batch.record(theta[idx], idx, losses, "lm")
         for j, b in enumerate(batch.active):

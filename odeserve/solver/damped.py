@@ -35,6 +35,10 @@ class DampedSolver(Protocol):
 
     def step(self, mu: float) -> Tensor | None: ...
 
+    def predicted(self, step: Tensor, mu: float) -> float:
+        """The loss decrease, 0.5 ||r||^2 - 0.5 ||r + J step||^2, that the linear model predicts."""
+        ...
+
 
 def damped_solver(r: Tensor, J: Tensor) -> DampedSolver:
     """LAPACK on a CPU at one intra-op thread (float64 or float32), torch otherwise. With more
@@ -67,6 +71,9 @@ class TorchSolver:
         if self.dual:
             return -self.J.T @ torch.cholesky_solve(self.r.unsqueeze(1), L).squeeze(1)
         return -torch.cholesky_solve(self.g.unsqueeze(1), L).squeeze(1)
+
+    def predicted(self, step: Tensor, mu: float) -> float:
+        return damped_decrease(step, self.g, mu)
 
 
 class LapackSolver:
@@ -103,6 +110,15 @@ class LapackSolver:
         if info != 0 or not np.all(np.isfinite(x)):
             return None
         return torch.from_numpy(-(self._J.T @ x) if self.dual else -x)
+
+    def predicted(self, step: Tensor, mu: float) -> float:
+        return damped_decrease(step, self.g, mu)
+
+
+def damped_decrease(step: Tensor, g: Tensor, mu: float) -> float:
+    """The model's decrease for a step that solves (J^T J + mu I) step = -g:
+    0.5 ||r||^2 - 0.5 ||r + J step||^2 = 0.5 step . (mu step - g)."""
+    return 0.5 * float(step @ (mu * step - g))
 
 
 def blas_threads_like_torch() -> AbstractContextManager[object]:

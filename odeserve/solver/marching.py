@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from odeserve.hooks import Hooks, Step
+from odeserve.network import output_layer
 from odeserve.outcome import Outcome
 from odeserve.problem import Problem
 from odeserve.solver.constraints import ConstraintPlan
@@ -43,6 +44,11 @@ class FitResidual(Residual):
         self.penalty = []
         self.target = torch.as_tensor(np.asarray(target).T, dtype=x.dtype, device=x.device)  # (m, n)
         self.fit_scales = [float(s) for s in scales]
+
+    @property
+    def linear_columns(self) -> slice | None:
+        """A fit is affine in the network's output layer, whatever the equations."""
+        return output_layer(self.trial.sizes)
 
     def _equation_rows(self, theta: Tensor, derivs: list[Tensor]) -> list[Tensor]:
         y = derivs[0]

@@ -14,6 +14,7 @@ from odeserve.evaluate import equation_env
 from odeserve.expr.grammar import function_table
 from odeserve.expr.keys import Key, PointKey
 from odeserve.expr.program import Backend, Program
+from odeserve.network import output_layer
 from odeserve.problem import Condition, Problem
 from odeserve.solver.constraints import ConstraintPlan
 from odeserve.solver.inverse import DataRows, ParameterMap
@@ -159,6 +160,12 @@ class Residual:
         return [
             run_torch(c.residual, penv, like).reshape(-1) * (self.pen_weight / self.eq_scales[0]) for c in self.penalty
         ]
+
+    @property
+    def linear_columns(self) -> slice | None:
+        """The output layer's columns of theta for a linear problem, in which the residual is
+        then affine (:mod:`odeserve.solver.projection`); None otherwise."""
+        return output_layer(self.trial.sizes) if self.problem.is_linear else None
 
     @property
     def _shared_weights(self) -> bool:

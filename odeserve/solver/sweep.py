@@ -32,6 +32,7 @@ from odeserve.devices import sweep_trains_batched
 from odeserve.evaluate import equation_env
 from odeserve.expr.keys import Key
 from odeserve.hooks import Hooks, Step
+from odeserve.network import output_layer
 from odeserve.outcome import Outcome
 from odeserve.parametric import chebyshev_points, fixed_at
 from odeserve.problem import Problem
@@ -55,6 +56,11 @@ class SweepResidual:
         self.phi = trial.basis(x, self.order) if trial.has_constraints else None
         self.penalty, self.pen_points, self.pen_x, self.pen_order = penalty_points(problem, plan, x)
         self.pen_weight = float(len(x)) ** 0.5 / self.eq_scales[0]
+
+    @property
+    def linear_columns(self) -> slice | None:
+        """The output layer's columns for a linear problem (:mod:`odeserve.solver.projection`)."""
+        return output_layer(self.trial.sizes) if self.problem.is_linear else None
 
     @property
     def rows(self) -> int:

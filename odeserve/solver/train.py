@@ -24,7 +24,8 @@ from torch import Tensor
 from odeserve.hooks import Hooks, Phase, Step, TrainState
 from odeserve.outcome import Outcome
 from odeserve.solver.adam import Adam
-from odeserve.solver.damped import blas_threads_like_torch, damped_solver
+from odeserve.solver.damped import blas_threads_like_torch
+from odeserve.solver.projection import Iterate, iterate_at
 from odeserve.spec import Options
 
 #: A Levenberg-Marquardt pass that lowers the loss by less than this fraction makes no progress.
@@ -43,6 +44,13 @@ STALL_LOSS = 1e-10
 
 class ResidualModel(Protocol):
     """The residual vector r(theta) of a problem, with its Jacobian."""
+
+    @property
+    def linear_columns(self) -> slice | None:
+        """The columns of theta in which r is affine (the output layer of a linear problem),
+        which each Levenberg-Marquardt step solves exactly (:mod:`odeserve.solver.projection`);
+        None: plain steps."""
+        ...
 
     def __call__(self, theta: Tensor) -> Tensor: ...
 
@@ -271,56 +279,75 @@ class _Damping:
         return not self.mu < 1e40 or self.stalled >= _LM_PATIENCE  # also catches an infinite or NaN mu
 
 
-def _trial(
-    residual: ResidualModel, evaluate: Callable[[Tensor], Tensor], candidate: Tensor, compiled: bool
-) -> tuple[Tensor, Callable[[], tuple[Tensor, Tensor]] | None]:
-    """A trial step's residual and, where the residual offers it, its Jacobian from the same
-    forward pass: most steps are accepted, and then the Jacobian at the new weights would
-    otherwise repeat that forward pass (about a sixth of an iteration)."""
-    lin = None if compiled else residual.linearized(candidate)
-    if lin is not None:
-        return lin
-    with torch.no_grad():
-        return evaluate(candidate), None
+def _candidate(
+    residual: ResidualModel,
+    jac: Callable[[Tensor], tuple[Tensor, Tensor]],
+    evaluate: Callable[[Tensor], Tensor],
+    base: Tensor,
+    compiled: bool,
+) -> tuple[float, Callable[[], Iterate]]:
+    """A trial step's loss and, on demand, the iterate there (taken only if the step is
+    accepted, which is almost every step). Where the residual offers it, the Jacobian comes from
+    the trial's own forward pass, which it would otherwise repeat (about a sixth of an
+    iteration). With the output layer eliminated, the loss is the one with that layer solved
+    exactly at the trial weights, which needs their Jacobian at once."""
+    columns = residual.linear_columns
+    lin = None if compiled else residual.linearized(base)
+    if lin is None and columns is None:
+        with torch.no_grad():
+            r = evaluate(base)
+        return 0.5 * float(r @ r), lambda: iterate_at(base, *jac(base), None)
+    if lin is not None and columns is None:
+        r, finish = lin
+        return 0.5 * float(r @ r), lambda: iterate_at(base, *finish(), None)
+    r, J = lin[1]() if lin is not None else jac(base)
+    if not bool(torch.isfinite(r).all() and torch.isfinite(J).all()):
+        return math.inf, lambda: iterate_at(base, r, J, None)  # rejected: never called
+    point = iterate_at(base, r, J, columns)
+    return point.loss, lambda: point
 
 
 def _levenberg_marquardt(residual: ResidualModel, theta: Tensor, run: _Run, resume: TrainState | None) -> Tensor:
-    theta = theta.detach().clone()
     jac = _jacobian_function(residual, run.options.compile)
     evaluate: Callable[[Tensor], Tensor] = torch.compile(residual, dynamic=False) if run.options.compile else residual
-    system = damped_solver(*jac(theta))
-    F = 0.5 * float(system.r @ system.r)
-    n = system.r.numel()
-    damping = _Damping(system.initial_mu())
+    base, columns, retaken = theta.detach().clone(), residual.linear_columns, False
+    point = iterate_at(base, *jac(base), columns)
+    n = point.system.r.numel()
+    damping = _Damping(point.system.initial_mu())
     if resume is not None and "mu" in resume:
         damping = _Damping(float(resume["mu"]), float(resume["nu"]), int(resume.get("stalled", 0)))
+        retaken = bool(resume.get("retaken", False))
+    # The state keeps the base weights: a resumed run takes its first Jacobian where this one did.
     run.phase_state = lambda: TrainState(
-        phase="lm", theta=theta.clone(), mu=damping.mu, nu=damping.nu, stalled=damping.stalled
+        phase="lm",
+        theta=point.base.clone(),
+        mu=damping.mu,
+        nu=damping.nu,
+        stalled=damping.stalled,
+        retaken=retaken,
     )
     while run.stop is None:
         # Every pass counts as an iteration, a failed factorisation included, so the budget and
         # the time limit always apply (in float32 the damped system can fail to factor for a while).
-        step = system.step(damping.mu)
-        rho, F_new = -1.0, math.inf
+        step = point.system.step(damping.mu)
+        rho, F_new, moved = -1.0, math.inf, None
         if step is not None:
-            candidate = theta + step
-            r_new, jac_new = _trial(residual, evaluate, candidate, run.options.compile)
-            F_new = 0.5 * float(r_new @ r_new)
-            predicted = 0.5 * float(step @ (damping.mu * step - system.g))
-            rho = (F - F_new) / predicted if predicted > 0 and math.isfinite(F_new) else -1.0
-        if rho > 0:
-            damping.accepted(rho, (F - F_new) / max(F, 1e-300))
-            theta = candidate
-            system = damped_solver(*(jac_new() if jac_new is not None else jac(theta)))
-            F = 0.5 * float(system.r @ system.r)
+            F_new, moved = _candidate(residual, jac, evaluate, point.theta + step, run.options.compile)
+            predicted = point.system.predicted(step, damping.mu)
+            rho = (point.loss - F_new) / predicted if predicted > 0 and math.isfinite(F_new) else -1.0
+        if rho > 0 and moved is not None:
+            damping.accepted(rho, (point.loss - F_new) / max(point.loss, 1e-300))
+            point, retaken = moved(), False
+        elif point.stale and not retaken:
+            point, retaken = iterate_at(point.theta, *jac(point.theta), columns), True
         else:
             damping.rejected()
-        if run.record(theta, 2.0 * F / n, "lm"):
+        if run.record(point.theta, 2.0 * point.loss / n, "lm"):
             break
         run.maybe_checkpoint()
         if damping.exhausted:
             run.stop = run.no_progress("the second-order phase can reduce the loss no further")
-    return theta
+    return point.theta
 
 
 def train(
