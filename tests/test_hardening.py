@@ -192,8 +192,9 @@ def test_admission_refuses_what_one_step_cannot_fit(redis_server) -> None:
         r = client.post("/solve", json=DECAY | {"options": big})
         assert r.status_code == 422 and r.json()["field"] == "options.points", r.text
         assert "memory budget per job is 3072 MiB" in r.json()["detail"] and "options.network" in r.json()["detail"]
-        # 5,000 points x 12,673 weights: one step takes tens of seconds, the limit is 5 s.
-        slow = {"points": 5000, "network": {"width": 64, "depth": 4}, "time_limit_s": 5}
+        # 3,000 points x 12,673 weights: one step takes seconds, the limit is 5 s. (Memory fits:
+        # 2.4 GiB with the linear problem's projected blocks; 5,000 points would not.)
+        slow = {"points": 3000, "network": {"width": 64, "depth": 4}, "time_limit_s": 5}
         r = client.post("/solve", json=DECAY | {"options": slow})
         assert r.status_code == 422 and r.json()["field"] == "options.time_limit_s", r.text
         # The same problem with Adam only builds no Jacobian: admitted.

@@ -104,6 +104,9 @@ class _Systems:
 
     def __init__(self, r: Tensor, J: Tensor, columns: slice | None = None) -> None:
         self.dual = J.shape[1] < J.shape[2]
+        bad: Tensor | None = None
+        if columns is not None:  # the projection's SVD needs finite rows
+            r, J, bad = _finite(r, J)
         self.J = J
         self.proj = Projection.of(J, columns) if columns is not None else None
         self.output: Tensor | None = None
@@ -112,8 +115,10 @@ class _Systems:
         else:
             self.output = -(self.proj.pinv @ (self.proj.Q.mT @ r.unsqueeze(2))).squeeze(2)
             self.r = self.proj.off(r.unsqueeze(2)).squeeze(2)
-            self.inner = self.proj.off(self.proj.H)
+            self.inner = self.proj.hidden()
         self.gram, self.g = self._formed(self.r, self.inner)
+        if bad is not None and bool(bad.any()):  # those members' losses are not finite: diverged
+            self.r = self.r.masked_fill(bad.unsqueeze(1), math.nan)
         self.eye = torch.eye(self.gram.shape[1], dtype=J.dtype, device=J.device)
 
     def _formed(self, r: Tensor, J: Tensor) -> tuple[Tensor, Tensor]:
@@ -165,13 +170,15 @@ class _Systems:
         self.inner = self.J if self.proj is None else self.inner[rows]
         if self.proj is not None and self.output is not None:
             self.proj = self.proj.keep(rows)
+            self.proj.J = self.J  # one copy of the kept Jacobians, shared
             self.output = self.output[rows]
         return self
 
 
 def _finite(r: Tensor, J: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(r, J) with every member whose rows are not all finite zeroed (a diverged trial step:
-    the SVD of the projection would fail on it), and which members those are."""
+    """(r, J) with every member whose rows are not all finite zeroed (the SVD of the projection
+    would fail on it), and which members those are (:class:`_Systems` gives them a loss that is
+    not finite: a trial step there is rejected, and a member that starts there has diverged)."""
     bad = ~(torch.isfinite(r).all(1) & torch.isfinite(J).all(2).all(1))
     if not bool(bad.any()):
         return r, J, bad
@@ -187,10 +194,8 @@ def _trial(
     r_new, finish = residual.linearized(candidate, idx)
     if columns is None:
         return 0.5 * (r_new * r_new).sum(1), lambda rows: _Systems(r_new[rows], finish()[rows])
-    r_new, J_new, bad = _finite(r_new, finish())
-    new = _Systems(r_new, J_new, columns)
-    loss = (0.5 * (new.r * new.r).sum(1)).masked_fill(bad, math.inf)
-    return loss, lambda rows: new.keep(rows)
+    new = _Systems(r_new, finish(), columns)
+    return 0.5 * (new.r * new.r).sum(1), lambda rows: new.keep(rows)
 
 
 def _levenberg_marquardt(residual: BatchResidual, theta: Tensor, batch: _Batch) -> Tensor:
@@ -237,7 +242,11 @@ def _levenberg_marquardt(residual: BatchResidual, theta: Tensor, batch: _Batch) 
             base[at] = theta[at]
             theta[at] = new.settled(theta[at])
             systems.replace(again, new)
-        losses = ((systems.r * systems.r).sum(1) / rows).tolist()
+        at = systems.r
+        if columns is not None:  # the loss as the network computes it at the weights recorded
+            with torch.no_grad():
+                at = torch.where(torch.isfinite(systems.r), residual(theta[idx], idx), systems.r)
+        losses = ((at * at).sum(1) / rows).tolist()
         stopped = batch.record(theta[idx], idx, losses, "lm")
         for j, b in enumerate(batch.active):
             run = batch.runs[b]

@@ -36,44 +36,56 @@ from odeserve.solver.damped import DampedSolver, damped_solver
 
 @dataclass
 class Projection:
-    """The output block A = J[..., columns] of Jacobians J (..., R, P): the rest ``H`` (J with
-    A's columns zeroed), an orthonormal basis ``Q`` of A's range and ``pinv`` with
-    A^+ = pinv @ Q^T, both to A's numerical rank (dead or duplicate neurons, a zero output
-    scale), as zero columns beyond it."""
+    """The output block A = J[..., columns] of Jacobians J (..., R, P) (finite): the Jacobians,
+    an orthonormal basis ``Q`` of A's range and ``pinv`` with A^+ = pinv @ Q^T, both to A's
+    numerical rank (dead or duplicate neurons, a zero output scale), as zero columns beyond it.
+    The hidden block H is J with A's columns zeroed; it is never copied out (H s = J s for a step
+    s that is zero in the output block, and P H is P J with those columns zeroed)."""
 
     columns: slice
-    H: Tensor
+    J: Tensor
     Q: Tensor
     pinv: Tensor
 
     @classmethod
     def of(cls, J: Tensor, columns: slice) -> Projection:
         A = J[..., columns]
-        H = J.clone()
-        H[..., columns] = 0.0
         U, S, Vh = torch.linalg.svd(A, full_matrices=False)
         tol = S[..., :1] * max(A.shape[-2:]) * torch.finfo(A.dtype).eps
         keep = tol < S
         inverse = torch.where(keep, 1.0 / S, torch.zeros_like(S))
-        return cls(columns, H, U * keep.unsqueeze(-2), Vh.mT * inverse.unsqueeze(-2))
+        return cls(columns, J, U * keep.unsqueeze(-2), Vh.mT * inverse.unsqueeze(-2))
 
     def off(self, v: Tensor) -> Tensor:
         """P v for v (..., R, K): v with its part in A's range taken off."""
         return v - self.Q @ (self.Q.mT @ v)
 
+    def hidden(self) -> Tensor:
+        """P H: the hidden block projected off A's range (one new J-sized tensor), its output
+        columns zero (P A is zero but for rounding)."""
+        # J - Q (Q^T J) in one fused product: no J-sized temporary besides the result.
+        qtj = self.Q.mT @ self.J
+        if self.J.dim() == 2:
+            out = torch.addmm(self.J, self.Q, qtj, alpha=-1.0)
+        else:
+            out = torch.baddbmm(self.J, self.Q, qtj, alpha=-1.0)
+        out[..., self.columns] = 0.0
+        return out
+
     def complete(self, r: Tensor, s: Tensor) -> Tensor:
         """The step s (..., P) with its output block, zero so far, set to -A^+ (r + H s)."""
-        rest = r.unsqueeze(-1) + self.H @ s.unsqueeze(-1)
+        rest = r.unsqueeze(-1) + self.J @ s.unsqueeze(-1)
         s[..., self.columns] = -(self.pinv @ (self.Q.mT @ rest)).squeeze(-1)
         return s
 
     def keep(self, rows: Tensor) -> Projection:
         """A batch's members at ``rows``."""
-        return Projection(self.columns, self.H[rows], self.Q[rows], self.pinv[rows])
+        return Projection(self.columns, self.J[rows], self.Q[rows], self.pinv[rows])
 
     def replace(self, rows: Tensor, new: Projection) -> None:
-        """The members at ``rows`` (a mask) replaced by ``new``'s."""
-        self.H[rows], self.Q[rows], self.pinv[rows] = new.H, new.Q, new.pinv
+        """The members at ``rows`` (a mask) replaced by ``new``'s (its J is the batch's own:
+        the caller replaces that)."""
+        self.Q[rows], self.pinv[rows] = new.Q, new.pinv
 
 
 def model_decrease(r: Tensor, J: Tensor, step: Tensor) -> Tensor:
@@ -96,7 +108,7 @@ class ProjectedSolver:
         self.r, self.J = self._proj.off(r.unsqueeze(1)).squeeze(1), J
         self.g = J.T @ self.r
         # P H has zero columns in the output block, so the inner step is zero there.
-        self._inner: DampedSolver = damped_solver(self.r, self._proj.off(self._proj.H))
+        self._inner: DampedSolver = damped_solver(self.r, self._proj.hidden())
         self.dual, self.lapack = self._inner.dual, self._inner.lapack
 
     def initial_mu(self) -> float:
@@ -135,8 +147,10 @@ class Iterate:
 
 def iterate_at(base: Tensor, r: Tensor, J: Tensor, columns: slice | None) -> Iterate:
     """The iterate at ``base`` from its residual and Jacobian: with ``columns`` (the output
-    layer of a linear problem) that layer solved exactly and eliminated from the steps."""
-    if columns is None:
+    layer of a linear problem) that layer solved exactly and eliminated from the steps. Where r
+    or J is not finite, the plain iterate (its loss is not finite either: a trial step there is
+    rejected, and a run that starts there has diverged)."""
+    if columns is None or not bool(torch.isfinite(r).all() and torch.isfinite(J).all()):
         system: DampedSolver = damped_solver(r, J)
         theta = base
     else:

@@ -300,11 +300,19 @@ def _candidate(
     if lin is not None and columns is None:
         r, finish = lin
         return 0.5 * float(r @ r), lambda: iterate_at(base, *finish(), None)
-    r, J = lin[1]() if lin is not None else jac(base)
-    if not bool(torch.isfinite(r).all() and torch.isfinite(J).all()):
-        return math.inf, lambda: iterate_at(base, r, J, None)  # rejected: never called
-    point = iterate_at(base, r, J, columns)
+    point = iterate_at(base, *(lin[1]() if lin is not None else jac(base)), columns)
     return point.loss, lambda: point
+
+
+def _recorded(evaluate: Callable[[Tensor], Tensor], point: Iterate) -> float:
+    """The loss at the iterate's weights as the network computes it, which the run records (the
+    best weights, the target, the outcome): with the output layer solved, ``point.loss`` is exact
+    but for rounding, which an ill-conditioned output block amplifies (float32 above all)."""
+    if not point.stale:
+        return point.loss
+    with torch.no_grad():
+        r = evaluate(point.theta)
+    return 0.5 * float(r @ r)
 
 
 def _levenberg_marquardt(residual: ResidualModel, theta: Tensor, run: _Run, resume: TrainState | None) -> Tensor:
@@ -312,6 +320,7 @@ def _levenberg_marquardt(residual: ResidualModel, theta: Tensor, run: _Run, resu
     evaluate: Callable[[Tensor], Tensor] = torch.compile(residual, dynamic=False) if run.options.compile else residual
     base, columns, retaken = theta.detach().clone(), residual.linear_columns, False
     point = iterate_at(base, *jac(base), columns)
+    recorded = _recorded(evaluate, point)
     n = point.system.r.numel()
     damping = _Damping(point.system.initial_mu())
     if resume is not None and "mu" in resume:
@@ -338,11 +347,13 @@ def _levenberg_marquardt(residual: ResidualModel, theta: Tensor, run: _Run, resu
         if rho > 0 and moved is not None:
             damping.accepted(rho, (point.loss - F_new) / max(point.loss, 1e-300))
             point, retaken = moved(), False
+            recorded = _recorded(evaluate, point)
         elif point.stale and not retaken:
             point, retaken = iterate_at(point.theta, *jac(point.theta), columns), True
+            recorded = _recorded(evaluate, point)
         else:
             damping.rejected()
-        if run.record(point.theta, 2.0 * point.loss / n, "lm"):
+        if run.record(point.theta, 2.0 * recorded / n, "lm"):
             break
         run.maybe_checkpoint()
         if damping.exhausted:
