@@ -113,7 +113,7 @@ class _Systems:
         if self.proj is None:
             self.r, self.inner = r, J
         else:
-            self.output = -(self.proj.pinv @ (self.proj.Q.mT @ r.unsqueeze(2))).squeeze(2)
+            self.output = self.proj.correction(r)
             self.r = self.proj.off(r.unsqueeze(2)).squeeze(2)
             self.inner = self.proj.hidden()
         self.gram, self.g = self._formed(self.r, self.inner)

@@ -24,10 +24,9 @@ from torch import Tensor
 
 
 class DampedSolver(Protocol):
-    """``step(mu)`` for the residual r and Jacobian J of one iterate; ``g`` is J^T r."""
+    """``step(mu)`` for the residual r and Jacobian J of one iterate."""
 
     r: Tensor
-    g: Tensor
     dual: bool  # solved in the rows' dimension (fewer rows than weights)
     lapack: bool
 

@@ -60,6 +60,10 @@ class Projection:
         """P v for v (..., R, K): v with its part in A's range taken off."""
         return v - self.Q @ (self.Q.mT @ v)
 
+    def correction(self, v: Tensor) -> Tensor:
+        """-A^+ v for v (..., R): the output block's least-squares change that cancels v."""
+        return -(self.pinv @ (self.Q.mT @ v.unsqueeze(-1))).squeeze(-1)
+
     def hidden(self) -> Tensor:
         """P H: the hidden block projected off A's range (one new J-sized tensor), its output
         columns zero (P A is zero but for rounding)."""
@@ -74,8 +78,7 @@ class Projection:
 
     def complete(self, r: Tensor, s: Tensor) -> Tensor:
         """The step s (..., P) with its output block, zero so far, set to -A^+ (r + H s)."""
-        rest = r.unsqueeze(-1) + self.J @ s.unsqueeze(-1)
-        s[..., self.columns] = -(self.pinv @ (self.Q.mT @ rest)).squeeze(-1)
+        s[..., self.columns] = self.correction(r + (self.J @ s.unsqueeze(-1)).squeeze(-1))
         return s
 
     def keep(self, rows: Tensor) -> Projection:
@@ -104,9 +107,8 @@ class ProjectedSolver:
 
     def __init__(self, r: Tensor, J: Tensor, columns: slice) -> None:
         self._proj = Projection.of(J, columns)
-        self.output = -(self._proj.pinv @ (self._proj.Q.T @ r))
+        self.output = self._proj.correction(r)
         self.r, self.J = self._proj.off(r.unsqueeze(1)).squeeze(1), J
-        self.g = J.T @ self.r
         # P H has zero columns in the output block, so the inner step is zero there.
         self._inner: DampedSolver = damped_solver(self.r, self._proj.hidden())
         self.dual, self.lapack = self._inner.dual, self._inner.lapack

@@ -284,14 +284,16 @@ def _candidate(
     jac: Callable[[Tensor], tuple[Tensor, Tensor]],
     evaluate: Callable[[Tensor], Tensor],
     base: Tensor,
+    columns: slice | None,
     compiled: bool,
 ) -> tuple[float, Callable[[], Iterate]]:
     """A trial step's loss and, on demand, the iterate there (taken only if the step is
     accepted, which is almost every step). Where the residual offers it, the Jacobian comes from
     the trial's own forward pass, which it would otherwise repeat (about a sixth of an
     iteration). With the output layer eliminated, the loss is the one with that layer solved
-    exactly at the trial weights, which needs their Jacobian at once."""
-    columns = residual.linear_columns
+    exactly at the trial weights, which needs their Jacobian at once. ``columns``: the
+    residual's ``linear_columns``, read once per run (a linear problem's test walks its
+    expressions)."""
     lin = None if compiled else residual.linearized(base)
     if lin is None and columns is None:
         with torch.no_grad():
@@ -341,7 +343,7 @@ def _levenberg_marquardt(residual: ResidualModel, theta: Tensor, run: _Run, resu
         step = point.system.step(damping.mu)
         rho, F_new, moved = -1.0, math.inf, None
         if step is not None:
-            F_new, moved = _candidate(residual, jac, evaluate, point.theta + step, run.options.compile)
+            F_new, moved = _candidate(residual, jac, evaluate, point.theta + step, columns, run.options.compile)
             predicted = point.system.predicted(step, damping.mu)
             rho = (point.loss - F_new) / predicted if predicted > 0 and math.isfinite(F_new) else -1.0
         if rho > 0 and moved is not None:
