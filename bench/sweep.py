@@ -28,7 +28,11 @@ from bench.common import RESULTS
 from odeserve.examples import public_problems
 
 XS = np.linspace(0.0, 10.0, 1001)
-MODES = {False: "sweep, member by member (the CPU's default)", True: "sweep, one batch"}
+MODES = {
+    "shared": "sweep, shared hidden layers (a CPU's default for a linear problem)",
+    "separate": "sweep, member by member",
+    "batched": "sweep, one batch (a GPU's default)",
+}
 
 
 def spec(ks: list[float] | None, k: float = 0.5) -> dict[str, Any]:
@@ -47,17 +51,17 @@ def rel_l2(values: np.ndarray, k: float) -> float:
     return float(np.linalg.norm(values[:, 0] - exact) / np.linalg.norm(exact))
 
 
-def sweep_run(ks: list[float], device: str = "cpu", batched: bool | None = None) -> dict[str, Any]:
-    """One ``solve_sweep`` of the values ``ks``: as one batch, member by member, or (None) as the
-    device's default."""
+def sweep_run(ks: list[float], device: str = "cpu", training: str | None = None) -> dict[str, Any]:
+    """One ``solve_sweep`` of the values ``ks``, trained the way ``training`` says (None: the
+    device's default)."""
     from odeserve import solve_sweep
 
     t0 = time.perf_counter()
-    members = solve_sweep(spec(ks), device=device, batched=batched)
+    members = solve_sweep(spec(ks), device=device, training=training)
     wall = time.perf_counter() - t0
     errors = [rel_l2(m(XS), k) for m, k in zip(members, ks)]
     return {
-        "batched": batched,
+        "training": training,
         "members": len(ks),
         "wall_s": wall,
         "errors": errors,
@@ -93,6 +97,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--members", type=int, default=64)
     ap.add_argument("--sizes", default="8,64", help="sweep sizes to time (the largest is compared member by member)")
+    ap.add_argument("--modes", default="shared,separate,batched", help="the sweeps' ways of training to time")
     args = ap.parse_args()
     import torch
 
@@ -104,16 +109,16 @@ def main() -> None:
     sweeps = []
     for size in (int(s) for s in args.sizes.split(",")):
         sub = [float(k) for k in np.linspace(0.25, 1.0, size)]
-        for batched in (False, True):
-            sweeps.append(sweep_run(sub, batched=batched))
+        for training in args.modes.split(","):
+            sweeps.append(sweep_run(sub, training=training))
             run = sweeps[-1]
             print(
-                f"{MODES[batched]} of {size}: {run['wall_s']:.1f} s, max rel. L2 {max(run['errors']):.1e}", flush=True
+                f"{MODES[training]} of {size}: {run['wall_s']:.1f} s, max rel. L2 {max(run['errors']):.1e}", flush=True
             )
     separate = separate_runs(ks)
     print(f"{len(ks)} separate solves: {separate['wall_s']:.1f} s, max rel. L2 {max(separate['errors']):.1e}")
     worse = {
-        MODES[s["batched"]]: sum(e > 10 * max(se, 1e-12) for e, se in zip(s["errors"], separate["errors"]))
+        MODES[s["training"]]: sum(e > 10 * max(se, 1e-12) for e, se in zip(s["errors"], separate["errors"]))
         for s in sweeps
         if s["members"] == len(ks)
     }
@@ -124,7 +129,7 @@ def main() -> None:
         ratio = s["wall_s"] / one["wall_s"]
         med = float(np.median(s["errors"]))
         print(
-            f"| {MODES[s['batched']]} | {s['members']} | {s['wall_s']:.1f} | {ratio:.1f} | {max(s['errors']):.1e} "
+            f"| {MODES[s['training']]} | {s['members']} | {s['wall_s']:.1f} | {ratio:.1f} | {max(s['errors']):.1e} "
             f"| {med:.1e} |"
         )
     ratio = separate["wall_s"] / one["wall_s"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from odeserve.devices import SweepTraining
 from odeserve.errors import OdeserveError, SpecError
 from odeserve.hooks import Hooks, Step, TrainState
 from odeserve.outcome import Outcome
@@ -30,11 +31,13 @@ def solve(problem: Any, **kwargs: Any) -> Solution:
 
 
 def solve_sweep(
-    problem: Any, *, device: Any = None, hooks: Hooks | None = None, batched: bool | None = None
+    problem: Any, *, device: Any = None, hooks: Hooks | None = None, training: SweepTraining | None = None
 ) -> list[Solution]:
     """Solve a problem with a ``sweep``: one :class:`Solution` per member. On a GPU all members
-    train together as one batch; on a CPU one after another, each as its own solve would
-    (``batched`` overrides the choice; see :mod:`odeserve.solver.sweep`)."""
+    train together as one batch; on a CPU a linear problem's members share their hidden layers
+    (each its own output layer) and the others train one after another, each as its own solve
+    would. ``training`` ("batched", "shared" or "separate") overrides the choice; see
+    :mod:`odeserve.solver.sweep` and :mod:`odeserve.solver.shared_basis`."""
     import torch
 
     from odeserve.solver.sweep import solve_sweep as _solve_sweep
@@ -43,7 +46,7 @@ def solve_sweep(
         problem = load_problem(problem)
     if not problem.is_sweep:
         raise SpecError(("sweep",), "the problem has no sweep: solve it with odeserve.solve")
-    return _solve_sweep(problem, torch.device(device) if device is not None else torch.device("cpu"), hooks, batched)
+    return _solve_sweep(problem, torch.device(device) if device is not None else torch.device("cpu"), hooks, training)
 
 
 def derivative(fun: Any, order: int = 1) -> Any:

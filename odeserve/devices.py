@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from odeserve.problem import Problem
 
 log = logging.getLogger("odeserve")
 
@@ -26,7 +30,28 @@ def choose_device(setting: str) -> str:
     return "cpu"
 
 
-def sweep_trains_batched(device: object) -> bool:
-    """Whether a sweep on ``device`` (a name or a ``torch.device``) trains its members as one
-    batch (a GPU) or one after another (a CPU: see :mod:`odeserve.solver.sweep`)."""
-    return str(device).partition(":")[0] != "cpu"
+#: How a sweep's members train: as one batch, with shared hidden layers, or one after another.
+SweepTraining = Literal["batched", "shared", "separate"]
+#: The members of a shared-basis sweep that train together (odeserve.solver.shared_basis).
+SHARED_ANCHORS = 4
+#: A linear sweep trains with shared hidden layers on a CPU from this many members: with fewer,
+#: the anchors are a large part of the sweep, and one after another costs about as much.
+SHARED_FROM_MEMBERS = 16
+
+
+def sweep_training(problem: Problem, device: object) -> SweepTraining:
+    """How the sweep ``problem`` trains on ``device`` (a name or a ``torch.device``): on a GPU as
+    one batch (:mod:`odeserve.solver.sweep`); on a CPU, a linear problem's members share their
+    hidden layers (:mod:`odeserve.solver.shared_basis`) and the others train one after another,
+    each as its own solve (a batch does not pay on a CPU)."""
+    if str(device).partition(":")[0] != "cpu":
+        return "batched"
+    if problem.is_linear and len(problem.sweep) >= SHARED_FROM_MEMBERS:
+        return "shared"
+    return "separate"
+
+
+def step_members(problem: Problem, training: SweepTraining) -> int:
+    """How many members' rows one second-order step of the sweep holds (1 for a plain problem)."""
+    n = max(len(problem.sweep), 1)
+    return {"batched": n, "shared": min(n, SHARED_ANCHORS), "separate": 1}[training]

@@ -31,12 +31,12 @@ def usable_cores() -> int:
         return max(os.cpu_count() or 1, 1)
 
 
-def jacobian_shape(problem: Problem, batched: bool = True) -> tuple[int, int]:
+def jacobian_shape(problem: Problem, members: int | None = None) -> tuple[int, int]:
     """``(rows, params)`` of a problem's largest residual Jacobian: collocation points (times a
     parametric model's parameter grid, and data points) times equations plus conditions and data rows, and the network's weights plus the
     unknown parameters. An inverse problem's statistics take one Jacobian on a denser grid. A
-    sweep's ``batched`` step holds every member's rows; trained member by member
-    (``odeserve.devices.sweep_trains_batched``), one member's."""
+    sweep's step holds ``members`` members' rows (``odeserve.devices.step_members``; default: all,
+    a batch's)."""
     from odeserve.parametric import domain_points, grid_values
 
     opts = problem.options
@@ -48,9 +48,8 @@ def jacobian_shape(problem: Problem, batched: bool = True) -> tuple[int, int]:
     if problem.is_inverse:
         points = max(points, min(2 * weights, 4000) + n_data)  # odeserve.solver.uncertainty
     rows = points * len(problem.equations) + len(problem.conditions) * grid + n_data
-    # A sweep's batched step is as large as one with every member's rows.
-    if batched:
-        rows *= max(len(problem.sweep), 1)
+    # A sweep's step is as large as one with its members' rows.
+    rows *= max(len(problem.sweep), 1) if members is None else members
     return rows, weights + len(problem.unknown_parameters)
 
 

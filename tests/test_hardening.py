@@ -218,7 +218,7 @@ def test_threads_fit_the_work_and_workers_yield_to_the_api(redis_server, start_w
     sweep = {"equations": ["y' = -k*y"], "domain": [0, 1], "conditions": ["y(0) = 1"], "parameters": {"k": 1.0}}
     sweep |= {"sweep": {"k": [1.0 + i / 64 for i in range(64)]}}
     assert threads_for(*jacobian_shape(load_problem(sweep)), cores=64) > 1
-    assert threads_for(*jacobian_shape(load_problem(sweep), batched=False), cores=64) == 1
+    assert threads_for(*jacobian_shape(load_problem(sweep), 1), cores=64) == 1
 
     name = "odeserve-hardening-threads"
     worker = start_worker(name, ODESERVE_TORCH_THREADS="0")

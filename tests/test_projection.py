@@ -243,7 +243,7 @@ def test_a_batch_member_that_starts_at_a_nan_diverges_alone() -> None:
         "sweep": {"k": [3.0, 1.0, 4.0]},
         "options": {"adam_iterations": 0, "points": 32, "escalate": False},
     }
-    members = solve_sweep(spec, batched=True)
+    members = solve_sweep(spec, training="batched")
     assert [m.outcome.value for m in members] == ["converged", "diverged", "converged"]
 
 

@@ -1,5 +1,6 @@
 """Sweeps: one problem for many parameter values, one network per member, trained together as
-one batch; each member an ordinary solution of its own problem, as accurate as a solo solve."""
+one batch, with shared hidden layers (tests/test_shared_basis.py) or one after another; each
+member an ordinary solution of its own problem, as accurate as a solo solve."""
 
 from __future__ import annotations
 
@@ -53,9 +54,9 @@ def sweep_residual(spec: dict[str, Any]) -> tuple[Any, Any]:
     return SweepResidual(problem, trial, plan, x, equation_scales(problem, scales)), trial
 
 
-@pytest.mark.parametrize("batched", [True, False], ids=["one batch", "member by member"])
-def test_every_member_is_as_accurate_as_a_solo_solve(batched: bool) -> None:
-    members = solve_sweep(with_options(DECAY, max_iterations=300), batched=batched)
+@pytest.mark.parametrize("training", ["batched", "separate", "shared"])
+def test_every_member_is_as_accurate_as_a_solo_solve(training: str) -> None:
+    members = solve_sweep(with_options(DECAY, max_iterations=300), training=training)
     assert [m.problem.parameters["k"] for m in members] == KS
     for k, member in zip(KS, members):
         err = rel_l2(member(XS)[:, 0], np.exp(-k * XS))
@@ -76,7 +77,7 @@ def test_members_stop_on_their_own_criterion() -> None:
     import torch
 
     spec = with_options(NONLINEAR, max_iterations=2000, target_loss=1e-14)
-    members = solve_sweep(spec, batched=True)
+    members = solve_sweep(spec, training="batched")
     assert all(m.outcome.value == "converged" and m.result.loss <= 1e-14 for m in members), [
         (m.outcome.value, m.result.loss) for m in members
     ]

@@ -27,7 +27,7 @@ from common.keys import Artifact
 from common.records import JobResult, Progress
 from common.settings import Settings, get_settings
 from common.store import ArtifactStore, record_outcome
-from odeserve.devices import choose_device, sweep_trains_batched
+from odeserve.devices import choose_device, step_members, sweep_training
 from odeserve.hooks import TrainState
 from odeserve.threads import jacobian_shape, threads_for
 from worker.reporter import JobReporter, persistent, tolerant
@@ -152,8 +152,8 @@ def solve_job(spec: dict[str, Any]) -> dict[str, Any]:
         raise RuntimeError("solve_job runs inside an RQ job")
     problem = load_problem(spec)
     device = choose_device(settings.device)
-    # A sweep trained member by member (on a CPU) sizes its threads to one member's step.
-    shape = jacobian_shape(problem, batched=sweep_trains_batched(device))
+    # A sweep sizes its threads to the members that one step holds (one, on a CPU, trained one by one).
+    shape = jacobian_shape(problem, step_members(problem, sweep_training(problem, device)))
     torch.set_num_threads(settings.torch_threads or threads_for(*shape))
     opts = problem.options
     cap_memory(settings.job_memory_mb if device == "cpu" else 0)  # CUDA reserves vast address space

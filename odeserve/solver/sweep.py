@@ -13,8 +13,9 @@ parameters fixed at its values): metrics, error estimate, samples and exports as
 The batch is what makes a GPU pay: one solo solve leaves it idle. On a CPU the batch does not
 pay (a member's Gram matrix costs the same multiply-adds as a solo solve's, and the batched
 Jacobian takes per-row copies of the weights where a solo solve takes outer products at one
-shared weight vector): there a sweep trains its members one after another, each exactly as its
-own solve with escalation off would, sharing the sweep's time limit (BENCHMARKS.md, "Sweeps").
+shared weight vector): there a linear problem's members share their hidden layers
+(:mod:`odeserve.solver.shared_basis`), and the others train one after another, each exactly as
+its own solve with escalation off would, sharing the sweep's time limit (BENCHMARKS.md, "Sweeps").
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from odeserve.devices import sweep_trains_batched
+from odeserve.devices import SweepTraining, sweep_training
+from odeserve.errors import SpecError
 from odeserve.evaluate import equation_env
 from odeserve.expr.keys import Key
 from odeserve.hooks import Hooks, Step
@@ -135,12 +137,23 @@ class SweepResidual:
 
 
 def solve_sweep(
-    problem: Problem, device: torch.device, hooks: Hooks | None = None, batched: bool | None = None
+    problem: Problem, device: torch.device, hooks: Hooks | None = None, training: SweepTraining | None = None
 ) -> list[Solution]:
     """Every member of ``problem.sweep`` solved; one :class:`Solution` per member, of the plain
-    problem with the swept parameters fixed at its values. ``batched``: train them as one batch
-    (default: on a GPU, :func:`odeserve.devices.sweep_trains_batched`) or one after another."""
-    if not (sweep_trains_batched(device) if batched is None else batched):
+    problem with the swept parameters fixed at its values. ``training``: as one batch, with
+    shared hidden layers (a linear problem) or one after another (default: the device's and the
+    problem's way, :func:`odeserve.devices.sweep_training`)."""
+    training = training or sweep_training(problem, device)
+    if training == "shared":
+        from odeserve.solver.shared_basis import solve_shared
+
+        if not problem.is_linear:
+            raise SpecError(("sweep",), "only a linear problem's sweep can train with shared hidden layers")
+        shared = solve_shared(problem, device, hooks)
+        if shared is not None:
+            return shared
+        training = "separate"  # an anchor diverged: the others train on their own
+    if training == "separate":
         return _one_by_one(problem, device, hooks or Hooks())
     from odeserve.solver.batch_train import train_batch
     from odeserve.solver.solve import DTYPES, build_trial, equation_scales

@@ -1,0 +1,135 @@
+"""Sweeps of a linear problem with shared hidden layers (odeserve.solver.shared_basis): a CPU's
+default from 16 members; every member as accurate as its own solve; members that the shared
+layers do not serve train on their own; time limit, cancel and a diverging anchor."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from odeserve import SpecError, load_problem, solve, solve_sweep
+from tests.problems import with_options
+from tests.test_sweep import DECAY, NONLINEAR, XS, rel_l2
+
+KS16 = [float(k) for k in np.linspace(0.5, 2.0, 16)]
+SWEEP16 = {**DECAY, "sweep": {"k": KS16}}
+#: An oscillator over a range of frequencies: one set of 24 + 24 hidden neurons serves it less
+#: well than the decay family, so some members train on their own after the fit.
+OSCILLATOR = {
+    "equations": ["y'' + w^2*y = 0"],
+    "domain": [0, "2*pi"],
+    "conditions": ["y(0) = 0", "y'(0) = 1"],
+    "parameters": {"w": 1.0},
+    "sweep": {"w": [float(w) for w in np.linspace(1.0, 3.0, 8)]},
+}
+
+
+def hidden(member) -> np.ndarray:  # noqa: ANN001
+    from odeserve.network import output_layer
+
+    return member.trial.theta[: output_layer(member.trial.sizes).start].numpy()
+
+
+def test_how_a_sweep_trains_by_device_problem_and_size() -> None:
+    from odeserve.devices import SHARED_ANCHORS, SHARED_FROM_MEMBERS, step_members, sweep_training
+    from odeserve.threads import jacobian_shape
+
+    linear, small = load_problem(SWEEP16), load_problem(DECAY)
+    many_nonlinear = load_problem({**NONLINEAR, "sweep": {"a": KS16}})
+    assert len(KS16) == SHARED_FROM_MEMBERS
+    assert sweep_training(linear, "cpu") == "shared"
+    assert sweep_training(small, "cpu") == "separate" and sweep_training(many_nonlinear, "cpu") == "separate"
+    assert sweep_training(linear, "cuda:0") == "batched" == sweep_training(many_nonlinear, "cuda")
+    assert [step_members(linear, t) for t in ("batched", "shared", "separate")] == [16, SHARED_ANCHORS, 1]
+    rows, params = jacobian_shape(linear, 1)
+    assert jacobian_shape(linear, SHARED_ANCHORS) == (SHARED_ANCHORS * rows, params)
+    assert jacobian_shape(linear) == (16 * rows, params)
+
+
+def test_members_share_hidden_layers_and_are_as_accurate_as_their_own_solves() -> None:
+    from odeserve.hooks import Hooks
+
+    seen: list[int] = []
+    members = solve_sweep(
+        with_options(SWEEP16, max_iterations=400), hooks=Hooks(on_step=lambda s: seen.append(s.iteration))
+    )
+    assert [m.problem.parameters["k"] for m in members] == KS16
+    anchors = [i for i, m in enumerate(members) if "shared basis: an anchor" in m.message]
+    assert anchors == [0, 5, 10, 15], [m.message for m in members]
+    fitted = [m for m in members if "fitted to the hidden layers of the anchors [0, 5, 10, 15]" in m.message]
+    own = [m for m in members if "then trained on its own" in m.message]
+    assert len(anchors) + len(fitted) + len(own) == 16
+    assert fitted, "the decay family is one that the anchors' hidden layers serve"
+    for m in [members[i] for i in anchors] + fitted:
+        assert np.array_equal(hidden(m), hidden(members[0]))
+    assert seen == sorted(seen) and seen[-1] == max(m.result.iterations for m in members)
+    for k, member in zip(KS16, members):
+        err = rel_l2(member(XS)[:, 0], np.exp(-k * XS))
+        solo = solve(with_options({**DECAY, "sweep": None, "parameters": {"k": k}}, max_iterations=400, escalate=False))
+        solo_err = rel_l2(solo(XS)[:, 0], np.exp(-k * XS))
+        assert err <= max(10 * solo_err, 1e-10), (k, err, solo_err)
+        assert member.outcome.value == "converged", member.message
+        m = member.metrics()
+        assert m.estimate is not None and m.estimate.method == "classical"
+        assert m.accuracy is not None and m.accuracy.met is True
+
+
+def test_members_the_shared_layers_serve_less_well_train_on_their_own() -> None:
+    from odeserve.solver.shared_basis import PROMOTE
+
+    members = solve_sweep(with_options(OSCILLATOR, max_iterations=2000), training="shared")
+    ws = OSCILLATOR["sweep"]["w"]
+    anchors = [members[i] for i in (0, 2, 5, 7)]
+    assert all("an anchor" in m.message for m in anchors)
+    own = [m for m in members if "then trained on its own" in m.message]
+    fitted = [m for m in members if "fitted to the hidden layers" in m.message]
+    assert own, [m.message for m in members]
+    floor = max(m.result.loss for m in anchors)
+    assert all(m.result.loss <= PROMOTE * floor for m in fitted)
+    for w, member in zip(ws, members):
+        exact = np.sin(w * XS) / w
+        assert member.outcome.value == "converged", member.message
+        assert rel_l2(member(XS)[:, 0], exact) <= 1e-7, (w, member.message)
+    # Their own training went on from the shared layers: they no longer have them.
+    assert all(not np.array_equal(hidden(m), hidden(anchors[0])) for m in own)
+
+
+def test_a_member_starts_from_the_anchors_output_layers_interpolated() -> None:
+    import torch
+
+    from odeserve.solver.shared_basis import _starts, anchor_indices
+
+    assert anchor_indices(16) == [0, 5, 10, 15] and anchor_indices(3) == [0, 1, 2] and anchor_indices(5) == [0, 1, 3, 4]
+    a, b = torch.tensor([0.0, 3.0]), torch.tensor([3.0, 0.0])
+    starts = _starts([3, 0], [b, a], 5)  # anchors in any order
+    assert [s.tolist() for s in starts] == [[0.0, 3.0], [1.0, 2.0], [2.0, 1.0], [3.0, 0.0], [3.0, 0.0]]
+
+
+def test_time_limit_and_cancel_stop_every_member() -> None:
+    from odeserve.hooks import Hooks
+
+    limited = solve_sweep(with_options(SWEEP16, max_iterations=10**6, time_limit_s=0.3))
+    assert [m.outcome.value for m in limited] == ["time_limit"] * 16
+    assert all("shared basis" in m.message and "time limit" in m.message for m in limited)
+    calls = 0
+
+    def once() -> bool:
+        nonlocal calls
+        calls += 1
+        return calls == 30
+
+    canceled = solve_sweep(with_options(SWEEP16, max_iterations=400), hooks=Hooks(should_stop=once))
+    assert [m.outcome.value for m in canceled] == ["canceled"] * 16
+    assert all(m.result.iterations == 30 for m in canceled)
+
+
+def test_a_diverging_anchor_leaves_the_others_to_train_on_their_own() -> None:
+    ks = [1e300] + KS16[1:]
+    members = solve_sweep(with_options({**DECAY, "sweep": {"k": ks}}, max_iterations=300, adam_iterations=20))
+    assert members[0].outcome.value == "diverged"
+    assert all(m.outcome.value == "converged" and "shared basis" not in m.message for m in members[1:])
+
+
+def test_only_a_linear_sweep_shares_its_hidden_layers() -> None:
+    with pytest.raises(SpecError, match="only a linear problem's sweep can train with shared hidden layers"):
+        solve_sweep(NONLINEAR, training="shared")
