@@ -31,13 +31,19 @@ def solve(problem: Any, **kwargs: Any) -> Solution:
 
 
 def solve_sweep(
-    problem: Any, *, device: Any = None, hooks: Hooks | None = None, training: SweepTraining | None = None
+    problem: Any,
+    *,
+    device: Any = None,
+    hooks: Hooks | None = None,
+    training: SweepTraining | None = None,
+    batched: bool | None = None,
 ) -> list[Solution]:
     """Solve a problem with a ``sweep``: one :class:`Solution` per member. On a GPU all members
     train together as one batch; on a CPU a linear problem's members share their hidden layers
     (each its own output layer) and the others train one after another, each as its own solve
     would. ``training`` ("batched", "shared" or "separate") overrides the choice; see
-    :mod:`odeserve.solver.sweep` and :mod:`odeserve.solver.shared_basis`."""
+    :mod:`odeserve.solver.sweep` and :mod:`odeserve.solver.shared_basis`. ``batched`` is the
+    older spelling of ``training="batched"`` (True) or ``"separate"`` (False)."""
     import torch
 
     from odeserve.solver.sweep import solve_sweep as _solve_sweep
@@ -46,6 +52,8 @@ def solve_sweep(
         problem = load_problem(problem)
     if not problem.is_sweep:
         raise SpecError(("sweep",), "the problem has no sweep: solve it with odeserve.solve")
+    if training is None and batched is not None:
+        training = "batched" if batched else "separate"
     return _solve_sweep(problem, torch.device(device) if device is not None else torch.device("cpu"), hooks, training)
 
 

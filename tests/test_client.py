@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from tests.conftest import make_client
-from tests.problems import ROOT, public_problems
+from tests.problems import ROOT, ROUNDING, public_problems
 
 KEY = "client-test-key"
 
@@ -113,11 +113,11 @@ def test_generated_client_drives_every_operation(generated_client, keyed_service
     xt = torch.tensor(x).reshape(-1, 1)
     ts = get_model_torchscript.sync(job.id, client=client)
     assert isinstance(ts, File)
-    assert np.max(np.abs(torch.jit.load(ts.payload)(xt).numpy()[:, 0] - y)) <= 1e-12
+    assert np.max(np.abs(torch.jit.load(ts.payload)(xt).numpy()[:, 0] - y)) <= ROUNDING
     ex = get_model_export.sync(job.id, client=client)
     assert isinstance(ex, File)
     program = torch.export.load(io.BytesIO(ex.payload.read())).module()
-    assert np.max(np.abs(program(xt).detach().numpy()[:, 0] - y)) <= 1e-12
+    assert np.max(np.abs(program(xt).detach().numpy()[:, 0] - y)) <= ROUNDING
     assert get_plot_png.sync_detailed(job.id, client=client).content[:4] == b"\x89PNG"
     assert b"<svg" in get_plot_svg.sync_detailed(job.id, client=client).content
 

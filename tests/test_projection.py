@@ -273,3 +273,31 @@ def test_the_loss_reported_is_the_residuals_at_the_weights_returned(threads: int
         assert result.loss == pytest.approx(float((r * r).mean()), rel=1e-6)
     finally:
         torch.set_num_threads(before)
+
+
+def test_block_diagonal_output_layers_project_as_the_dense_block_does() -> None:
+    """A shared-basis sweep's anchors: rows in equal blocks, each depending on its own output
+    layer only. Block by block, the projection, the correction, the projected hidden block and
+    the completed step equal the dense projection's (to rounding)."""
+    from odeserve.solver.projection import BlockProjection, OutputBlocks, output_columns
+
+    gen = torch.Generator().manual_seed(3)
+    count, rows, hidden, width = 3, 20, 30, 5
+    J = torch.randn(count * rows, hidden + count * width, generator=gen, dtype=torch.float64)
+    for b in range(count):  # each block's rows see only its own output layer
+        for c in range(count):
+            if c != b:
+                J[b * rows : (b + 1) * rows, hidden + c * width : hidden + (c + 1) * width] = 0.0
+    r = torch.randn(count * rows, generator=gen, dtype=torch.float64)
+    blocks = OutputBlocks(slice(hidden, hidden + count * width), count)
+    assert output_columns(blocks) == blocks.columns and output_columns(slice(1, 2)) == slice(1, 2)
+    dense, block = Projection.of(J, blocks.columns), BlockProjection.of(J, blocks)
+    assert torch.allclose(block.off(r.unsqueeze(1)), dense.off(r.unsqueeze(1)), atol=1e-12)
+    assert torch.allclose(block.correction(r), dense.correction(r), atol=1e-12)
+    assert torch.allclose(block.hidden(), dense.hidden(), atol=1e-12)
+    s = torch.randn(J.shape[1], generator=gen, dtype=torch.float64)
+    s[blocks.columns] = 0.0
+    assert torch.allclose(block.complete(r, s.clone()), dense.complete(r, s.clone()), atol=1e-12)
+    a = ProjectedSolver(r, J, blocks).step(1e-3)
+    b = ProjectedSolver(r, J, blocks.columns).step(1e-3)
+    assert a is not None and b is not None and torch.allclose(a, b, atol=1e-10)

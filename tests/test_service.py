@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import make_client, wait_for
-from tests.problems import NONLINEAR, public_problems, with_options
+from tests.problems import NONLINEAR, ROUNDING, public_problems, with_options
 
 PROBLEMS = public_problems()
 
@@ -62,11 +62,11 @@ def test_seed_problems_end_to_end(service, name: str) -> None:
     assert ts.status_code == 200 and ts.headers["content-type"] == "application/octet-stream"
     assert f"{job['id']}.pt" in ts.headers["content-disposition"]
     scripted = torch.jit.load(io.BytesIO(ts.content))
-    assert np.max(np.abs(scripted(xt).numpy()[:, 0] - y)) <= 1e-12
-    assert np.max(np.abs(scripted.derivative(xt, 2).numpy()[:, 0] - np.array(sol["derivatives"]["y''"]))) <= 1e-12
+    assert np.max(np.abs(scripted(xt).numpy()[:, 0] - y)) <= ROUNDING
+    assert np.max(np.abs(scripted.derivative(xt, 2).numpy()[:, 0] - np.array(sol["derivatives"]["y''"]))) <= ROUNDING
     pt2 = service.get(f"/jobs/{job['id']}/model", params={"format": "export"})
     program = torch.export.load(io.BytesIO(pt2.content))
-    assert np.max(np.abs(program.module()(xt).numpy()[:, 0] - y)) <= 1e-12
+    assert np.max(np.abs(program.module()(xt).numpy()[:, 0] - y)) <= ROUNDING
 
 
 def test_errors_are_problem_json(service) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from odeserve import Hooks, Outcome, solve
-from tests.problems import NONLINEAR, public_problems, with_options
+from tests.problems import NONLINEAR, ROUNDING, public_problems, with_options
 
 PROBLEMS = public_problems()
 FAST = {"max_iterations": 600}
@@ -79,7 +79,7 @@ def test_condition_types(case: str) -> None:
         assert np.abs(solution(xs)[:, 1] - np.exp(-xs)).max() < 1e-5
     hard = case != "nonlinear_condition_penalty"
     for name, e in m.conditions.items():
-        assert e < (1e-12 if hard else 1e-6), (name, e)
+        assert e < (ROUNDING if hard else 1e-6), (name, e)
     assert (len(m.hard_conditions) == len(spec["conditions"])) == hard
 
 

@@ -91,6 +91,76 @@ class Projection:
         self.Q[rows], self.pinv[rows] = new.Q, new.pinv
 
 
+@dataclass(frozen=True)
+class OutputBlocks:
+    """The output layers of ``count`` members side by side in ``columns``, the residual's rows in
+    ``count`` equal blocks, each depending on its own member's layer only: the output block A is
+    block diagonal (the anchors of a shared-basis sweep, :mod:`odeserve.solver.shared_basis`)."""
+
+    columns: slice
+    count: int
+
+
+#: Where a residual is affine: its output layer, or several members' output layers in blocks.
+LinearColumns = slice | OutputBlocks
+
+
+def output_columns(columns: LinearColumns) -> slice:
+    """All the output layers' columns together."""
+    return columns.columns if isinstance(columns, OutputBlocks) else columns
+
+
+@dataclass
+class BlockProjection:
+    """:class:`Projection` for a block-diagonal output block (:class:`OutputBlocks`) of one
+    Jacobian J (R, P): one SVD per block, and the projections block by block (a dense A would
+    cost the SVD count^2 times over and P H count times over)."""
+
+    columns: slice
+    J: Tensor
+    Q: Tensor  # (count, R / count, width)
+    pinv: Tensor  # (count, width, width)
+
+    @classmethod
+    def of(cls, J: Tensor, blocks: OutputBlocks) -> BlockProjection:
+        n = blocks.count
+        width = (blocks.columns.stop - blocks.columns.start) // n
+        rows = J.shape[0] // n
+        A = torch.stack(
+            [
+                J[b * rows : (b + 1) * rows, blocks.columns.start + b * width : blocks.columns.start + (b + 1) * width]
+                for b in range(n)
+            ]
+        )
+        whole = Projection.of(A, slice(0, width))
+        return cls(blocks.columns, J, whole.Q, whole.pinv)
+
+    def _blocks(self, v: Tensor) -> Tensor:
+        return v.reshape(self.Q.shape[0], self.Q.shape[1], -1)
+
+    def off(self, v: Tensor) -> Tensor:
+        vb = self._blocks(v)
+        return (vb - self.Q @ (self.Q.mT @ vb)).reshape(v.shape)
+
+    def correction(self, v: Tensor) -> Tensor:
+        return -(self.pinv @ (self.Q.mT @ self._blocks(v))).reshape(-1)
+
+    def hidden(self) -> Tensor:
+        Jb = self._blocks(self.J)
+        out = torch.baddbmm(Jb, self.Q, self.Q.mT @ Jb, alpha=-1.0).reshape(self.J.shape)
+        out[:, self.columns] = 0.0
+        return out
+
+    def complete(self, r: Tensor, s: Tensor) -> Tensor:
+        s[self.columns] = self.correction(r + self.J @ s)
+        return s
+
+
+def projection_of(J: Tensor, columns: LinearColumns) -> Projection | BlockProjection:
+    """The projection off the output block of J at ``columns``."""
+    return BlockProjection.of(J, columns) if isinstance(columns, OutputBlocks) else Projection.of(J, columns)
+
+
 def model_decrease(r: Tensor, J: Tensor, step: Tensor) -> Tensor:
     """0.5 ||r||^2 - 0.5 ||r + J step||^2 (per member of a batch): the linear model's decrease."""
     js = (J @ step.unsqueeze(-1)).squeeze(-1)
@@ -105,8 +175,8 @@ class ProjectedSolver:
     which costs a second Jacobian to redo and only the next step's accuracy not to (the ratio
     test of the step judges it)."""
 
-    def __init__(self, r: Tensor, J: Tensor, columns: slice) -> None:
-        self._proj = Projection.of(J, columns)
+    def __init__(self, r: Tensor, J: Tensor, columns: LinearColumns) -> None:
+        self._proj = projection_of(J, columns)
         self.output = self._proj.correction(r)
         self.r, self.J = self._proj.off(r.unsqueeze(1)).squeeze(1), J
         # P H has zero columns in the output block, so the inner step is zero there.
@@ -147,7 +217,7 @@ class Iterate:
         return self.theta is not self.base
 
 
-def iterate_at(base: Tensor, r: Tensor, J: Tensor, columns: slice | None) -> Iterate:
+def iterate_at(base: Tensor, r: Tensor, J: Tensor, columns: LinearColumns | None) -> Iterate:
     """The iterate at ``base`` from its residual and Jacobian: with ``columns`` (the output
     layer of a linear problem) that layer solved exactly and eliminated from the steps. Where r
     or J is not finite, the plain iterate (its loss is not finite either: a trial step there is
@@ -158,6 +228,6 @@ def iterate_at(base: Tensor, r: Tensor, J: Tensor, columns: slice | None) -> Ite
     else:
         projected = ProjectedSolver(r, J, columns)
         theta = base.clone()
-        theta[columns] += projected.output
+        theta[output_columns(columns)] += projected.output
         system = projected
     return Iterate(base, theta, system, 0.5 * float(system.r @ system.r))

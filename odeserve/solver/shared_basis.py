@@ -9,28 +9,38 @@ layers good for all of them, the features, and then one small least-squares fit 
 Training (variable projection with many right-hand sides, Golub and LeVeque, 1979): a few
 *anchor* members, evenly spread over the sweep (the first and last included), train together:
 their residuals stacked, one Levenberg-Marquardt run over ``[h, w_1, ..., w_A]`` whose output
-blocks are all eliminated. Then every member's output layer is fitted at those hidden layers,
-starting from the anchors' own output layers interpolated to its place in the sweep (the fitted
-layers can be large and nearly cancelling, and the least-squares solution is taken to the output
-block's numerical rank: started from zero it misses the cancelling part). A member whose loss
-after the fit is more than ``PROMOTE`` times the worst anchor's is one that the shared layers
-do not represent as well: it trains on, on its own, from there (second-order steps only, with an
-equal share of the time left), as a solo solve would. So a family that one basis serves costs
-the anchors' training and a fit per member; one that it does not costs about what its members'
-own solves would.
+blocks are all eliminated (block by block: :class:`odeserve.solver.projection.OutputBlocks`).
+Then every member's output layer is fitted at those hidden layers, starting from the anchors'
+own output layers interpolated to its place in the sweep (the fitted layers can be large and
+nearly cancelling, and the least-squares solution is taken to the output block's numerical rank:
+started from zero it misses the cancelling part). A member that the shared layers serve less
+well trains on, on its own, from there (second-order steps only, each with an equal share of the
+time left and the iterations the anchors left): one whose fitted loss is more than ``PROMOTE``
+times the worst anchor's and above ``SERVED_LOSS``, or above ``STALL_LOSS`` (an anchor too). So
+a family that one basis serves costs the anchors' training and a fit per member; one that it
+does not costs about what its members' own solves would, plus the anchors' training.
+
+The sweep's time limit covers all of it (set-up, the joint run, the fits: a member whose fit the
+limit came before keeps its interpolated output layer and says so); a cancel, said once, stops
+the running member and every later one. Where the anchors' joint run diverges (an anchor's
+values blow its residual up), the members train one by one instead, within what is left of the
+time limit.
 
 On a CPU this is the default for a linear sweep of at least
 :data:`odeserve.devices.SHARED_FROM_MEMBERS` members: 64 members of the public decay problem
-train in a few solo solves' time, each as accurate as its own solve or more (BENCHMARKS.md,
-"Sweeps"). Each member still becomes a plain :class:`Solution` of its own problem, with its
-weights (the shared hidden layers and its own output layer, or its own training's): its error
-estimate judges it, and its message says how it was trained.
+train in a few solo solves' time (BENCHMARKS.md, "Sweeps"). Each member still becomes a plain
+:class:`Solution` of its own problem, with its weights (the shared hidden layers and its own
+output layer, or its own training's): its error estimate judges it, and its message says how it
+was trained.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,14 +48,13 @@ import torch
 from torch import Tensor
 
 from odeserve.devices import SHARED_ANCHORS
-from odeserve.hooks import Hooks
+from odeserve.hooks import Hooks, Step
 from odeserve.network import output_layer
 from odeserve.outcome import Outcome
 from odeserve.parametric import chebyshev_points, domain_points, fixed_at
 from odeserve.problem import Problem
 from odeserve.solver.constraints import ConstraintPlan
-from odeserve.solver.marching import Offsets
-from odeserve.solver.projection import Projection
+from odeserve.solver.projection import OutputBlocks, Projection
 from odeserve.solver.residual import Residual
 from odeserve.solver.solution import Solution
 from odeserve.solver.train import STALL_LOSS, ResidualModel, TrainResult, train
@@ -53,6 +62,9 @@ from odeserve.solver.trial import Trial
 
 #: A member whose loss after its fit exceeds this many times the worst anchor's trains on its own.
 PROMOTE = 10.0
+#: ... unless its loss is at most this (mean squared scaled residual): as far as solo solves of
+#: the public problems go (they stop between 1e-27 and 1e-19), so training on would not pay.
+SERVED_LOSS = 1e-20
 
 
 @dataclass
@@ -81,7 +93,8 @@ class SharedResidual:
         self.residuals = residuals
         self.hidden = out.start
         self.width = out.stop - out.start
-        self.linear_columns: slice | None = slice(self.hidden, self.hidden + len(residuals) * self.width)
+        columns = slice(self.hidden, self.hidden + len(residuals) * self.width)
+        self.linear_columns: OutputBlocks | None = OutputBlocks(columns, len(residuals))
 
     def member(self, theta: Tensor, i: int) -> Tensor:
         """Anchor ``i``'s own weights: the hidden layers and its output layer."""
@@ -167,87 +180,183 @@ def _starts(anchors: list[int], outputs: list[Tensor], n: int) -> list[Tensor]:
     return starts
 
 
-@dataclass
-class _Fit:
-    thetas: list[Tensor]
-    losses: list[float]
-
-
-def _fit_all(members: list[Member], hidden: Tensor, anchors: list[int], outputs: list[Tensor]) -> _Fit:
-    starts = _starts(anchors, outputs, len(members))
-    fits = [fit_output(m.residual, hidden, s) for m, s in zip(members, starts)]
-    return _Fit([t for t, _ in fits], [loss for _, loss in fits])
-
-
-def _needs_own_training(fit: _Fit, anchors: list[int]) -> list[int]:
-    """The members whose fitted loss is more than ``PROMOTE`` times the worst anchor's (finite)."""
-    floor = max(fit.losses[a] for a in anchors)
-    return [
-        i for i, loss in enumerate(fit.losses) if i not in anchors and math.isfinite(loss) and loss > PROMOTE * floor
-    ]
-
-
-def _member_result(joint: TrainResult, theta: Tensor, loss: float, anchors: list[int], i: int) -> TrainResult:
-    """Member ``i``'s result from the joint run: its outcome, judged on the member's own loss."""
-    outcome, message = joint.outcome, joint.message
-    role = "an anchor" if i in anchors else f"its output layer fitted to the hidden layers of the anchors {anchors}"
-    if outcome == Outcome.CONVERGED and not math.isfinite(loss):
-        outcome, message = Outcome.DIVERGED, f"its fit's loss is {loss}: check the parameters' values"
-    elif outcome == Outcome.CONVERGED and not loss <= STALL_LOSS:
-        outcome, message = Outcome.STALLED, f"stalled at loss {loss:.3g} with the sweep's shared hidden layers"
-    message = f"{message} (shared basis: {role})"
-    return TrainResult(theta, outcome, message, joint.iterations, loss, joint.elapsed, joint.history)
-
-
 class _Clock:
-    """The sweep's iterations, seconds and hooks over its runs: the anchors' joint run, then the
-    members that train on their own, each with an equal share of the time left."""
+    """The sweep's seconds, iterations and hooks over its runs: set-up, the anchors' joint run,
+    the fits, then the members that train on their own, each with an equal share of the time
+    left. A cancel, once said, stops every later run too (the worker's poll says it once)."""
 
     def __init__(self, problem: Problem, hooks: Hooks | None) -> None:
         self.options = problem.options
-        self.offsets = Offsets(hooks)
+        self.start = time.perf_counter()
+        self.user = hooks or Hooks()
+        self.canceled = False
 
-    def train(self, residual: ResidualModel, theta: Tensor, share: int = 1, first: bool = True) -> TrainResult:
-        """Train ``residual`` from ``theta``: the first run with Adam's steps, the later ones with
-        the second-order phase only, from the shared layers, each with 1 / ``share`` of the time
-        left; the result's iterations, seconds and history count on from the runs before."""
-        opts, before, t0 = self.options, self.offsets.iterations, self.offsets.elapsed
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    @property
+    def left(self) -> float:
+        return self.options.time_limit_s - self.elapsed
+
+    def should_stop(self) -> bool:
+        self.canceled = self.canceled or (self.user.should_stop is not None and self.user.should_stop())
+        return self.canceled
+
+    def hooks(self, iterations: Callable[[int], int]) -> Hooks:
+        """Hooks for one run: its steps reported at the sweep's iteration ``iterations(i)`` and
+        the sweep's seconds."""
+        report, t0 = self.user.on_step, self.elapsed
+        on_step = None
+        if report is not None:
+
+            def on_step(step: Step) -> None:
+                report(dataclasses.replace(step, iteration=iterations(step.iteration), elapsed=t0 + step.elapsed))
+
+        return Hooks(on_step=on_step, should_stop=self.should_stop)
+
+    def train(
+        self, residual: ResidualModel, theta: Tensor, hooks: Hooks, budget: int, share: int = 1, first: bool = True
+    ) -> TrainResult:
+        """Train ``residual`` from ``theta`` within ``budget`` iterations and 1 / ``share`` of the
+        time left: the first run (the anchors') with Adam's steps, the members' own runs with the
+        second-order phase only (they start from the fit)."""
+        opts = self.options
         options = opts.model_copy(
             update={
                 "compile": False,  # each run's residual is new: a compile would not be reused
-                "time_limit_s": max((opts.time_limit_s - t0) / share, 1e-3),
-                "max_iterations": max(opts.max_iterations - (0 if first else before), 1),
+                "time_limit_s": max(self.left / share, 1e-3),
+                "max_iterations": max(budget, 1),
                 "adam_iterations": opts.adam_iterations if first else 0,
             }
         )
-        result = train(residual, theta, options, hooks=self.offsets.hooks())
-        self.offsets.advance(result)
-        result.history = [(it + before, loss, t + t0) for it, loss, t in result.history]
-        result.iterations, result.elapsed = self.offsets.iterations, self.offsets.elapsed
-        return result
+        return train(residual, theta, options, hooks=hooks)
 
 
-def solve_shared(problem: Problem, device: torch.device, hooks: Hooks | None = None) -> list[Solution] | None:
-    """Every member of the linear sweep ``problem`` solved with shared hidden layers (module doc);
-    None where the anchors' joint run diverged (an anchor's values make its residual blow up, say:
-    the caller then trains the members one by one, so that the others need not share its fate)."""
+@dataclass
+class _Fit:
+    """Each member's weights on the shared hidden layers and its loss; ``fitted[i]`` False where
+    the sweep's time limit came before its fit (its output layer is then the interpolated start)."""
+
+    thetas: list[Tensor]
+    losses: list[float]
+    fitted: list[bool]
+
+
+def _fit_all(members: list[Member], hidden: Tensor, starts: list[Tensor], clock: _Clock) -> _Fit:
+    """Every member's output layer solved on ``hidden``, while the sweep's time limit lasts."""
+    fit = _Fit([], [], [])
+    for m, start in zip(members, starts):
+        fitted = clock.left > 0
+        if fitted:
+            theta, loss = fit_output(m.residual, hidden, start)
+        else:
+            theta = torch.cat([hidden, start])
+            with torch.no_grad():
+                loss = _mean_square(m.residual(theta))
+        fit.thetas.append(theta)
+        fit.losses.append(loss if math.isfinite(loss) else math.inf)
+        fit.fitted.append(fitted)
+    return fit
+
+
+def _needs_own_training(fit: _Fit, anchors: list[int]) -> list[int]:
+    """The members to train on their own from their fit: a finite loss above ``STALL_LOSS``
+    (anchors too), or, for the others, above both ``SERVED_LOSS`` and ``PROMOTE`` times the
+    worst anchor's."""
+    floor = max(PROMOTE * max(fit.losses[a] for a in anchors), SERVED_LOSS)
+    return [
+        i
+        for i, loss in enumerate(fit.losses)
+        if fit.fitted[i] and math.isfinite(loss) and (loss > STALL_LOSS or (i not in anchors and loss > floor))
+    ]
+
+
+def _role(i: int, anchors: list[int]) -> str:
+    if i in anchors:
+        return "shared basis: an anchor"
+    return f"shared basis: its output layer fitted to the hidden layers of the anchors {anchors}"
+
+
+def _member_result(joint: TrainResult, fit: _Fit, i: int, anchors: list[int], limit: float) -> TrainResult:
+    """Member ``i``'s result from the joint run and its fit, judged on its own loss."""
+    theta, loss = fit.thetas[i], fit.losses[i]
+    outcome, message = joint.outcome, joint.message
+    if not math.isfinite(loss):
+        outcome, message = Outcome.DIVERGED, f"its loss on the shared hidden layers is {loss}: check its values"
+    elif not fit.fitted[i]:
+        outcome, message = Outcome.TIME_LIMIT, f"the sweep's time limit ({limit:g} s) came before its fit"
+    elif outcome == Outcome.CONVERGED:
+        message = f"converged on the shared hidden layers at loss {loss:.3g}"
+    message = f"{message} ({_role(i, anchors)})"
+    return TrainResult(theta, outcome, message, joint.iterations, loss, joint.elapsed, joint.history)
+
+
+def _own_result(joint: TrainResult, own: TrainResult, share: float, anchors: list[int]) -> TrainResult:
+    """A member's result after its own run: the anchors' training, then its own."""
+    message = own.message
+    if own.outcome == Outcome.TIME_LIMIT:
+        message = f"reached its share ({share:.3g} s) of the sweep's time limit"
+    elif own.outcome == Outcome.BUDGET:
+        message = f"used the iteration budget: {joint.iterations} in the anchors' training, {own.iterations} on its own"
+    message += f" (shared basis: started from the anchors' hidden layers {anchors}, then trained on its own)"
+    history = joint.history + [(it + joint.iterations, v, t + joint.elapsed) for it, v, t in own.history]
+    return TrainResult(
+        own.theta,
+        own.outcome,
+        message,
+        joint.iterations + own.iterations,
+        own.loss,
+        joint.elapsed + own.elapsed,
+        history,
+    )
+
+
+def _average(start: int, done: int, n: int) -> Callable[[int], int]:
+    """The sweep's progress at a member's own iteration ``i``: the anchors' iterations, then the
+    members' own iterations so far over their number."""
+    return lambda i: start + (done + i) // n
+
+
+def _train_own(
+    members: list[Member], fit: _Fit, joint: TrainResult, own: list[int], anchors: list[int], clock: _Clock
+) -> dict[int, TrainResult]:
+    """The members ``own`` trained on their own from their fit, one after another; the hooks see
+    the anchors' iterations and then the average member's."""
+    budget = clock.options.max_iterations - joint.iterations
+    done, results = 0, {}
+    for j, i in enumerate(own):
+        hooks = clock.hooks(_average(joint.iterations, done, len(own)))
+        share = max(clock.left / (len(own) - j), 1e-3)
+        run = clock.train(members[i].residual, fit.thetas[i], hooks, budget, share=len(own) - j, first=False)
+        results[i] = _own_result(joint, run, share, anchors)
+        done += run.iterations
+    return results
+
+
+def solve_shared(
+    problem: Problem, device: torch.device, hooks: Hooks | None, fallback: Callable[[float], list[Solution]]
+) -> list[Solution]:
+    """Every member of the linear sweep ``problem`` solved with shared hidden layers (module doc).
+    Where the anchors' joint run diverges (an anchor's values blow its residual up, say), the
+    members train one by one instead, ``fallback(seconds spent)``, so that the others need not
+    share its fate."""
+    clock = _Clock(problem, hooks)
     members = _members(problem, device)
     theta0, out = members[0].trial.theta.detach(), output_layer(members[0].trial.sizes)
     anchors = anchor_indices(len(members))
-    clock = _Clock(problem, hooks)
     shared = SharedResidual([members[a].residual for a in anchors], out)
-    joint = clock.train(shared, torch.cat([theta0[: out.start]] + [theta0[out]] * len(anchors)))
+    theta = torch.cat([theta0[: out.start]] + [theta0[out]] * len(anchors))
+    joint = clock.train(shared, theta, clock.hooks(lambda it: it), problem.options.max_iterations)
     if joint.outcome == Outcome.DIVERGED:
-        return None
-    hidden = joint.theta[: out.start]
+        return fallback(clock.elapsed)
     outputs = [shared.member(joint.theta, j)[out.start :] for j in range(len(anchors))]
-    fit = _fit_all(members, hidden, anchors, outputs)
-    results = [_member_result(joint, t, loss, anchors, i) for i, (t, loss) in enumerate(zip(fit.thetas, fit.losses))]
+    fit = _fit_all(members, joint.theta[: out.start], _starts(anchors, outputs, len(members)), clock)
+    joint.elapsed = clock.elapsed  # the set-up and the fits count as the anchors' seconds
+    limit = problem.options.time_limit_s
+    results = [_member_result(joint, fit, i, anchors, limit) for i in range(len(members))]
     own = _needs_own_training(fit, anchors) if joint.outcome == Outcome.CONVERGED else []
-    for j, i in enumerate(own):
-        result = clock.train(members[i].residual, fit.thetas[i], share=len(own) - j, first=False)
-        result.history = joint.history + result.history
-        result.message += f" (shared basis: started from the anchors' hidden layers {anchors}, then trained on its own)"
+    for i, result in _train_own(members, fit, joint, own, anchors, clock).items():
         results[i] = result
     solutions = []
     for m, result in zip(members, results):

@@ -1,5 +1,5 @@
 """Sweeps: one problem for many values of its parameters, every member its own network, trained
-together as one batch on a GPU (one after another on a CPU, below).
+together as one batch on a GPU (on a CPU with shared hidden layers or one after another, below).
 
 The members share the collocation points, the constraint plan and the initial weights (the
 seed); they differ in the swept parameters' values, which the equations and conditions load per
@@ -149,10 +149,7 @@ def solve_sweep(
 
         if not problem.is_linear:
             raise SpecError(("sweep",), "only a linear problem's sweep can train with shared hidden layers")
-        shared = solve_shared(problem, device, hooks)
-        if shared is not None:
-            return shared
-        training = "separate"  # an anchor diverged: the others train on their own
+        return solve_shared(problem, device, hooks, lambda spent: _one_by_one(problem, device, hooks or Hooks(), spent))
     if training == "separate":
         return _one_by_one(problem, device, hooks or Hooks())
     from odeserve.solver.batch_train import train_batch
@@ -172,18 +169,20 @@ def solve_sweep(
     return solutions
 
 
-def _one_by_one(problem: Problem, device: torch.device, hooks: Hooks) -> list[Solution]:
+def _one_by_one(problem: Problem, device: torch.device, hooks: Hooks, spent: float = 0.0) -> list[Solution]:
     """The members trained one after another, each as its own plain solve (no escalation; no
     compile either: each member's values would compile anew, as a batch does not). Each gets an
     equal share of the time left, so a time limit stops the sweep's members alike, as it would
     the batch's. The hooks see the sweep's progress: the members' iterations so far over their
     number (the batch's iteration count, when the members train as one), the running member's
     loss and the sweep's seconds. A cancel stops the running member, and the rest train no
-    further than their first iteration (``should_stop`` is asked once: it may say so only once)."""
+    further than their first iteration (``should_stop`` is asked once: it may say so only once).
+    ``spent``: seconds of the sweep's time limit already used (a shared-basis sweep whose anchors
+    diverged, :mod:`odeserve.solver.shared_basis`)."""
     from odeserve.solver.marching import Offsets
     from odeserve.solver.solve import train_attempt
 
-    start, n, done = time.perf_counter(), len(problem.sweep), 0
+    start, n, done = time.perf_counter() - spent, len(problem.sweep), 0
     canceled = False
 
     def should_stop() -> bool:

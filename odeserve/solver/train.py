@@ -25,7 +25,7 @@ from odeserve.hooks import Hooks, Phase, Step, TrainState
 from odeserve.outcome import Outcome
 from odeserve.solver.adam import Adam
 from odeserve.solver.damped import blas_threads_like_torch
-from odeserve.solver.projection import Iterate, iterate_at
+from odeserve.solver.projection import Iterate, LinearColumns, iterate_at
 from odeserve.spec import Options
 
 #: A Levenberg-Marquardt pass that lowers the loss by less than this fraction makes no progress.
@@ -46,7 +46,7 @@ class ResidualModel(Protocol):
     """The residual vector r(theta) of a problem, with its Jacobian."""
 
     @property
-    def linear_columns(self) -> slice | None:
+    def linear_columns(self) -> LinearColumns | None:
         """The columns of theta in which r is affine (the output layer of a linear problem),
         which each Levenberg-Marquardt step solves exactly (:mod:`odeserve.solver.projection`);
         None: plain steps."""
@@ -284,7 +284,7 @@ def _candidate(
     jac: Callable[[Tensor], tuple[Tensor, Tensor]],
     evaluate: Callable[[Tensor], Tensor],
     base: Tensor,
-    columns: slice | None,
+    columns: LinearColumns | None,
     compiled: bool,
 ) -> tuple[float, Callable[[], Iterate]]:
     """A trial step's loss and, on demand, the iterate there (taken only if the step is
