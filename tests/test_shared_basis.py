@@ -197,3 +197,70 @@ def test_the_time_limit_bounds_the_fits() -> None:
     joint = TrainResult(theta, Outcome.CONVERGED, "converged", 1, 0.0, 0.0)
     result = _member_result(joint, fit, 3, anchor_indices(16), 1e-6)
     assert result.outcome == Outcome.TIME_LIMIT and "came before its fit" in result.message
+
+
+def test_anchors_with_unequal_rows_project_densely() -> None:
+    """A member whose hard conditions are ill-conditioned takes them as penalty rows: anchors
+    with more rows than the others. The anchors' output blocks are then projected as one dense
+    block (blocks need equal rows), and the sweep solves every member."""
+    hs = [float(h) for h in np.logspace(0, 10, 16)]
+    spec = with_options(
+        {
+            "equations": ["y'' + y = 0"],
+            "domain": [0, 1],
+            "conditions": ["y(0) = 1", "y'(1) + h*y(1) = 0"],
+            "parameters": {"h": 1.0},
+            "sweep": {"h": hs},
+        },
+        max_iterations=600,
+    )
+    members = solve_sweep(spec)
+    assert any("an anchor" in m.message for m in members)
+    for h, member in zip(hs, members):
+        b = (np.sin(1) - h * np.cos(1)) / (np.cos(1) + h * np.sin(1))
+        exact = np.cos(XS / 2) + b * np.sin(XS / 2)
+        assert rel_l2(member(XS / 2)[:, 0], exact) <= 1e-6, (h, member.message)
+
+
+def test_a_stalled_joint_run_judges_each_member_on_its_own_loss() -> None:
+    """Where the anchors' joint run stalls (one basis cannot serve them all), a member whose fit
+    is good converged, the others stalled, and those above the stall loss train on their own."""
+    import torch
+
+    from odeserve.outcome import Outcome
+    from odeserve.solver.shared_basis import _Fit, _member_result, _needs_own_training
+    from odeserve.solver.train import TrainResult
+
+    theta = torch.zeros(3)
+    fit = _Fit([theta] * 4, [1e-25, 1e-3, 1e-19, 1e-12], [True] * 4)
+    joint = TrainResult(theta, Outcome.STALLED, "stalled at loss 0.1, far above the target", 700, 0.1, 3.0)
+    results = [_member_result(joint, fit, i, [0, 1], 60.0) for i in range(4)]
+    assert [r.outcome for r in results] == [Outcome.CONVERGED, Outcome.STALLED, Outcome.CONVERGED, Outcome.CONVERGED]
+    assert results[1].message.startswith("stalled on the shared hidden layers at loss 0.001")
+    assert _needs_own_training(fit, [0, 1]) == [1]  # the anchor above the stall loss
+    assert _needs_own_training(fit, [0, 1], stalled=True) == [1, 2, 3]  # all above SERVED_LOSS
+    canceled = _member_result(
+        TrainResult(theta, Outcome.CANCELED, "canceled", 5, 0.1, 0.1), _Fit([theta], [1.0], [False]), 0, [0], 60.0
+    )
+    assert canceled.outcome == Outcome.CANCELED and "canceled before its fit" in canceled.message
+
+
+def test_where_the_anchors_stall_the_members_are_their_separate_solves() -> None:
+    """One set of hidden layers cannot serve one to twelve periods: the anchors' run stalls, and
+    every member trains on its own from the seed, exactly as its separate solve would."""
+    import torch
+
+    ws = [float(w) for w in np.linspace(1.0, 12.0, 8)]
+    spec = with_options({**OSCILLATOR, "sweep": {"w": ws}}, max_iterations=300)
+    members = solve_sweep(spec, training="shared")
+    assert all("anchors' training stalled; trained on its own from the seed" in m.message for m in members)
+    solo = solve({**spec, "sweep": None, "parameters": {"w": ws[3]}, "options": {**spec["options"], "escalate": False}})
+    assert torch.equal(members[3].trial.theta, solo.trial.theta)
+    assert members[3].result.iterations == solo.result.iterations
+
+
+def test_the_anchors_leave_time_for_the_fits() -> None:
+    """A time limit that stops the anchors' training still leaves each member its fit."""
+    members = solve_sweep(with_options(OSCILLATOR, max_iterations=10**6, time_limit_s=1.0), training="shared")
+    assert all("came before its fit" not in m.message for m in members), [m.message for m in members]
+    assert all(m.outcome.value == "time_limit" for m in members)

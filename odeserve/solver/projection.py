@@ -94,7 +94,7 @@ class Projection:
 @dataclass(frozen=True)
 class OutputBlocks:
     """The output layers of ``count`` members side by side in ``columns``, the residual's rows in
-    ``count`` equal blocks, each depending on its own member's layer only: the output block A is
+    ``count`` equal blocks (equal: the caller checks), each depending on its own member's layer only: the output block A is
     block diagonal (the anchors of a shared-basis sweep, :mod:`odeserve.solver.shared_basis`)."""
 
     columns: slice
@@ -126,6 +126,8 @@ class BlockProjection:
         n = blocks.count
         width = (blocks.columns.stop - blocks.columns.start) // n
         rows = J.shape[0] // n
+        if rows * n != J.shape[0] or width * n != blocks.columns.stop - blocks.columns.start:
+            raise ValueError(f"{n} output blocks need equal rows and columns, got J of shape {tuple(J.shape)}")
         A = torch.stack(
             [
                 J[b * rows : (b + 1) * rows, blocks.columns.start + b * width : blocks.columns.start + (b + 1) * width]

@@ -16,15 +16,21 @@ nearly cancelling, and the least-squares solution is taken to the output block's
 started from zero it misses the cancelling part). A member that the shared layers serve less
 well trains on, on its own, from there (second-order steps only, each with an equal share of the
 time left and the iterations the anchors left): one whose fitted loss is more than ``PROMOTE``
-times the worst anchor's and above ``SERVED_LOSS``, or above ``STALL_LOSS`` (an anchor too). So
-a family that one basis serves costs the anchors' training and a fit per member; one that it
-does not costs about what its members' own solves would, plus the anchors' training.
+times the worst anchor's and above ``SERVED_LOSS``, or above ``STALL_LOSS`` (an anchor too).
+Where the anchors' run itself stalls (one basis cannot serve them: a family too wide for the
+network), every member above ``SERVED_LOSS`` trains from the seed as its separate solve would
+(the same weights). So a family that one basis serves costs the anchors' training and a fit per
+member; one that it does not costs about what its members' own solves would, plus the anchors'
+training. The anchors' rows are projected block by block when every anchor has as many rows
+(:class:`odeserve.solver.projection.OutputBlocks`), else as one dense block (a member whose hard
+conditions are ill-conditioned takes them as penalty rows).
 
-The sweep's time limit covers all of it (set-up, the joint run, the fits: a member whose fit the
-limit came before keeps its interpolated output layer and says so); a cancel, said once, stops
-the running member and every later one. Where the anchors' joint run diverges (an anchor's
-values blow its residual up), the members train one by one instead, within what is left of the
-time limit.
+The sweep's time limit covers all of it: set-up, the joint run (which leaves twice the measured
+cost of the fits), the fits (a member whose fit the limit came before keeps its interpolated
+output layer and says so) and the members' own runs. A cancel, said once, stops the fits and
+every later run. Where the anchors' joint run diverges (an anchor's values blow its residual up),
+the members train one by one instead, within what is left of the time limit. A member's history
+is the anchors' run's (their mean loss), then its own run's, if any.
 
 On a CPU this is the default for a linear sweep of at least
 :data:`odeserve.devices.SHARED_FROM_MEMBERS` members: 64 members of the public decay problem
@@ -54,7 +60,7 @@ from odeserve.outcome import Outcome
 from odeserve.parametric import chebyshev_points, domain_points, fixed_at
 from odeserve.problem import Problem
 from odeserve.solver.constraints import ConstraintPlan
-from odeserve.solver.projection import OutputBlocks, Projection
+from odeserve.solver.projection import LinearColumns, OutputBlocks, Projection
 from odeserve.solver.residual import Residual
 from odeserve.solver.solution import Solution
 from odeserve.solver.train import STALL_LOSS, ResidualModel, TrainResult, train
@@ -94,7 +100,10 @@ class SharedResidual:
         self.hidden = out.start
         self.width = out.stop - out.start
         columns = slice(self.hidden, self.hidden + len(residuals) * self.width)
-        self.linear_columns: OutputBlocks | None = OutputBlocks(columns, len(residuals))
+        # Each anchor's rows: its equations at the points, then its penalty conditions (a member
+        # whose hard conditions are ill-conditioned takes them as penalties: more rows).
+        rows = {len(r.x) * len(r.problem.equations) + len(r.penalty) for r in residuals}
+        self.linear_columns: LinearColumns | None = OutputBlocks(columns, len(residuals)) if len(rows) == 1 else columns
 
     def member(self, theta: Tensor, i: int) -> Tensor:
         """Anchor ``i``'s own weights: the hidden layers and its output layer."""
@@ -216,16 +225,24 @@ class _Clock:
         return Hooks(on_step=on_step, should_stop=self.should_stop)
 
     def train(
-        self, residual: ResidualModel, theta: Tensor, hooks: Hooks, budget: int, share: int = 1, first: bool = True
+        self,
+        residual: ResidualModel,
+        theta: Tensor,
+        hooks: Hooks,
+        budget: int,
+        share: int = 1,
+        first: bool = True,
+        reserve: float = 0.0,
     ) -> TrainResult:
         """Train ``residual`` from ``theta`` within ``budget`` iterations and 1 / ``share`` of the
-        time left: the first run (the anchors') with Adam's steps, the members' own runs with the
-        second-order phase only (they start from the fit)."""
-        opts = self.options
+        time left (less ``reserve`` seconds, at most half of it, kept for what follows): the
+        first run (the anchors') with Adam's steps, the members' own runs with the second-order
+        phase only (they start from the fit)."""
+        opts, left = self.options, self.left
         options = opts.model_copy(
             update={
                 "compile": False,  # each run's residual is new: a compile would not be reused
-                "time_limit_s": max(self.left / share, 1e-3),
+                "time_limit_s": max((left - min(reserve, left / 2)) / share, 1e-3),
                 "max_iterations": max(budget, 1),
                 "adam_iterations": opts.adam_iterations if first else 0,
             }
@@ -244,10 +261,11 @@ class _Fit:
 
 
 def _fit_all(members: list[Member], hidden: Tensor, starts: list[Tensor], clock: _Clock) -> _Fit:
-    """Every member's output layer solved on ``hidden``, while the sweep's time limit lasts."""
+    """Every member's output layer solved on ``hidden``, while the sweep's time limit lasts and
+    no cancel has come."""
     fit = _Fit([], [], [])
     for m, start in zip(members, starts):
-        fitted = clock.left > 0
+        fitted = clock.left > 0 and not clock.canceled
         if fitted:
             theta, loss = fit_output(m.residual, hidden, start)
         else:
@@ -260,16 +278,23 @@ def _fit_all(members: list[Member], hidden: Tensor, starts: list[Tensor], clock:
     return fit
 
 
-def _needs_own_training(fit: _Fit, anchors: list[int]) -> list[int]:
-    """The members to train on their own from their fit: a finite loss above ``STALL_LOSS``
-    (anchors too), or, for the others, above both ``SERVED_LOSS`` and ``PROMOTE`` times the
-    worst anchor's."""
-    floor = max(PROMOTE * max(fit.losses[a] for a in anchors), SERVED_LOSS)
+def _needs_own_training(fit: _Fit, anchors: list[int], stalled: bool = False) -> list[int]:
+    """The members to train on their own: a finite loss above ``STALL_LOSS`` (anchors too), or,
+    for the others, above both ``SERVED_LOSS`` and ``PROMOTE`` times the worst anchor's. Where
+    the anchors' run ``stalled``, their losses say nothing: every member above ``SERVED_LOSS``."""
+    floor = SERVED_LOSS if stalled else max(PROMOTE * max(fit.losses[a] for a in anchors), SERVED_LOSS)
+    if stalled:
+        return [i for i, loss in enumerate(fit.losses) if fit.fitted[i] and math.isfinite(loss) and loss > floor]
     return [
         i
         for i, loss in enumerate(fit.losses)
         if fit.fitted[i] and math.isfinite(loss) and (loss > STALL_LOSS or (i not in anchors and loss > floor))
     ]
+
+
+#: The joint run's outcomes that end by its own criterion: the members' fits are judged on their
+#: own losses, and those that need it train on their own.
+_SETTLED = (Outcome.CONVERGED, Outcome.STALLED)
 
 
 def _role(i: int, anchors: list[int]) -> str:
@@ -279,17 +304,31 @@ def _role(i: int, anchors: list[int]) -> str:
 
 
 def _member_result(joint: TrainResult, fit: _Fit, i: int, anchors: list[int], limit: float) -> TrainResult:
-    """Member ``i``'s result from the joint run and its fit, judged on its own loss."""
+    """Member ``i``'s result from the joint run and its fit, judged on its own loss where the
+    joint run ended by its own criterion (converged or stalled)."""
     theta, loss = fit.thetas[i], fit.losses[i]
     outcome, message = joint.outcome, joint.message
     if not math.isfinite(loss):
         outcome, message = Outcome.DIVERGED, f"its loss on the shared hidden layers is {loss}: check its values"
+    elif not fit.fitted[i] and outcome == Outcome.CANCELED:
+        message = "canceled before its fit; the anchors' interpolated output layer is kept"
     elif not fit.fitted[i]:
         outcome, message = Outcome.TIME_LIMIT, f"the sweep's time limit ({limit:g} s) came before its fit"
-    elif outcome == Outcome.CONVERGED:
-        message = f"converged on the shared hidden layers at loss {loss:.3g}"
+    elif outcome in _SETTLED:
+        outcome = Outcome.CONVERGED if loss <= STALL_LOSS else Outcome.STALLED
+        message = f"{outcome.value} on the shared hidden layers at loss {loss:.3g}"
     message = f"{message} ({_role(i, anchors)})"
     return TrainResult(theta, outcome, message, joint.iterations, loss, joint.elapsed, joint.history)
+
+
+def _fresh_result(run: TrainResult, share: float) -> TrainResult:
+    """A member's result after a separate solve of its own (the anchors' run stalled)."""
+    if run.outcome == Outcome.TIME_LIMIT:
+        run.message = f"reached its share ({share:.3g} s) of the sweep's time limit"
+    run.message += (
+        " (shared basis: the anchors' training stalled; trained on its own from the seed, as a separate solve)"
+    )
+    return run
 
 
 def _own_result(joint: TrainResult, own: TrainResult, share: float, anchors: list[int]) -> TrainResult:
@@ -312,26 +351,39 @@ def _own_result(joint: TrainResult, own: TrainResult, share: float, anchors: lis
     )
 
 
-def _average(start: int, done: int, n: int) -> Callable[[int], int]:
-    """The sweep's progress at a member's own iteration ``i``: the anchors' iterations, then the
-    members' own iterations so far over their number."""
-    return lambda i: start + (done + i) // n
+def _progress(start: int, done: int, n: int, budget: int, total: int) -> Callable[[int], int]:
+    """The sweep's progress at a member's own iteration ``i``: the anchors' ``start``
+    iterations, then the members' own iterations so far over their number, scaled from their
+    ``budget`` each into what is left of ``total`` (never past it, never back)."""
+    return lambda i: start + (done + i) // n * (total - start) // max(budget, 1)
 
 
 def _train_own(
     members: list[Member], fit: _Fit, joint: TrainResult, own: list[int], anchors: list[int], clock: _Clock
 ) -> dict[int, TrainResult]:
-    """The members ``own`` trained on their own from their fit, one after another; the hooks see
-    the anchors' iterations and then the average member's."""
-    budget = clock.options.max_iterations - joint.iterations
+    """The members ``own`` trained on their own, one after another: from their fit, with the
+    iterations the anchors left; where the anchors' run stalled (their hidden layers serve no
+    member well), from the seed as a separate solve, Adam's steps included, with the whole
+    budget."""
+    total, fresh = clock.options.max_iterations, joint.outcome == Outcome.STALLED
+    budget = total if fresh else total - joint.iterations
     done, results = 0, {}
-    for j, i in enumerate(own):
-        hooks = clock.hooks(_average(joint.iterations, done, len(own)))
+    for j, i in enumerate(own if budget > 0 else []):
+        hooks = clock.hooks(_progress(joint.iterations, done, len(own), budget, total))
         share = max(clock.left / (len(own) - j), 1e-3)
-        run = clock.train(members[i].residual, fit.thetas[i], hooks, budget, share=len(own) - j, first=False)
-        results[i] = _own_result(joint, run, share, anchors)
+        start = members[i].trial.theta.detach() if fresh else fit.thetas[i]
+        run = clock.train(members[i].residual, start, hooks, budget, share=len(own) - j, first=fresh)
+        results[i] = _fresh_result(run, share) if fresh else _own_result(joint, run, share, anchors)
         done += run.iterations
     return results
+
+
+def _fit_reserve(members: list[Member], theta: Tensor, out: slice) -> float:
+    """Seconds to keep from the anchors' training for the members' fits: twice what fitting one
+    member takes, per member (measured once, at the initial weights)."""
+    t0 = time.perf_counter()
+    fit_output(members[0].residual, theta[: out.start], theta[out])
+    return 2.0 * len(members) * (time.perf_counter() - t0)
 
 
 def solve_shared(
@@ -347,7 +399,8 @@ def solve_shared(
     anchors = anchor_indices(len(members))
     shared = SharedResidual([members[a].residual for a in anchors], out)
     theta = torch.cat([theta0[: out.start]] + [theta0[out]] * len(anchors))
-    joint = clock.train(shared, theta, clock.hooks(lambda it: it), problem.options.max_iterations)
+    reserve = _fit_reserve(members, theta0, out)
+    joint = clock.train(shared, theta, clock.hooks(lambda it: it), problem.options.max_iterations, reserve=reserve)
     if joint.outcome == Outcome.DIVERGED:
         return fallback(clock.elapsed)
     outputs = [shared.member(joint.theta, j)[out.start :] for j in range(len(anchors))]
@@ -355,7 +408,8 @@ def solve_shared(
     joint.elapsed = clock.elapsed  # the set-up and the fits count as the anchors' seconds
     limit = problem.options.time_limit_s
     results = [_member_result(joint, fit, i, anchors, limit) for i in range(len(members))]
-    own = _needs_own_training(fit, anchors) if joint.outcome == Outcome.CONVERGED else []
+    stalled = joint.outcome == Outcome.STALLED
+    own = _needs_own_training(fit, anchors, stalled) if joint.outcome in _SETTLED else []
     for i, result in _train_own(members, fit, joint, own, anchors, clock).items():
         results[i] = result
     solutions = []
