@@ -3,6 +3,7 @@ tests, the benchmarks and the playground) and a helper to change options."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ from odeserve.examples import public_problems
 
 ROOT = Path(__file__).resolve().parents[1]
 
-__all__ = ["NONLINEAR", "NO_TIME_LIMIT_S", "ROOT", "ROUNDING", "public_problems", "with_options"]
+__all__ = ["NONLINEAR", "NO_TIME_LIMIT_S", "ROOT", "ROUNDING", "cancel_once_at", "public_problems", "with_options"]
 
 
 #: Tests never depend on how busy the machine is: unless a test sets a time limit itself, the
@@ -42,3 +43,16 @@ def with_options(spec: dict[str, Any], **options: Any) -> dict[str, Any]:
     out = dict(spec)
     out["options"] = {"time_limit_s": NO_TIME_LIMIT_S, **spec.get("options", {}), **options}
     return out
+
+
+def cancel_once_at(n: int) -> Callable[[], bool]:
+    """A ``should_stop`` hook that says True at its ``n``-th call only, as a worker's poll of the
+    cancel flag says it once."""
+    calls = 0
+
+    def should_stop() -> bool:
+        nonlocal calls
+        calls += 1
+        return calls == n
+
+    return should_stop

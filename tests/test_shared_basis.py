@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from odeserve import SpecError, load_problem, solve, solve_sweep
-from tests.problems import with_options
+from tests.problems import cancel_once_at, with_options
 from tests.test_sweep import DECAY, NONLINEAR, XS, rel_l2
 
 KS16 = [float(k) for k in np.linspace(0.5, 2.0, 16)]
@@ -111,12 +111,7 @@ def test_time_limit_and_cancel_stop_every_member() -> None:
     limited = solve_sweep(with_options(SWEEP16, max_iterations=10**6, time_limit_s=0.3))
     assert [m.outcome.value for m in limited] == ["time_limit"] * 16
     assert all("shared basis" in m.message and "time limit" in m.message for m in limited)
-    calls = 0
-
-    def once() -> bool:
-        nonlocal calls
-        calls += 1
-        return calls == 30
+    once = cancel_once_at(30)
 
     canceled = solve_sweep(with_options(SWEEP16, max_iterations=400), hooks=Hooks(should_stop=once))
     assert [m.outcome.value for m in canceled] == ["canceled"] * 16
@@ -148,12 +143,7 @@ def test_a_cancel_stops_the_members_training_on_their_own_and_each_keeps_its_bud
     assert len(own) >= 2, [m.message for m in members]
     assert all(m.result.iterations <= 400 for m in members)
     assert all(m.outcome.value == "converged" for m in own), [m.message for m in own]
-    calls = 0
-
-    def once() -> bool:
-        nonlocal calls
-        calls += 1
-        return calls == joint + 3
+    once = cancel_once_at(joint + 3)
 
     canceled = solve_sweep(spec, training="shared", hooks=Hooks(should_stop=once))
     later = [m for m in canceled if "trained on its own" in m.message]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from odeserve import SpecError, load_problem, solve, solve_sweep
-from tests.problems import with_options
+from tests.problems import cancel_once_at, with_options
 
 KS = [0.5, 1.0, 1.5, 2.0]
 DECAY = {
@@ -144,12 +144,7 @@ def test_one_by_one_a_cancel_stops_the_rest_and_nothing_compiles() -> None:
 
     from odeserve.hooks import Hooks
 
-    calls = 0
-
-    def once() -> bool:
-        nonlocal calls
-        calls += 1
-        return calls == 50
+    once = cancel_once_at(50)
 
     members = solve_sweep(with_options(DECAY, max_iterations=300), hooks=Hooks(should_stop=once))
     assert [m.outcome.value for m in members] == ["canceled"] * len(KS)
