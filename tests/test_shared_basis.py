@@ -254,3 +254,23 @@ def test_the_anchors_leave_time_for_the_fits() -> None:
     members = solve_sweep(with_options(OSCILLATOR, max_iterations=10**6, time_limit_s=1.0), training="shared")
     assert all("came before its fit" not in m.message for m in members), [m.message for m in members]
     assert all(m.outcome.value == "time_limit" for m in members)
+
+
+def test_a_shared_basis_sweep_job_over_http(service) -> None:  # noqa: ANN001
+    """Through the real stack (a worker process on the CPU): a linear sweep of 16 members trains
+    with shared hidden layers, every member's results are at ?member=i, and its message says so."""
+    from tests.test_service import finish
+
+    r = service.post("/solve", json=with_options({**SWEEP16, "output": {"points": 21}}, max_iterations=400))
+    assert r.status_code == 202, r.text
+    job = finish(service, r.json()["id"])
+    assert job["status"] == "succeeded", job
+    members = job["members"]
+    assert [m["parameters"]["k"] for m in members] == KS16
+    assert all("shared basis" in m["message"] for m in members), [m["message"] for m in members]
+    assert sum("an anchor" in m["message"] for m in members) == 4
+    assert job["metrics"]["accuracy"]["met"] is True
+    for i in (0, 7, 15):
+        sol = service.get(f"/jobs/{job['id']}/solution?member={i}").json()
+        x, y = np.array(sol["x"]), np.array(sol["values"]["y"])
+        assert rel_l2(y, np.exp(-KS16[i] * x)) <= 1e-9, i
