@@ -118,9 +118,14 @@ class Problem:
         condition in the unknowns' values at its points (the variable and the parameters, known
         or estimated, are coefficients): then the residual is affine in the network's output
         layer, which the solver's steps solve exactly (odeserve.solver.projection)."""
-        return all(is_affine(e.residual, _is_deriv) for e in self.equations) and all(
-            is_affine(c.residual, _is_point) for c in self.conditions
-        )
+        return self.equations_are_linear and all(is_affine(c.residual, _is_point) for c in self.conditions)
+
+    @property
+    def equations_are_linear(self) -> bool:
+        """Whether every equation is affine in the unknowns and their derivatives (the
+        conditions aside): then a boundary-value problem has at most one solution or a family
+        of them, never several isolated ones (odeserve.estimate)."""
+        return all(is_affine(e.residual, _is_deriv) for e in self.equations)
 
     @property
     def is_inverse(self) -> bool:

@@ -17,7 +17,7 @@ import numpy as np
 
 from odeserve.estimate.bound import RESOLUTION, residual_bound
 from odeserve.estimate.reference import classical_reference
-from odeserve.estimate.residual import FACTOR, is_linear, linearized_correction
+from odeserve.estimate.residual import FACTOR, linearized_correction
 from odeserve.estimate.system import NotApplicable
 from odeserve.estimate.undetermined import UNDETERMINED, Undetermined, least_determined, undetermined
 from odeserve.problem import Problem
@@ -64,7 +64,8 @@ def estimate_error(problem: Problem, probe: Probe, xs: np.ndarray, guard_s: floa
     except _NUMERICAL as exc:
         why = _reason(exc)
     else:
-        u = _pinned(problem, probe) if ref.solver.startswith("solve_bvp") and not is_linear(problem, probe) else None
+        bvp = ref.solver.startswith("solve_bvp")
+        u = _pinned(problem, probe) if bvp and not problem.equations_are_linear else None
         if u is not None and u.ratio >= UNDETERMINED:
             return _undetermined_estimate(u, f"a classical solution ({ref.solver}) was found", _since(t0))
         return _record(

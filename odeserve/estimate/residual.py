@@ -83,23 +83,6 @@ def _sensitivity(program: Program, env: dict[Key, np.ndarray], key: Key, like: n
     return (evaluate(program, up, like) - evaluate(program, down, like)) / (2.0 * h)
 
 
-def is_linear(problem: Problem, probe: Probe) -> bool:
-    """Whether the equations are linear in the unknowns and their derivatives: their
-    sensitivities to each derivative are the same at the network's values and at other ones
-    (on a few points; variable coefficients are fine)."""
-    nodes = np.linspace(*problem.domain, 9)
-    at = probe(nodes, problem.max_order)
-    envs = [equation_env(problem.variable, problem.unknowns, nodes, d) for d in (at, [2.0 * v + 1.0 for v in at])]
-    with np.errstate(all="ignore"):
-        for eq in problem.equations:
-            for key in eq.residual.keys:
-                if isinstance(key, DerivKey):
-                    one, two = (_sensitivity(eq.residual, env, key, nodes) for env in envs)
-                    if not np.allclose(one, two, rtol=1e-5, atol=1e-8 * (1.0 + float(np.max(np.abs(one))))):
-                        return False
-    return True
-
-
 def linearized_correction(problem: Problem, probe: Probe, xs: np.ndarray) -> np.ndarray:
     """(len(xs), m): the error e = y* - y on xs, by Newton steps on the collocation system from
     the network. Accepted when resolved and, where a finer grid fits, confirmed by it (an
