@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from common.settings import Settings
+from odeserve.devices import step_members, sweep_training
 from odeserve.errors import LimitError
 from odeserve.problem import Problem
 from odeserve.threads import jacobian_shape, step_work, threads_for
@@ -37,9 +38,19 @@ class Cost:
     step_s: float  # one second-order step's estimated time
 
 
+def _batch(problem: Problem, settings: Settings) -> int | None:
+    """How many members of a sweep one step holds on this server's workers: on a CPU-only server
+    (``ODESERVE_DEVICE=cpu``) the CPU's way (``odeserve.devices.sweep_training``: four anchors
+    of a linear sweep, else one member); otherwise, None, every member (a GPU worker's batch:
+    the API cannot tell whether a worker has a GPU)."""
+    if not problem.is_sweep or settings.device != "cpu":
+        return None
+    return step_members(problem, sweep_training(problem, "cpu"))
+
+
 def estimate(problem: Problem, settings: Settings) -> Cost:
     """The memory and time of one second-order step of ``problem`` on this server."""
-    rows, params = jacobian_shape(problem)
+    rows, params = jacobian_shape(problem, _batch(problem, settings))
     width = 4 if problem.options.precision == "float32" else 8
     m = min(rows, params)
     threads = settings.torch_threads or threads_for(rows, params)
@@ -54,14 +65,15 @@ def admit(problem: Problem, settings: Settings) -> None:
     plain_first_order = (
         problem.options.optimizer != "lm" or problem.options.max_iterations <= problem.options.adam_iterations
     )
-    if plain_first_order and not problem.is_sweep:  # a sweep keeps per-row weight copies in every phase
+    # A batched sweep keeps per-row weight copies in every phase.
+    if plain_first_order and (not problem.is_sweep or _batch(problem, settings) is not None):
         return
     cost = estimate(problem, settings)
     shape = f"{cost.rows} residual rows x {cost.params} weights"
     if settings.job_memory_mb:
         budget = max(settings.job_memory_mb - settings.job_baseline_mb, 0) * MIB
         if cost.step_bytes > budget:
-            # A sweep is sized as one batch of its members (a GPU worker's way); L-BFGS has no batch.
+            # A sweep is sized as one batch of its members unless the workers are CPU-only (above).
             other = "fewer sweep members" if problem.is_sweep else "options.optimizer 'lbfgs'"
             raise LimitError(
                 ("options", "points"),
