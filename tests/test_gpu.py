@@ -102,6 +102,26 @@ def test_a_sweep_trains_on_the_gpu_as_accurately_as_on_the_cpu() -> None:
 
 @pytest.mark.gpu
 @cuda
+def test_a_shared_basis_sweep_trains_on_the_gpu_as_accurately_as_on_the_cpu() -> None:
+    """Shared hidden layers (odeserve.solver.shared_basis) on the GPU: the anchors' block
+    projection and every member's fit run there, each member as accurate as on the CPU."""
+    from odeserve import solve_sweep
+    from tests.problems import with_options
+    from tests.test_shared_basis import KS16, SWEEP16
+    from tests.test_sweep import XS, rel_l2
+
+    spec = with_options(SWEEP16, max_iterations=400)
+    on_gpu = solve_sweep(spec, device="cuda", training="shared")
+    on_cpu = solve_sweep(spec, device="cpu", training="shared")
+    for k, g, c in zip(KS16, on_gpu, on_cpu, strict=True):
+        assert g.trial.theta.is_cuda and "shared basis" in g.message
+        exact = np.exp(-k * XS)
+        gpu_err, cpu_err = rel_l2(g(XS)[:, 0], exact), rel_l2(c(XS)[:, 0], exact)
+        assert gpu_err <= max(10 * cpu_err, 1e-9), (k, gpu_err, cpu_err)
+
+
+@pytest.mark.gpu
+@cuda
 def test_the_cli_trains_on_the_gpu_it_is_given_and_refuses_one_that_is_not_there(tmp_path) -> None:
     import json
     import os
