@@ -1,13 +1,15 @@
-"""GPU figures (``python -m bench.gpu [--parts sweep,iteration,problems]``), each part printed as a
+"""GPU figures (``python -m bench.gpu [--parts sweep,iteration,problems,shared]``), each part printed as a
 table when it ends and written to ``$OUT/gpu.json`` (when OUT is set):
 
 - ``sweep``: members per second against batch size: sweeps of the public ``decay_t`` over k
-  (as ``bench.sweep``) of 1 to 1,024 members, each one batched training on the GPU, and (16
-  members or more) with shared hidden layers, next to solo solves on the GPU; every member's
-  error against the exact solution;
+  (as ``bench.sweep``) of 1 to 1,024 members, each one batched training on the GPU, next to solo
+  solves on the GPU; every member's error against the exact solution;
 - ``iteration``: the cost of one Levenberg-Marquardt iteration (Jacobian + damped solve) and one
   gradient step on CPU and GPU side by side, for the default network and larger ones;
-- ``problems``: the public problems on the GPU at default options.
+- ``problems``: the public problems on the GPU at default options;
+- ``shared``: the ``sweep`` part's sweeps of 16 members or more with shared hidden layers (a
+  CPU's default for a linear sweep, :mod:`odeserve.solver.shared_basis`), to tell whether they
+  pay on a GPU too (last, so that a run stopped by its time limit keeps the other parts).
 """
 
 from __future__ import annotations
@@ -98,34 +100,28 @@ def problems_on(device: str) -> list[dict[str, Any]]:
     return out
 
 
-def sweep_scaling(device: str, sizes: list[int]) -> dict[str, Any]:
-    """Sweeps of ``sizes`` members next to solo solves at three values of k, all on ``device``:
-    trained the device's way (a GPU: one batch), and (16 members or more) with shared hidden
-    layers, to tell which pays on a GPU."""
+def sweep_scaling(device: str, sizes: list[int], training: str | None = None) -> dict[str, Any]:
+    """Sweeps of ``sizes`` members next to solo solves at three values of k, all on ``device``,
+    trained the device's way (a GPU: one batch) or as ``training`` says."""
     from bench.sweep import separate_runs, sweep_run, warm_up
 
     warm_up(device)  # and on a GPU: the CUDA context, cuBLAS and cuSOLVER handles, the allocator's first blocks
     solo = separate_runs([0.25, 0.5, 1.0], device)
     one = solo["walls"][1]
     print(f"solo solves on {device} (k = 0.25, 0.5, 1): wall s {solo['walls']}, rel. L2 {solo['errors']}", flush=True)
+    print(f"training: {training or 'the device default'}")
     print("| members | wall s | x one solve | members per s | max rel. L2 | median rel. L2 | max iterations |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
-    out: dict[str, Any] = {"device": device, "solo": solo}
-    # The device's default (a GPU: one batch), then shared hidden layers (a CPU's default for a
-    # linear sweep of 16 or more: odeserve.solver.shared_basis), for sweeps of 16 or more.
-    for key, training, smallest in (("sweeps", None, 1), ("shared_sweeps", "shared", 16)):
-        print(f"training: {training or 'the device default'}")
-        rows = out[key] = []
-        for size in (n for n in sizes if n >= smallest):
-            ks = [float(k) for k in np.linspace(0.25, 1.0, size)] if size > 1 else [0.5]
-            run = sweep_run(ks, device, training)
-            rows.append(run)
-            print(
-                f"| {size} | {run['wall_s']:.1f} | {run['wall_s'] / one:.2f} | {size / run['wall_s']:.1f} | "
-                f"{max(run['errors']):.1e} | {float(np.median(run['errors'])):.1e} | {max(run['iterations'])} |",
-                flush=True,
-            )
-    return out
+    rows = []
+    for size in sizes:
+        run = sweep_run([float(k) for k in np.linspace(0.25, 1.0, size)] if size > 1 else [0.5], device, training)
+        rows.append(run)
+        print(
+            f"| {size} | {run['wall_s']:.1f} | {run['wall_s'] / one:.2f} | {size / run['wall_s']:.1f} | "
+            f"{max(run['errors']):.1e} | {float(np.median(run['errors'])):.1e} | {max(run['iterations'])} |",
+            flush=True,
+        )
+    return {"device": device, "training": training, "solo": solo, "sweeps": rows}
 
 
 def iteration_table(costs: list[dict[str, Any]]) -> None:
@@ -146,7 +142,7 @@ def iteration_table(costs: list[dict[str, Any]]) -> None:
 
 def main() -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--parts", default="sweep,iteration,problems")
+    ap.add_argument("--parts", default="sweep,iteration,problems,shared")
     ap.add_argument("--sweep-sizes", default="1,16,64,256,1024")
     args = ap.parse_args()
     torch.set_num_threads(min(os.cpu_count() or 1, 16))
@@ -160,8 +156,11 @@ def main() -> dict[str, Any]:
     result: dict[str, Any] = {"info": info}
     parts = args.parts.split(",")
     for part in parts:
+        sizes = [int(s) for s in args.sweep_sizes.split(",")]
         if part == "sweep":
-            result["sweep"] = sweep_scaling(device, [int(s) for s in args.sweep_sizes.split(",")])
+            result["sweep"] = sweep_scaling(device, sizes)
+        elif part == "shared":  # shared hidden layers (a CPU's default for linear sweeps of 16+)
+            result["shared"] = sweep_scaling(device, [n for n in sizes if n >= 16], "shared")
         elif part == "iteration":
             result["iteration"] = iteration_costs("cpu") + (iteration_costs("cuda") if device == "cuda" else [])
             iteration_table(result["iteration"])

@@ -123,8 +123,9 @@ class Problem:
     @property
     def equations_are_linear(self) -> bool:
         """Whether every equation is affine in the unknowns and their derivatives (the
-        conditions aside): then a boundary-value problem has at most one solution or a family
-        of them, never several isolated ones (odeserve.estimate)."""
+        conditions aside): then a boundary-value problem with affine conditions has at most one
+        solution or a family of them, never several isolated ones (odeserve.estimate pins only
+        the others down; a nonlinear condition such as ``y(0)^2 = 1`` can still admit two)."""
         return all(is_affine(e.residual, _is_deriv) for e in self.equations)
 
     @property

@@ -65,8 +65,9 @@ def admit(problem: Problem, settings: Settings) -> None:
     plain_first_order = (
         problem.options.optimizer != "lm" or problem.options.max_iterations <= problem.options.adam_iterations
     )
-    # A batched sweep keeps per-row weight copies in every phase.
-    if plain_first_order and (not problem.is_sweep or _batch(problem, settings) is not None):
+    # A batched sweep keeps per-row weight copies in every phase, and a shared-basis sweep takes
+    # each member's Jacobian for its fit: only members trained one by one need no step.
+    if plain_first_order and (not problem.is_sweep or _batch(problem, settings) == 1):
         return
     cost = estimate(problem, settings)
     shape = f"{cost.rows} residual rows x {cost.params} weights"

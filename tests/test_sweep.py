@@ -263,6 +263,10 @@ def test_sweeps_refuse_lbfgs_and_are_admitted_whatever_the_optimizer() -> None:
     with pytest.raises(LimitError, match="fewer sweep members"):
         enforce_limits(load_problem({**big, "options": {**big["options"], "optimizer": "lm"}}), Settings())
     enforce_limits(load_problem({**big, "options": {**big["options"], "optimizer": "lm"}}), Settings(device="cpu"))
+    # A shared-basis sweep fits every member with its Jacobian, Adam or not: judged as a step.
+    huge = {**big, "options": {**big["options"], "points": 5000, "network": {"width": 199, "depth": 6}}}
+    with pytest.raises(LimitError, match="options.points"):
+        enforce_limits(load_problem(huge), Settings(device="cpu"))
 
 
 def test_a_trial_steps_rows_and_jacobian_come_from_one_taped_pass() -> None:
