@@ -115,16 +115,16 @@ class SharedResidual:
 
     def jacobian(self, theta: Tensor) -> tuple[Tensor, Tensor]:
         """(r, J): each anchor's rows depend on the hidden layers and on its own output layer."""
-        rs, blocks = [], []
-        for i, res in enumerate(self.residuals):
-            r, J = res.jacobian(self.member(theta, i))
-            block = J.new_zeros(J.shape[0], theta.shape[0])
-            block[:, : self.hidden] = J[:, : self.hidden]
-            lo = self.hidden + i * self.width
-            block[:, lo : lo + self.width] = J[:, self.hidden :]
-            rs.append(r)
-            blocks.append(block)
-        return torch.cat(rs), torch.cat(blocks)
+        parts = [res.jacobian(self.member(theta, i)) for i, res in enumerate(self.residuals)]
+        r = torch.cat([p[0] for p in parts])
+        out = r.new_zeros(r.shape[0], theta.shape[0])
+        row = 0
+        for i, (_, J) in enumerate(parts):  # each anchor's rows copied once, into their place
+            lo, rows = self.hidden + i * self.width, slice(row, row + J.shape[0])
+            out[rows, : self.hidden] = J[:, : self.hidden]
+            out[rows, lo : lo + self.width] = J[:, self.hidden :]
+            row += J.shape[0]
+        return r, out
 
     jacobian_functional = jacobian
 
@@ -282,14 +282,14 @@ def _needs_own_training(fit: _Fit, anchors: list[int], stalled: bool = False) ->
     """The members to train on their own: a finite loss above ``STALL_LOSS`` (anchors too), or,
     for the others, above both ``SERVED_LOSS`` and ``PROMOTE`` times the worst anchor's. Where
     the anchors' run ``stalled``, their losses say nothing: every member above ``SERVED_LOSS``."""
-    floor = SERVED_LOSS if stalled else max(PROMOTE * max(fit.losses[a] for a in anchors), SERVED_LOSS)
-    if stalled:
-        return [i for i, loss in enumerate(fit.losses) if fit.fitted[i] and math.isfinite(loss) and loss > floor]
-    return [
-        i
-        for i, loss in enumerate(fit.losses)
-        if fit.fitted[i] and math.isfinite(loss) and (loss > STALL_LOSS or (i not in anchors and loss > floor))
-    ]
+    floor = max(PROMOTE * max(fit.losses[a] for a in anchors), SERVED_LOSS)
+
+    def needs(i: int, loss: float) -> bool:
+        if stalled:
+            return loss > SERVED_LOSS
+        return loss > STALL_LOSS or (i not in anchors and loss > floor)
+
+    return [i for i, loss in enumerate(fit.losses) if fit.fitted[i] and math.isfinite(loss) and needs(i, loss)]
 
 
 #: The joint run's outcomes that end by its own criterion: the members' fits are judged on their
@@ -321,22 +321,18 @@ def _member_result(joint: TrainResult, fit: _Fit, i: int, anchors: list[int], li
     return TrainResult(theta, outcome, message, joint.iterations, loss, joint.elapsed, joint.history)
 
 
-def _fresh_result(run: TrainResult, share: float) -> TrainResult:
+def _fresh_result(run: TrainResult) -> TrainResult:
     """A member's result after a separate solve of its own (the anchors' run stalled)."""
-    if run.outcome == Outcome.TIME_LIMIT:
-        run.message = f"reached its share ({share:.3g} s) of the sweep's time limit"
     run.message += (
         " (shared basis: the anchors' training stalled; trained on its own from the seed, as a separate solve)"
     )
     return run
 
 
-def _own_result(joint: TrainResult, own: TrainResult, share: float, anchors: list[int]) -> TrainResult:
+def _own_result(joint: TrainResult, own: TrainResult, anchors: list[int]) -> TrainResult:
     """A member's result after its own run: the anchors' training, then its own."""
     message = own.message
-    if own.outcome == Outcome.TIME_LIMIT:
-        message = f"reached its share ({share:.3g} s) of the sweep's time limit"
-    elif own.outcome == Outcome.BUDGET:
+    if own.outcome == Outcome.BUDGET:
         message = f"used the iteration budget: {joint.iterations} in the anchors' training, {own.iterations} on its own"
     message += f" (shared basis: started from the anchors' hidden layers {anchors}, then trained on its own)"
     history = joint.history + [(it + joint.iterations, v, t + joint.elapsed) for it, v, t in own.history]
@@ -373,7 +369,9 @@ def _train_own(
         share = max(clock.left / (len(own) - j), 1e-3)
         start = members[i].trial.theta.detach() if fresh else fit.thetas[i]
         run = clock.train(members[i].residual, start, hooks, budget, share=len(own) - j, first=fresh)
-        results[i] = _fresh_result(run, share) if fresh else _own_result(joint, run, share, anchors)
+        if run.outcome == Outcome.TIME_LIMIT:
+            run.message = f"reached its share ({share:.3g} s) of the sweep's time limit"
+        results[i] = _fresh_result(run) if fresh else _own_result(joint, run, anchors)
         done += run.iterations
     return results
 
