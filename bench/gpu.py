@@ -1,5 +1,12 @@
-"""GPU figures (``python -m bench.gpu [--parts sweep,iteration,problems,shared]``), each part printed as a
-table when it ends and written to ``$OUT/gpu.json`` (when OUT is set):
+"""GPU figures (``python -m bench.gpu [--parts batch_step,sweep,iteration,problems,shared]``), each
+part printed as a table when it ends and written to ``$OUT/gpu.json`` (when OUT is set):
+
+- ``batch_step``: where one Levenberg-Marquardt iteration of a batched sweep spends its time, at
+  16 to 1,024 members of ``decay_t`` on CPU and GPU: the members' Jacobians, the output blocks'
+  SVD (the projection, :mod:`odeserve.solver.projection`; on CUDA also each ``driver`` of
+  ``torch.linalg.svd``, with its reconstruction error: a batch of tall, narrow blocks is where
+  cuSOLVER's default may loop over the batch), the Gram matrices and one damped step (first,
+  seconds in all);
 
 - ``sweep``: members per second against batch size: sweeps of the public ``decay_t`` over k
   (as ``bench.sweep``) of 1 to 1,024 members, each one batched training on the GPU, next to solo
@@ -76,6 +83,95 @@ def iteration_costs(device: str) -> list[dict[str, Any]]:
     return rows
 
 
+def _batch_systems(device: str, members: int) -> tuple[Any, Any, Any]:
+    """A ``decay_t`` sweep's batched residual on ``device``, its weights (members, P) and indices."""
+    from bench.sweep import spec
+    from odeserve.solver.solve import equation_scales
+    from odeserve.solver.sweep import SweepResidual
+
+    problem = load_problem(spec([float(k) for k in np.linspace(0.25, 1.0, members)]))
+    trial, plan, scales = build_trial(problem, torch.device(device), torch.float64)
+    x = torch.as_tensor(chebyshev_points(*problem.domain, problem.options.points), dtype=torch.float64, device=device)
+    residual = SweepResidual(problem, trial, plan, x, equation_scales(problem, scales))
+    theta = trial.theta.unsqueeze(0).repeat(members, 1)
+    return residual, theta, torch.arange(members, device=device)
+
+
+def _svd_drivers(A: torch.Tensor, device: str) -> dict[str, Any]:
+    """Each SVD driver's time (ms) on the output blocks ``A`` and its relative reconstruction error."""
+    out: dict[str, Any] = {}
+    for driver in [None] + (["gesvd", "gesvdj", "gesvda"] if device == "cuda" else []):
+        try:
+
+            def svd(driver: str | None = driver) -> Any:
+                U, S, Vh = torch.linalg.svd(A, full_matrices=False, driver=driver)
+                sync(device)
+                return U, S, Vh
+
+            U, S, Vh = svd()
+            err = float(torch.linalg.norm(A - (U * S.unsqueeze(-2)) @ Vh) / torch.linalg.norm(A))
+            out[driver or "default"] = {"ms": best_ms(svd, repeat=3, number=3, warmup=1), "rel_error": err}
+        except RuntimeError as e:  # a driver that does not take these shapes
+            out[driver or "default"] = {"error": str(e).splitlines()[0]}
+    return out
+
+
+def batch_step_costs(device: str, sizes: list[int]) -> list[dict[str, Any]]:
+    """One batched Levenberg-Marquardt iteration's parts (ms) at each size on ``device``."""
+    from odeserve.solver.batch_train import _Systems
+    from odeserve.solver.projection import Projection
+
+    rows = []
+    for members in sizes:
+        residual, theta, idx = _batch_systems(device, members)
+        columns = residual.linear_columns
+
+        def jacobian() -> Any:
+            r, J = residual.jacobian(theta, idx)
+            sync(device)
+            return r, J
+
+        r, J = jacobian()
+        systems = _Systems(r, J, columns)
+        mu = torch.full((members,), 1e-3, dtype=r.dtype, device=device)
+
+        def step() -> Any:
+            out = systems.steps(mu)
+            sync(device)
+            return out
+
+        def projection() -> Any:
+            p = Projection.of(J, columns)
+            sync(device)
+            return p
+
+        def formed() -> Any:
+            s = _Systems(r, J, columns)
+            sync(device)
+            return s
+
+        few = {"repeat": 3, "number": 3, "warmup": 1}
+        row = {
+            "device": device,
+            "members": members,
+            "rows": int(J.shape[1]),
+            "parameters": int(J.shape[2]),
+            "jacobian_ms": best_ms(jacobian, **few),
+            "projection_ms": best_ms(projection, **few),
+            "systems_ms": best_ms(formed, **few),
+            "step_ms": best_ms(step, **few),
+            "svd": _svd_drivers(J[..., columns], device),
+        }
+        rows.append(row)
+        svds = ", ".join(f"{k} {v.get('ms', float('nan')):.1f} ms" for k, v in row["svd"].items())
+        print(
+            f"| {device} | {members} | {row['jacobian_ms']:.1f} | {row['projection_ms']:.1f} | "
+            f"{row['systems_ms']:.1f} | {row['step_ms']:.1f} | {svds} |",
+            flush=True,
+        )
+    return rows
+
+
 def problems_on(device: str) -> list[dict[str, Any]]:
     out = []
     for name, spec in public_problems().items():
@@ -142,7 +238,7 @@ def iteration_table(costs: list[dict[str, Any]]) -> None:
 
 def main() -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--parts", default="sweep,iteration,problems,shared")
+    ap.add_argument("--parts", default="batch_step,sweep,iteration,problems,shared")
     ap.add_argument("--sweep-sizes", default="1,16,64,256,1024")
     args = ap.parse_args()
     torch.set_num_threads(min(os.cpu_count() or 1, 16))
@@ -157,7 +253,16 @@ def main() -> dict[str, Any]:
     parts = args.parts.split(",")
     for part in parts:
         sizes = [int(s) for s in args.sweep_sizes.split(",")]
-        if part == "sweep":
+        if part == "batch_step":
+            print(
+                "| device | members | Jacobians ms | projection ms | systems ms | step ms | SVD of the output blocks |"
+            )
+            print("|---|---:|---:|---:|---:|---:|---|")
+            steps = [n for n in sizes if n >= 16]
+            result["batch_step"] = batch_step_costs("cpu", steps[:2]) + (
+                batch_step_costs("cuda", steps) if device == "cuda" else []
+            )
+        elif part == "sweep":
             result["sweep"] = sweep_scaling(device, sizes)
         elif part == "shared":  # shared hidden layers (a CPU's default for linear sweeps of 16+)
             result["shared"] = sweep_scaling(device, [n for n in sizes if n >= 16], "shared")
