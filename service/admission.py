@@ -14,7 +14,9 @@ job's memory budget (``ODESERVE_JOB_MEMORY_MB`` minus ``ODESERVE_JOB_BASELINE_MB
 step is estimated (at ``ODESERVE_ASSUMED_GFLOPS`` per core, on the threads the job would get)
 to take longer than half of the job's time limit, so that a time limit and a cancel are always
 honoured within about one step. Adam and L-BFGS need no Jacobian: only the first rule's
-activations part applies to them, and they are far below it.
+activations part applies to them, and they are far below it. A sweep also holds every member's
+weights until it ends, ``MEMBER_COPIES`` times each (below), whatever its optimizer: those count
+against the same memory budget.
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ from odeserve.problem import Problem
 from odeserve.threads import jacobian_shape, step_work, threads_for
 
 MIB = 1024 * 1024
+#: A sweep's copies of each member's weights until it ends: its trial's, its trained ones (a fit
+#: or its own run), its solution's, and a batch's best (``odeserve.solver.sweep``). A
+#: shared-basis sweep keeps three; four counts every way of training.
+MEMBER_COPIES = 4
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,7 @@ class Cost:
     params: int
     step_bytes: int  # one second-order step's matrices
     step_s: float  # one second-order step's estimated time
+    members_bytes: int = 0  # a sweep's copies of its members' weights (MEMBER_COPIES each)
 
 
 def _batch(problem: Problem, settings: Settings) -> int | None:
@@ -56,37 +63,57 @@ def estimate(problem: Problem, settings: Settings) -> Cost:
     threads = settings.torch_threads or threads_for(rows, params)
     step_s = step_work(rows, params) / (settings.assumed_gflops * 1e9 * threads)
     copies = 7 if problem.is_linear and problem.options.optimizer == "lm" else 3
-    return Cost(rows, params, width * (copies * rows * params + 3 * m * m), step_s)
+    members = width * MEMBER_COPIES * len(problem.sweep) * jacobian_shape(problem, 1)[1] if problem.is_sweep else 0
+    return Cost(rows, params, width * (copies * rows * params + 3 * m * m), step_s, members)
+
+
+def _needs_step(problem: Problem, settings: Settings) -> bool:
+    """Whether the job takes a second-order step, or, for a batched or shared-basis sweep, holds
+    per-row weight copies in every phase or takes each member's Jacobian for its fit (members
+    trained one by one with Adam only take neither)."""
+    options = problem.options
+    second_order = options.optimizer == "lm" and options.max_iterations > options.adam_iterations
+    return second_order or (problem.is_sweep and _batch(problem, settings) != 1)
+
+
+def _memory(cost: Cost, step: bool, problem: Problem) -> str:
+    """What the job's memory goes to, in words."""
+    parts = (
+        [
+            f"a Levenberg-Marquardt step on {cost.rows} residual rows x {cost.params} weights needs about "
+            f"{cost.step_bytes // MIB} MiB"
+        ]
+        if step
+        else []
+    )
+    if cost.members_bytes:
+        parts.append(f"the {len(problem.sweep)} members' weights about {cost.members_bytes // MIB} MiB")
+    return " and ".join(parts)
 
 
 def admit(problem: Problem, settings: Settings) -> None:
     """Raise LimitError (422 naming the fields and the budget) for a problem whose second-order
-    step cannot fit this server's per-job memory or its own time limit."""
-    plain_first_order = (
-        problem.options.optimizer != "lm" or problem.options.max_iterations <= problem.options.adam_iterations
-    )
-    # A batched sweep keeps per-row weight copies in every phase, and a shared-basis sweep takes
-    # each member's Jacobian for its fit: only members trained one by one need no step.
-    if plain_first_order and (not problem.is_sweep or _batch(problem, settings) == 1):
+    step, with a sweep's members' weights, cannot fit this server's per-job memory, or whose step
+    cannot fit its own time limit."""
+    step = _needs_step(problem, settings)
+    if not step and not problem.is_sweep:
         return
     cost = estimate(problem, settings)
-    shape = f"{cost.rows} residual rows x {cost.params} weights"
     if settings.job_memory_mb:
         budget = max(settings.job_memory_mb - settings.job_baseline_mb, 0) * MIB
-        if cost.step_bytes > budget:
-            # A sweep is sized as one batch of its members unless the workers are CPU-only (above).
+        if (cost.step_bytes if step else 0) + cost.members_bytes > budget:
+            # A sweep is sized as one batch of its members unless the workers are CPU-only (_batch).
             other = "fewer sweep members" if problem.is_sweep else "options.optimizer 'lbfgs'"
             raise LimitError(
-                ("options", "points"),
-                f"a Levenberg-Marquardt step on {shape} needs about {cost.step_bytes // MIB} MiB; "
-                f"this server's memory budget per job is {budget // MIB} MiB: use fewer options.points, "
-                f"a smaller options.network, or {other}",
+                ("options", "points") if step else ("sweep",),
+                f"{_memory(cost, step, problem)}; this server's memory budget per job is {budget // MIB} MiB: "
+                f"use fewer options.points, a smaller options.network, or {other}",
             )
     limit = problem.options.time_limit_s
-    if cost.step_s > limit / 2:
+    if step and cost.step_s > limit / 2:
         raise LimitError(
             ("options", "time_limit_s"),
-            f"one Levenberg-Marquardt step on {shape} is estimated at {cost.step_s:.3g} s, more than "
-            f"half of options.time_limit_s ({limit:g} s): raise the time limit, or use fewer "
-            "options.points or a smaller options.network",
+            f"one Levenberg-Marquardt step on {cost.rows} residual rows x {cost.params} weights is estimated at "
+            f"{cost.step_s:.3g} s, more than half of options.time_limit_s ({limit:g} s): raise the time limit, "
+            "or use fewer options.points or a smaller options.network",
         )

@@ -162,11 +162,17 @@ def test_members_above_the_stall_loss_train_on_their_own_in_float32() -> None:
     assert fitted and all(m.result.loss <= STALL_LOSS for m in fitted)
 
 
-def test_a_members_message_and_loss_are_its_own() -> None:
+def test_a_members_message_loss_and_history_are_its_own() -> None:
     members = solve_sweep(with_options(SWEEP16, max_iterations=400))
+    joint = members[0].result.history[:-1]  # the anchors' run, which every member's history starts with
     for m in members:
         if "trained on its own" not in m.message:
             assert m.message.startswith(f"converged on the shared hidden layers at loss {m.result.loss:.3g}"), m.message
+            # The history (and the plot drawn from it) ends at the member's own loss, not the anchors'.
+            assert m.result.history[:-1] == joint
+            assert m.result.history[-1][:2] == (m.result.iterations, m.result.loss)
+            assert m.history()[-1].loss == m.result.loss
+    assert len({m.result.loss for m in members}) > 1
 
 
 def test_the_time_limit_bounds_the_fits() -> None:

@@ -269,6 +269,35 @@ def test_sweeps_refuse_lbfgs_and_are_admitted_whatever_the_optimizer() -> None:
         enforce_limits(load_problem(huge), Settings(device="cpu"))
 
 
+def test_admission_counts_a_sweeps_members_weights() -> None:
+    """A sweep holds every member's weights until it ends: they count against the job's memory
+    budget, even where its members train one by one with Adam only (no step at all)."""
+    from common.settings import Settings
+    from odeserve.errors import LimitError
+    from service.admission import MEMBER_COPIES, estimate
+    from service.limits import enforce_limits
+
+    wide = with_options(
+        {**NONLINEAR, "sweep": {"a": [0.5 + i / 256 for i in range(256)]}},
+        optimizer="adam",
+        network={"width": 199, "depth": 6},
+    )
+    problem = load_problem(wide)
+    small = Settings(device="cpu", job_memory_mb=2048)  # 1 GiB for the matrices and the members
+    cost = estimate(problem, small)
+    assert cost.members_bytes == 8 * MEMBER_COPIES * 256 * cost.params > 1024**3
+    with pytest.raises(LimitError, match="the 256 members' weights about 1") as refused:
+        enforce_limits(problem, small)
+    assert refused.value.loc == ("sweep",) and "Levenberg-Marquardt" not in refused.value.reason
+    enforce_limits(problem, Settings(device="cpu"))  # 1.5 GiB of them fit the default 3 GiB
+    # Fewer members fit the small budget.
+    enforce_limits(load_problem({**wide, "sweep": {"a": [0.5 + i / 64 for i in range(64)]}}), small)
+    # With a step, the message counts both.
+    stepped = load_problem({**wide, "options": {**wide["options"], "optimizer": "lm"}})
+    with pytest.raises(LimitError, match="needs about .* MiB and the 256 members' weights"):
+        enforce_limits(stepped, small)
+
+
 def test_a_trial_steps_rows_and_jacobian_come_from_one_taped_pass() -> None:
     """The batched Levenberg-Marquardt step takes a trial step's rows, and the Jacobian it keeps
     when the step is accepted, from one taped forward pass: both equal the plain evaluation and

@@ -30,7 +30,8 @@ cost of the fits), the fits (a member whose fit the limit came before keeps its 
 output layer and says so) and the members' own runs. A cancel, said once, stops the fits and
 every later run. Where the anchors' joint run diverges (an anchor's values blow its residual up),
 the members train one by one instead, within what is left of the time limit. A member's history
-is the anchors' run's (their mean loss), then its own run's, if any.
+is the anchors' run's (their mean loss), then its own loss after its fit, then its own run's, if
+any.
 
 On a CPU this is the default for a linear sweep of at least
 :data:`odeserve.devices.SHARED_FROM_MEMBERS` members: 64 members of the public decay problem
@@ -318,7 +319,13 @@ def _member_result(joint: TrainResult, fit: _Fit, i: int, anchors: list[int], li
         outcome = Outcome.CONVERGED if loss <= STALL_LOSS else Outcome.STALLED
         message = f"{outcome.value} on the shared hidden layers at loss {loss:.3g}"
     message = f"{message} ({_role(i, anchors)})"
-    return TrainResult(theta, outcome, message, joint.iterations, loss, joint.elapsed, joint.history)
+    return TrainResult(theta, outcome, message, joint.iterations, loss, joint.elapsed, _history(joint, loss))
+
+
+def _history(joint: TrainResult, loss: float) -> list[tuple[int, float, float]]:
+    """A member's history up to its fit: the anchors' run (their mean loss), then its own loss on
+    their hidden layers, at the joint run's last iteration (the fit is no iteration of its own)."""
+    return joint.history + [(joint.iterations, loss, joint.elapsed)]
 
 
 def _fresh_result(run: TrainResult) -> TrainResult:
@@ -329,13 +336,14 @@ def _fresh_result(run: TrainResult) -> TrainResult:
     return run
 
 
-def _own_result(joint: TrainResult, own: TrainResult, anchors: list[int]) -> TrainResult:
-    """A member's result after its own run: the anchors' training, then its own."""
+def _own_result(joint: TrainResult, fitted: float, own: TrainResult, anchors: list[int]) -> TrainResult:
+    """A member's result after its own run: the anchors' training, its ``fitted`` loss, then its
+    own run."""
     message = own.message
     if own.outcome == Outcome.BUDGET:
         message = f"used the iteration budget: {joint.iterations} in the anchors' training, {own.iterations} on its own"
     message += f" (shared basis: started from the anchors' hidden layers {anchors}, then trained on its own)"
-    history = joint.history + [(it + joint.iterations, v, t + joint.elapsed) for it, v, t in own.history]
+    history = _history(joint, fitted) + [(it + joint.iterations, v, t + joint.elapsed) for it, v, t in own.history]
     return TrainResult(
         own.theta,
         own.outcome,
@@ -371,7 +379,7 @@ def _train_own(
         run = clock.train(members[i].residual, start, hooks, budget, share=len(own) - j, first=fresh)
         if run.outcome == Outcome.TIME_LIMIT:
             run.message = f"reached its share ({share:.3g} s) of the sweep's time limit"
-        results[i] = _fresh_result(run) if fresh else _own_result(joint, run, anchors)
+        results[i] = _fresh_result(run) if fresh else _own_result(joint, fit.losses[i], run, anchors)
         done += run.iterations
     return results
 
