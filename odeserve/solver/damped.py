@@ -20,6 +20,8 @@ from typing import Protocol
 
 import numpy as np
 import torch
+from scipy.linalg import blas, lapack
+from threadpoolctl import threadpool_limits
 from torch import Tensor
 
 
@@ -79,8 +81,6 @@ class LapackSolver:
     lapack = True
 
     def __init__(self, r: Tensor, J: Tensor) -> None:
-        from scipy.linalg import blas, lapack
-
         self.r = r
         self.dual = J.shape[0] < J.shape[1]
         double = J.dtype == torch.float64
@@ -125,8 +125,7 @@ def blas_threads_like_torch() -> AbstractContextManager[object]:
 
     threadpoolctl limits the BLAS libraries loaded when the block starts: scipy's own BLAS (which
     :class:`LapackSolver` calls) is loaded first, or a process's first solve would run it on
-    every core (its steps then also rounded apart from every later solve's)."""
-    import scipy.linalg.blas  # noqa: F401  (loads scipy's BLAS, so that the limit reaches it)
-    from threadpoolctl import threadpool_limits
-
+    every core (its steps then also rounded apart from every later solve's). It is imported with
+    this module, before any solve's clock starts (a first import inside the second-order phase
+    took 0.2 s of its first step)."""
     return threadpool_limits(limits=torch.get_num_threads(), user_api="blas")

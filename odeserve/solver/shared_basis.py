@@ -393,12 +393,12 @@ def _fit_reserve(members: list[Member], theta: Tensor, out: slice) -> float:
 
 
 def solve_shared(
-    problem: Problem, device: torch.device, hooks: Hooks | None, fallback: Callable[[float], list[Solution]]
+    problem: Problem, device: torch.device, hooks: Hooks | None, fallback: Callable[[float, int], list[Solution]]
 ) -> list[Solution]:
     """Every member of the linear sweep ``problem`` solved with shared hidden layers (module doc).
     Where the anchors' joint run diverges (an anchor's values blow its residual up, say), the
-    members train one by one instead, ``fallback(seconds spent)``, so that the others need not
-    share its fate."""
+    members train one by one instead, ``fallback(seconds spent, iterations reported)``, so that
+    the others need not share its fate."""
     clock = _Clock(problem, hooks)
     members = _members(problem, device)
     theta0, out = members[0].trial.theta.detach(), output_layer(members[0].trial.sizes)
@@ -408,7 +408,7 @@ def solve_shared(
     reserve = _fit_reserve(members, theta0, out)
     joint = clock.train(shared, theta, clock.hooks(lambda it: it), problem.options.max_iterations, reserve=reserve)
     if joint.outcome == Outcome.DIVERGED:
-        return fallback(clock.elapsed)
+        return fallback(clock.elapsed, joint.iterations)
     outputs = [shared.member(joint.theta, j)[out.start :] for j in range(len(anchors))]
     fit = _fit_all(members, joint.theta[: out.start], _starts(anchors, outputs, len(members)), clock)
     joint.elapsed = clock.elapsed  # the set-up and the fits count as the anchors' seconds

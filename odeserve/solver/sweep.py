@@ -149,7 +149,9 @@ def solve_sweep(
 
         if not problem.is_linear:
             raise SpecError(("sweep",), "only a linear problem's sweep can train with shared hidden layers")
-        return solve_shared(problem, device, hooks, lambda spent: _one_by_one(problem, device, hooks or Hooks(), spent))
+        return solve_shared(
+            problem, device, hooks, lambda spent, done: _one_by_one(problem, device, hooks or Hooks(), spent, done)
+        )
     if training == "separate":
         return _one_by_one(problem, device, hooks or Hooks())
     from odeserve.solver.batch_train import train_batch
@@ -169,7 +171,9 @@ def solve_sweep(
     return solutions
 
 
-def _one_by_one(problem: Problem, device: torch.device, hooks: Hooks, spent: float = 0.0) -> list[Solution]:
+def _one_by_one(
+    problem: Problem, device: torch.device, hooks: Hooks, spent: float = 0.0, reported: int = 0
+) -> list[Solution]:
     """The members trained one after another, each as its own plain solve (no escalation; no
     compile either: each member's values would compile anew, as a batch does not). Each gets an
     equal share of the time left, so a time limit stops the sweep's members alike, as it would
@@ -177,12 +181,14 @@ def _one_by_one(problem: Problem, device: torch.device, hooks: Hooks, spent: flo
     number (the batch's iteration count, when the members train as one), the running member's
     loss and the sweep's seconds. A cancel stops the running member, and the rest train no
     further than their first iteration (``should_stop`` is asked once: it may say so only once).
-    ``spent``: seconds of the sweep's time limit already used (a shared-basis sweep whose anchors
-    diverged, :mod:`odeserve.solver.shared_basis`)."""
+    ``spent`` and ``reported``: seconds of the sweep's time limit already used and the sweep's
+    iteration already reported (a shared-basis sweep whose anchors diverged,
+    :mod:`odeserve.solver.shared_basis`): the progress goes on from there, never back."""
     from odeserve.solver.marching import Offsets
     from odeserve.solver.solve import train_attempt
 
     start, n, done = time.perf_counter() - spent, len(problem.sweep), 0
+    total = max(problem.options.max_iterations, 1)
     canceled = False
 
     def should_stop() -> bool:
@@ -200,7 +206,7 @@ def _one_by_one(problem: Problem, device: torch.device, hooks: Hooks, spent: flo
 
         def on_step(step: Step, t0: float = t0, before: int = before) -> None:
             if hooks.on_step is not None:
-                it = max((before + step.iteration) // n, 1)
+                it = reported + max((before + step.iteration) // n, 1) * (total - reported) // total
                 hooks.on_step(dataclasses.replace(step, iteration=it, elapsed=t0 + step.elapsed))
 
         timed = dataclasses.replace(member, spec=member.spec.model_copy(update={"options": options}))
