@@ -275,6 +275,25 @@ def test_worker_reconnects_after_a_redis_restart(tmp_path, start_worker) -> None
         server.stop()
 
 
+def test_a_worker_started_before_its_redis_waits_for_it(tmp_path, start_worker) -> None:
+    """Redis down when the worker connects (at start, as here, or still restarting when it
+    reconnects): it waits and tries again rather than exit."""
+    from common.redis_server import RedisServer, free_port
+
+    server = RedisServer(free_port(), tmp_path)
+    try:
+        worker = start_worker("odeserve-late-redis", ODESERVE_REDIS_URL=server.url)
+        wait_for(lambda: worker.log.exists() and "reconnecting in" in worker.log.read_text(errors="replace"), 60)
+        assert worker.alive(), worker.log_tail()
+        server.start()
+        with make_client(server.url, "odeserve-late-redis") as client:
+            job = wait_for(lambda: _submit(client, with_options(PROBLEMS["lagaris2"], max_iterations=50)), 30)
+            assert finish(client, job["id"], 120)["status"] == "succeeded", worker.log_tail()
+        assert worker.alive()
+    finally:
+        server.stop()
+
+
 #: A worker whose first registry maintenance fails as a Redis lost mid-maintenance does; RQ's loop
 #: then quits (it does not raise) and, Redis being back, unregisters cleanly.
 _FAULTY_WORKER = """

@@ -144,9 +144,11 @@ def run_worker(burst: bool = False, settings: Settings | None = None) -> int:
     cls = worker_class(settings)
     delay = 1.0
     while True:
-        worker = _connect(cls, redis_url, settings)
         started = time.monotonic()
         try:
+            # Inside the try: RQ's Worker names its connection on Redis when it is made, and a
+            # Redis still down (at start, or not yet back from a restart) must not end the worker.
+            worker = _connect(cls, redis_url, settings)
             worker.work(burst=burst, with_scheduler=False, logging_level="INFO")
             if burst or worker._shutdown_requested_date is not None:  # asked to stop (a signal)
                 return 0

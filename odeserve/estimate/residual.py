@@ -37,6 +37,8 @@ RESOLVED = 1e-3
 NEGLIGIBLE = 1e-9
 #: Newton steps at most (for linear problems one step is exact).
 NEWTON_STEPS = 8
+#: A Newton step this many float64 ulps of the solution's largest value, or less, is round-off.
+ROUND_OFF_ULPS = 64
 #: Safety factor on the linearised correction (pessimistic side).
 FACTOR = 3.0
 #: Weight of a condition row against one collocation row.
@@ -142,9 +144,16 @@ def _newton(problem: Problem, probe: Probe, n_nodes: int) -> tuple[np.ndarray, n
         derivs = [d + Dk[k] @ total for k, d in enumerate(base)]
         step = _linear_step(problem, probe, nodes, Dk, derivs, total)
         total = total + step
-        if np.linalg.norm(step) <= 1e-3 * np.linalg.norm(total) or not np.any(total):
+        if np.linalg.norm(step) <= 1e-3 * np.linalg.norm(total) or not np.any(total) or _round_off(step, base[0]):
             return nodes, total
     raise Unreliable("Newton's method on the collocation equations does not converge from the network")
+
+
+def _round_off(step: np.ndarray, y: np.ndarray) -> bool:
+    """A Newton step in the last bits of the solution (a few ulps of its largest value): converged
+    as far as float64 can tell. (A correction itself at round-off, as for a network within 1e-14,
+    has steps that are noise, never 1e-3 of it.)"""
+    return bool(np.max(np.abs(step)) <= ROUND_OFF_ULPS * np.finfo(np.float64).eps * float(np.max(np.abs(y))))
 
 
 def derivative_matrices(problem: Problem, n_nodes: int) -> tuple[np.ndarray, list[np.ndarray]]:
