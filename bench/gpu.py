@@ -1,4 +1,4 @@
-"""GPU figures (``python -m bench.gpu [--parts batch_step,sweep,iteration,problems,shared]``), each
+"""GPU figures (``python -m bench.gpu [--parts batch_step,shared,sweep,iteration,problems]``), each
 part printed as a table when it ends and written to ``$OUT/gpu.json`` (when OUT is set):
 
 - ``batch_step``: where one Levenberg-Marquardt iteration of a batched sweep spends its time, at
@@ -8,15 +8,18 @@ part printed as a table when it ends and written to ``$OUT/gpu.json`` (when OUT 
   cuSOLVER's default may loop over the batch), the Gram matrices and one damped step (first,
   seconds in all);
 
-- ``sweep``: members per second against batch size: sweeps of the public ``decay_t`` over k
-  (as ``bench.sweep``) of 1 to 1,024 members, each one batched training on the GPU, next to solo
-  solves on the GPU; every member's error against the exact solution;
+- ``shared``: members per second against sweep size: sweeps of the public ``decay_t`` over k (as
+  ``bench.sweep``) of 16 to 1,024 members with shared hidden layers (a linear sweep's default
+  from 16 members, :mod:`odeserve.solver.shared_basis`; on a GPU each stage one batch,
+  :mod:`odeserve.solver.shared_batch`), next to solo solves on the GPU; every member's error
+  against the exact solution;
+- ``sweep``: the same of 1 to 1,024 members, each one batched training on the GPU (the default
+  for other sweeps there);
 - ``iteration``: the cost of one Levenberg-Marquardt iteration (Jacobian + damped solve) and one
   gradient step on CPU and GPU side by side, for the default network and larger ones;
-- ``problems``: the public problems on the GPU at default options;
-- ``shared``: the ``sweep`` part's sweeps of 16 members or more with shared hidden layers (a
-  CPU's default for a linear sweep, :mod:`odeserve.solver.shared_basis`), to tell whether they
-  pay on a GPU too (last, so that a run stopped by its time limit keeps the other parts).
+- ``problems``: the public problems on the GPU at default options.
+
+The parts run in that order: a run stopped by its time limit keeps the parts done.
 """
 
 from __future__ import annotations
@@ -198,7 +201,7 @@ def problems_on(device: str) -> list[dict[str, Any]]:
 
 def sweep_scaling(device: str, sizes: list[int], training: str | None = None) -> dict[str, Any]:
     """Sweeps of ``sizes`` members next to solo solves at three values of k, all on ``device``,
-    trained the device's way (a GPU: one batch) or as ``training`` says."""
+    trained as ``training`` says (None: the device's way)."""
     from bench.sweep import separate_runs, sweep_run, warm_up
 
     warm_up(device)  # and on a GPU: the CUDA context, cuBLAS and cuSOLVER handles, the allocator's first blocks
@@ -238,7 +241,7 @@ def iteration_table(costs: list[dict[str, Any]]) -> None:
 
 def main() -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--parts", default="batch_step,sweep,iteration,problems,shared")
+    ap.add_argument("--parts", default="batch_step,shared,sweep,iteration,problems")
     ap.add_argument("--sweep-sizes", default="1,16,64,256,1024")
     args = ap.parse_args()
     torch.set_num_threads(min(os.cpu_count() or 1, 16))
@@ -263,8 +266,8 @@ def main() -> dict[str, Any]:
                 batch_step_costs("cuda", steps) if device == "cuda" else []
             )
         elif part == "sweep":
-            result["sweep"] = sweep_scaling(device, sizes)
-        elif part == "shared":  # shared hidden layers (a CPU's default for linear sweeps of 16+)
+            result["sweep"] = sweep_scaling(device, sizes, "batched")
+        elif part == "shared":  # shared hidden layers (a linear sweep's default from 16 members)
             result["shared"] = sweep_scaling(device, [n for n in sizes if n >= 16], "shared")
         elif part == "iteration":
             result["iteration"] = iteration_costs("cpu") + (iteration_costs("cuda") if device == "cuda" else [])

@@ -38,11 +38,12 @@ def solve_sweep(
     training: SweepTraining | None = None,
     batched: bool | None = None,
 ) -> list[Solution]:
-    """Solve a problem with a ``sweep``: one :class:`Solution` per member. On a GPU all members
-    train together as one batch; on a CPU a linear problem's members share their hidden layers
-    (each its own output layer) and the others train one after another, each as its own solve
-    would. ``training`` ("batched", "shared" or "separate") overrides the choice; see
-    :mod:`odeserve.solver.sweep` and :mod:`odeserve.solver.shared_basis`. ``batched`` is the
+    """Solve a problem with a ``sweep``: one :class:`Solution` per member. A linear problem's
+    sweep of 16 or more members shares its hidden layers (each member its own output layer; on a
+    GPU each stage as one batch); other sweeps train together as one batch on a GPU and one
+    after another on a CPU, each as its own solve would. ``training`` ("batched", "shared" or
+    "separate") overrides the choice; see :mod:`odeserve.solver.sweep`,
+    :mod:`odeserve.solver.shared_basis` and :mod:`odeserve.solver.shared_batch`. ``batched`` is the
     older spelling of ``training="batched"`` (True) or ``"separate"`` (False)."""
     import torch
 

@@ -34,20 +34,25 @@ def choose_device(setting: str) -> str:
 SweepTraining = Literal["batched", "shared", "separate"]
 #: The members of a shared-basis sweep that train together (odeserve.solver.shared_basis).
 SHARED_ANCHORS = 4
-#: A linear sweep trains with shared hidden layers on a CPU from this many members: with fewer,
-#: the anchors are a large part of the sweep, and one after another costs about as much.
+#: A linear sweep trains with shared hidden layers from this many members: with fewer, the
+#: anchors are a large part of the sweep, and one after another (a CPU) or one batch (a GPU) cost
+#: about as much.
 SHARED_FROM_MEMBERS = 16
 
 
 def sweep_training(problem: Problem, device: object) -> SweepTraining:
-    """How the sweep ``problem`` trains on ``device`` (a name or a ``torch.device``): on a GPU as
-    one batch (:mod:`odeserve.solver.sweep`); on a CPU, a linear problem's members share their
-    hidden layers (:mod:`odeserve.solver.shared_basis`) and the others train one after another,
-    each as its own solve (a batch does not pay on a CPU)."""
-    if str(device).partition(":")[0] != "cpu":
-        return "batched"
+    """How the sweep ``problem`` trains on ``device`` (a name or a ``torch.device``). A linear
+    problem's sweep of :data:`SHARED_FROM_MEMBERS` or more shares its hidden layers on any device
+    (:mod:`odeserve.solver.shared_basis`; on a GPU each of its stages is one batch,
+    :mod:`odeserve.solver.shared_batch`): its four anchors train about as many iterations as one
+    solve, where one batch of every member trains until its slowest member converges (twice a
+    solo solve's iterations in ``bench.sweep``). Other sweeps train as one batch on a GPU
+    (:mod:`odeserve.solver.sweep`) and one after another on a CPU, each as its own solve (a
+    batch does not pay on a CPU)."""
     if problem.is_linear and len(problem.sweep) >= SHARED_FROM_MEMBERS:
         return "shared"
+    if str(device).partition(":")[0] != "cpu":
+        return "batched"
     return "separate"
 
 

@@ -263,10 +263,11 @@ class ProblemSpec(_Strict):
         None,
         description="Solve the problem for several values of its parameters at once: per swept parameter "
         "(each also given in parameters) its values, all lists of one length; member i takes the i-th value "
-        "of each. Each member gets its own network; on a GPU the members train together as one batch, each "
-        "stopping on its own; on a CPU a linear problem's sweep of 16 or more members shares hidden layers "
-        "trained on a few anchor members (each member's output layer solved exactly, members fitted less well "
-        "training on on their own), and other sweeps train one after another (each as its own solve would).",
+        "of each. Each member gets its own network. A linear problem's sweep of 16 or more members shares "
+        "hidden layers trained on a few anchor members (each member's output layer solved exactly, members "
+        "fitted less well training on on their own; on a GPU each stage as one batch); other sweeps train "
+        "together as one batch on a GPU, each member stopping on its own, and one after another on a CPU "
+        "(each as its own solve would).",
     )
     exact: dict[Identifier, Expression] | None = Field(
         None, description="Closed-form solutions, used only to report errors."

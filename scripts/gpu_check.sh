@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # GPU check (about 6 minutes on an H200): the gpu-marked tests, then the GPU benchmark
 # (bench/gpu.py): where a batched Levenberg-Marquardt iteration spends its time (Jacobians,
-# the projection's batched SVD with each cuSOLVER driver, the damped step), sweeps of 1 to
-# 1,024 members as one batched training (and, from 16 members, with shared hidden layers:
-# which pays on a GPU is not measured yet), per-iteration costs on CPU
-# and GPU side by side, and the public problems on the GPU. Run from the repo root on a CUDA
-# machine; logs and bench results go to $OUT (a temporary folder when unset).
+# the projection's batched SVD with each cuSOLVER driver, the damped step), sweeps of 16 to
+# 1,024 members with shared hidden layers (a linear sweep's default, each stage one batch on a
+# GPU) and of 1 to 1,024 as one batched training, per-iteration costs on CPU and GPU side by
+# side, and the public problems on the GPU. Run from the repo root on a CUDA machine; logs and
+# bench results go to $OUT (a temporary folder when unset).
 # The lent device machine has no network and no pydantic: carry its wheels in .whl/, made here by
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux2014_x86_64 -d .whl pydantic==2.14.4 pydantic_core==2.50.5 \

@@ -39,7 +39,8 @@ def test_how_a_sweep_trains_by_device_problem_and_size() -> None:
     assert len(KS16) == SHARED_FROM_MEMBERS
     assert sweep_training(linear, "cpu") == "shared"
     assert sweep_training(small, "cpu") == "separate" and sweep_training(many_nonlinear, "cpu") == "separate"
-    assert sweep_training(linear, "cuda:0") == "batched" == sweep_training(many_nonlinear, "cuda")
+    assert sweep_training(linear, "cuda:0") == "shared"  # each stage one batch there (shared_batch)
+    assert sweep_training(small, "cuda") == "batched" == sweep_training(many_nonlinear, "cuda")
     assert [step_members(linear, t) for t in ("batched", "shared", "separate")] == [16, SHARED_ANCHORS, 1]
     rows, params = jacobian_shape(linear, 1)
     assert jacobian_shape(linear, SHARED_ANCHORS) == (SHARED_ANCHORS * rows, params)
@@ -202,14 +203,14 @@ def test_the_time_limit_bounds_the_fits() -> None:
     import torch
 
     from odeserve.outcome import Outcome
-    from odeserve.solver.shared_basis import _Clock, _fit_all, _member_result, _members, anchor_indices
+    from odeserve.solver.shared_basis import SweepClock, _fit_all, _member_result, _members, anchor_indices
     from odeserve.solver.train import TrainResult
 
     problem = load_problem(with_options(SWEEP16, time_limit_s=1e-6))
     members = _members(problem, torch.device("cpu"))
     theta = members[0].trial.theta
     starts = [theta[648:]] * 16
-    fit = _fit_all(members, theta[:648], starts, _Clock(problem, None))
+    fit = _fit_all(members, theta[:648], starts, SweepClock(problem, None))
     assert fit.fitted == [False] * 16 and all(np.isfinite(fit.losses))
     joint = TrainResult(theta, Outcome.CONVERGED, "converged", 1, 0.0, 0.0)
     result = _member_result(joint, fit, 3, anchor_indices(16), 1e-6)
@@ -245,11 +246,11 @@ def test_a_stalled_joint_run_judges_each_member_on_its_own_loss() -> None:
     import torch
 
     from odeserve.outcome import Outcome
-    from odeserve.solver.shared_basis import _Fit, _member_result, _needs_own_training
+    from odeserve.solver.shared_basis import Fit, _member_result, _needs_own_training
     from odeserve.solver.train import TrainResult
 
     theta = torch.zeros(3)
-    fit = _Fit([theta] * 4, [1e-25, 1e-3, 1e-19, 1e-12], [True] * 4)
+    fit = Fit([theta] * 4, [1e-25, 1e-3, 1e-19, 1e-12], [True] * 4)
     joint = TrainResult(theta, Outcome.STALLED, "stalled at loss 0.1, far above the target", 700, 0.1, 3.0)
     results = [_member_result(joint, fit, i, [0, 1], 60.0) for i in range(4)]
     assert [r.outcome for r in results] == [Outcome.CONVERGED, Outcome.STALLED, Outcome.CONVERGED, Outcome.CONVERGED]
@@ -257,7 +258,7 @@ def test_a_stalled_joint_run_judges_each_member_on_its_own_loss() -> None:
     assert _needs_own_training(fit, [0, 1]) == [1]  # the anchor above the stall loss
     assert _needs_own_training(fit, [0, 1], stalled=True) == [1, 2, 3]  # all above SERVED_LOSS
     canceled = _member_result(
-        TrainResult(theta, Outcome.CANCELED, "canceled", 5, 0.1, 0.1), _Fit([theta], [1.0], [False]), 0, [0], 60.0
+        TrainResult(theta, Outcome.CANCELED, "canceled", 5, 0.1, 0.1), Fit([theta], [1.0], [False]), 0, [0], 60.0
     )
     assert canceled.outcome == Outcome.CANCELED and "canceled before its fit" in canceled.message
 

@@ -33,9 +33,11 @@ the members train one by one instead, within what is left of the time limit. A m
 is the anchors' run's (their mean loss), then its own loss after its fit, then its own run's, if
 any.
 
-On a CPU this is the default for a linear sweep of at least
-:data:`odeserve.devices.SHARED_FROM_MEMBERS` members: 64 members of the public decay problem
-train in a few solo solves' time (BENCHMARKS.md, "Sweeps"). Each member still becomes a plain
+This is the default for a linear sweep of at least :data:`odeserve.devices.SHARED_FROM_MEMBERS`
+members: on a CPU, 64 members of the public decay problem train in a few solo solves' time
+(BENCHMARKS.md, "Sweeps"). The stages run on a :class:`Basis`: on a CPU one member after another
+(:class:`MemberBasis`, each member with its own residual), on a GPU each stage as one batch
+(:class:`odeserve.solver.shared_batch.SweepBatch`). Each member still becomes a plain
 :class:`Solution` of its own problem, with its weights (the shared hidden layers and its own
 output layer, or its own training's): its error estimate judges it, and its message says how it
 was trained.
@@ -49,6 +51,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -66,6 +69,7 @@ from odeserve.solver.residual import Residual
 from odeserve.solver.solution import Solution
 from odeserve.solver.train import STALL_LOSS, ResidualModel, TrainResult, train
 from odeserve.solver.trial import Trial
+from odeserve.spec import Options
 
 #: A member whose loss after its fit exceeds this many times the worst anchor's trains on its own.
 PROMOTE = 10.0
@@ -190,7 +194,7 @@ def _starts(anchors: list[int], outputs: list[Tensor], n: int) -> list[Tensor]:
     return starts
 
 
-class _Clock:
+class SweepClock:
     """The sweep's seconds, iterations and hooks over its runs: set-up, the anchors' joint run,
     the fits, then the members that train on their own, each with an equal share of the time
     left. A cancel, once said, stops every later run too (the worker's poll says it once)."""
@@ -239,8 +243,12 @@ class _Clock:
         time left (less ``reserve`` seconds, at most half of it, kept for what follows): the
         first run (the anchors') with Adam's steps, the members' own runs with the second-order
         phase only (they start from the fit)."""
+        return train(residual, theta, self.run_options(budget, share, first, reserve), hooks=hooks)
+
+    def run_options(self, budget: int, share: int = 1, first: bool = True, reserve: float = 0.0) -> Options:
+        """The options of one run (:meth:`train`)."""
         opts, left = self.options, self.left
-        options = opts.model_copy(
+        return opts.model_copy(
             update={
                 "compile": False,  # each run's residual is new: a compile would not be reused
                 "time_limit_s": max((left - min(reserve, left / 2)) / share, 1e-3),
@@ -248,11 +256,10 @@ class _Clock:
                 "adam_iterations": opts.adam_iterations if first else 0,
             }
         )
-        return train(residual, theta, options, hooks=hooks)
 
 
 @dataclass
-class _Fit:
+class Fit:
     """Each member's weights on the shared hidden layers and its loss; ``fitted[i]`` False where
     the sweep's time limit came before its fit (its output layer is then the interpolated start)."""
 
@@ -261,10 +268,10 @@ class _Fit:
     fitted: list[bool]
 
 
-def _fit_all(members: list[Member], hidden: Tensor, starts: list[Tensor], clock: _Clock) -> _Fit:
+def _fit_all(members: list[Member], hidden: Tensor, starts: list[Tensor], clock: SweepClock) -> Fit:
     """Every member's output layer solved on ``hidden``, while the sweep's time limit lasts and
     no cancel has come."""
-    fit = _Fit([], [], [])
+    fit = Fit([], [], [])
     for m, start in zip(members, starts):
         fitted = clock.left > 0 and not clock.canceled
         if fitted:
@@ -279,7 +286,7 @@ def _fit_all(members: list[Member], hidden: Tensor, starts: list[Tensor], clock:
     return fit
 
 
-def _needs_own_training(fit: _Fit, anchors: list[int], stalled: bool = False) -> list[int]:
+def _needs_own_training(fit: Fit, anchors: list[int], stalled: bool = False) -> list[int]:
     """The members to train on their own: a finite loss above ``STALL_LOSS`` (anchors too), or,
     for the others, above both ``SERVED_LOSS`` and ``PROMOTE`` times the worst anchor's. Where
     the anchors' run ``stalled``, their losses say nothing: every member above ``SERVED_LOSS``."""
@@ -304,7 +311,7 @@ def _role(i: int, anchors: list[int]) -> str:
     return f"shared basis: its output layer fitted to the hidden layers of the anchors {anchors}"
 
 
-def _member_result(joint: TrainResult, fit: _Fit, i: int, anchors: list[int], limit: float) -> TrainResult:
+def _member_result(joint: TrainResult, fit: Fit, i: int, anchors: list[int], limit: float) -> TrainResult:
     """Member ``i``'s result from the joint run and its fit, judged on its own loss where the
     joint run ended by its own criterion (converged or stalled)."""
     theta, loss = fit.thetas[i], fit.losses[i]
@@ -328,7 +335,7 @@ def _history(joint: TrainResult, loss: float) -> list[tuple[int, float, float]]:
     return joint.history + [(joint.iterations, loss, joint.elapsed)]
 
 
-def _fresh_result(run: TrainResult) -> TrainResult:
+def fresh_result(run: TrainResult) -> TrainResult:
     """A member's result after a separate solve of its own (the anchors' run stalled)."""
     run.message += (
         " (shared basis: the anchors' training stalled; trained on its own from the seed, as a separate solve)"
@@ -336,7 +343,7 @@ def _fresh_result(run: TrainResult) -> TrainResult:
     return run
 
 
-def _own_result(joint: TrainResult, fitted: float, own: TrainResult, anchors: list[int]) -> TrainResult:
+def own_result(joint: TrainResult, fitted: float, own: TrainResult, anchors: list[int]) -> TrainResult:
     """A member's result after its own run: the anchors' training, its ``fitted`` loss, then its
     own run."""
     message = own.message
@@ -355,7 +362,7 @@ def _own_result(joint: TrainResult, fitted: float, own: TrainResult, anchors: li
     )
 
 
-def _progress(start: int, done: int, n: int, budget: int, total: int) -> Callable[[int], int]:
+def progress(start: int, done: int, n: int, budget: int, total: int) -> Callable[[int], int]:
     """The sweep's progress at a member's own iteration ``i``: the anchors' ``start``
     iterations, then the members' own iterations so far over their number, scaled from their
     ``budget`` each into what is left of ``total`` (never past it, never back)."""
@@ -363,7 +370,7 @@ def _progress(start: int, done: int, n: int, budget: int, total: int) -> Callabl
 
 
 def _train_own(
-    members: list[Member], fit: _Fit, joint: TrainResult, own: list[int], anchors: list[int], clock: _Clock
+    members: list[Member], fit: Fit, joint: TrainResult, own: list[int], anchors: list[int], clock: SweepClock
 ) -> dict[int, TrainResult]:
     """The members ``own`` trained on their own, one after another: from their fit, with the
     iterations the anchors left; where the anchors' run stalled (their hidden layers serve no
@@ -373,13 +380,13 @@ def _train_own(
     budget = total if fresh else total - joint.iterations
     done, results = 0, {}
     for j, i in enumerate(own if budget > 0 else []):
-        hooks = clock.hooks(_progress(joint.iterations, done, len(own), budget, total))
+        hooks = clock.hooks(progress(joint.iterations, done, len(own), budget, total))
         share = max(clock.left / (len(own) - j), 1e-3)
         start = members[i].trial.theta.detach() if fresh else fit.thetas[i]
         run = clock.train(members[i].residual, start, hooks, budget, share=len(own) - j, first=fresh)
         if run.outcome == Outcome.TIME_LIMIT:
             run.message = f"reached its share ({share:.3g} s) of the sweep's time limit"
-        results[i] = _fresh_result(run) if fresh else _own_result(joint, fit.losses[i], run, anchors)
+        results[i] = fresh_result(run) if fresh else own_result(joint, fit.losses[i], run, anchors)
         done += run.iterations
     return results
 
@@ -392,35 +399,105 @@ def _fit_reserve(members: list[Member], theta: Tensor, out: slice) -> float:
     return 2.0 * len(members) * (time.perf_counter() - t0)
 
 
+class Basis(Protocol):
+    """A shared-basis sweep's members, however they are computed: one by one
+    (:class:`MemberBasis`, a CPU's way) or as batches (:class:`odeserve.solver.shared_batch.SweepBatch`,
+    a GPU's way)."""
+
+    seed: Tensor  # the initial weights, the same for every member
+    out: slice  # the output layer's columns in a member's weights
+    count: int  # members
+
+    def joint(self, anchors: list[int]) -> ResidualModel:
+        """The anchors' residual over ``[h, w_1, ..., w_A]``."""
+        ...
+
+    def fit_reserve(self) -> float:
+        """Seconds to keep from the anchors' training for the members' fits."""
+        ...
+
+    def fit(self, hidden: Tensor, starts: list[Tensor], clock: SweepClock) -> Fit:
+        """Every member's output layer fitted on ``hidden`` from its start, while time lasts."""
+        ...
+
+    def train_own(
+        self, fit: Fit, joint: TrainResult, own: list[int], anchors: list[int], clock: SweepClock
+    ) -> dict[int, TrainResult]:
+        """The results of the members ``own`` after training on their own."""
+        ...
+
+    def solutions(self, results: list[TrainResult]) -> list[Solution]:
+        """Each member's solution of its own plain problem with its result's weights."""
+        ...
+
+
+class MemberBasis:
+    """The members one by one, each with its own residual, trial and plan (a CPU's way)."""
+
+    def __init__(self, problem: Problem, device: torch.device) -> None:
+        self.members = _members(problem, device)
+        self.seed = self.members[0].trial.theta.detach()
+        self.out = output_layer(self.members[0].trial.sizes)
+        self.count = len(self.members)
+
+    def joint(self, anchors: list[int]) -> SharedResidual:
+        return SharedResidual([self.members[a].residual for a in anchors], self.out)
+
+    def fit_reserve(self) -> float:
+        return _fit_reserve(self.members, self.seed, self.out)
+
+    def fit(self, hidden: Tensor, starts: list[Tensor], clock: SweepClock) -> Fit:
+        return _fit_all(self.members, hidden, starts, clock)
+
+    def train_own(
+        self, fit: Fit, joint: TrainResult, own: list[int], anchors: list[int], clock: SweepClock
+    ) -> dict[int, TrainResult]:
+        return _train_own(self.members, fit, joint, own, anchors, clock)
+
+    def solutions(self, results: list[TrainResult]) -> list[Solution]:
+        solutions = []
+        for m, result in zip(self.members, results):
+            trial = copy.deepcopy(m.trial)
+            trial.theta.copy_(result.theta)
+            solutions.append(Solution(m.problem, trial, m.plan, result))
+        return solutions
+
+
 def solve_shared(
-    problem: Problem, device: torch.device, hooks: Hooks | None, fallback: Callable[[float, int], list[Solution]]
+    problem: Problem,
+    device: torch.device,
+    hooks: Hooks | None,
+    fallback: Callable[[float, int], list[Solution]],
+    batched: bool | None = None,
 ) -> list[Solution]:
-    """Every member of the linear sweep ``problem`` solved with shared hidden layers (module doc).
-    Where the anchors' joint run diverges (an anchor's values blow its residual up, say), the
-    members train one by one instead, ``fallback(seconds spent, iterations reported)``, so that
-    the others need not share its fate."""
-    clock = _Clock(problem, hooks)
-    members = _members(problem, device)
-    theta0, out = members[0].trial.theta.detach(), output_layer(members[0].trial.sizes)
-    anchors = anchor_indices(len(members))
-    shared = SharedResidual([members[a].residual for a in anchors], out)
-    theta = torch.cat([theta0[: out.start]] + [theta0[out]] * len(anchors))
-    reserve = _fit_reserve(members, theta0, out)
-    joint = clock.train(shared, theta, clock.hooks(lambda it: it), problem.options.max_iterations, reserve=reserve)
+    """Every member of the linear sweep ``problem`` solved with shared hidden layers (module doc),
+    its members as batches (``batched``; default: on a GPU) or one by one. Where the anchors'
+    joint run diverges (an anchor's values blow its residual up, say), the members train without
+    the anchors instead, ``fallback(seconds spent, iterations reported)``, so that the others
+    need not share its fate."""
+    clock = SweepClock(problem, hooks)
+    basis: Basis
+    if (device.type == "cuda") if batched is None else batched:
+        from odeserve.solver.shared_batch import SweepBatch
+
+        basis = SweepBatch(problem, device)
+    else:
+        basis = MemberBasis(problem, device)
+    seed, out = basis.seed, basis.out
+    anchors = anchor_indices(basis.count)
+    theta = torch.cat([seed[: out.start]] + [seed[out]] * len(anchors))
+    budget = problem.options.max_iterations
+    joint = clock.train(basis.joint(anchors), theta, clock.hooks(lambda it: it), budget, reserve=basis.fit_reserve())
     if joint.outcome == Outcome.DIVERGED:
         return fallback(clock.elapsed, joint.iterations)
-    outputs = [shared.member(joint.theta, j)[out.start :] for j in range(len(anchors))]
-    fit = _fit_all(members, joint.theta[: out.start], _starts(anchors, outputs, len(members)), clock)
+    width = out.stop - out.start
+    outputs = [joint.theta[out.start + j * width : out.start + (j + 1) * width] for j in range(len(anchors))]
+    fit = basis.fit(joint.theta[: out.start], _starts(anchors, outputs, basis.count), clock)
     joint.elapsed = clock.elapsed  # the set-up and the fits count as the anchors' seconds
     limit = problem.options.time_limit_s
-    results = [_member_result(joint, fit, i, anchors, limit) for i in range(len(members))]
+    results = [_member_result(joint, fit, i, anchors, limit) for i in range(basis.count)]
     stalled = joint.outcome == Outcome.STALLED
     own = _needs_own_training(fit, anchors, stalled) if joint.outcome in _SETTLED else []
-    for i, result in _train_own(members, fit, joint, own, anchors, clock).items():
+    for i, result in basis.train_own(fit, joint, own, anchors, clock).items():
         results[i] = result
-    solutions = []
-    for m, result in zip(members, results):
-        trial = copy.deepcopy(m.trial)
-        trial.theta.copy_(result.theta)
-        solutions.append(Solution(m.problem, trial, m.plan, result))
-    return solutions
+    return basis.solutions(results)

@@ -1,5 +1,6 @@
 """Sweeps: one problem for many values of its parameters, every member its own network, trained
-together as one batch on a GPU (on a CPU with shared hidden layers or one after another, below).
+together as one batch on a GPU (on a CPU one after another; a linear problem's with shared
+hidden layers on either: below).
 
 The members share the collocation points, the constraint plan and the initial weights (the
 seed); they differ in the swept parameters' values, which the equations and conditions load per
@@ -13,9 +14,11 @@ parameters fixed at its values): metrics, error estimate, samples and exports as
 The batch is what makes a GPU pay: one solo solve leaves it idle. On a CPU the batch does not
 pay (a member's Gram matrix costs the same multiply-adds as a solo solve's, and the batched
 Jacobian takes per-row copies of the weights where a solo solve takes outer products at one
-shared weight vector): there a linear problem's members share their hidden layers
-(:mod:`odeserve.solver.shared_basis`), and the others train one after another, each exactly as
-its own solve with escalation off would, sharing the sweep's time limit (BENCHMARKS.md, "Sweeps").
+shared weight vector): there the members train one after another, each exactly as its own solve
+with escalation off would, sharing the sweep's time limit (BENCHMARKS.md, "Sweeps"). A linear
+problem's sweep of 16 or more members shares its hidden layers instead, on either device
+(:mod:`odeserve.solver.shared_basis`; on a GPU its stages use this batched residual,
+:mod:`odeserve.solver.shared_batch`).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from odeserve.problem import Problem
 from odeserve.solver.constraints import ConstraintPlan
 from odeserve.solver.residual import penalty_points, point_env, run_torch
 from odeserve.solver.solution import Solution
+from odeserve.solver.train import TrainResult
 from odeserve.solver.trial import Trial
 
 
@@ -135,6 +139,34 @@ class SweepResidual:
         r, finish = self.linearized(theta, members)
         return r, finish()
 
+    def subset(self, members: list[int]) -> SweepResidual:
+        """The same residual for the members ``members`` only (numbered 0, 1, ... in that order)."""
+        sub = copy.copy(self)
+        sub.values = self.values[torch.tensor(members, dtype=torch.long, device=self.values.device)]
+        return sub
+
+
+def batch_residual(problem: Problem, device: torch.device) -> tuple[SweepResidual, Trial, ConstraintPlan]:
+    """The sweep's batched residual on ``device``, with the trial (the seed's weights) and the
+    constraint plan that every member shares."""
+    from odeserve.solver.solve import DTYPES, build_trial, equation_scales
+
+    dtype = DTYPES[problem.options.precision]
+    trial, plan, scales = build_trial(problem, device, dtype)
+    x = torch.as_tensor(chebyshev_points(*problem.domain, problem.options.points), dtype=dtype, device=device)
+    return SweepResidual(problem, trial, plan, x, equation_scales(problem, scales)), trial, plan
+
+
+def batch_solutions(problem: Problem, trial: Trial, plan: ConstraintPlan, results: list[TrainResult]) -> list[Solution]:
+    """Each member's solution of its own plain problem, with its result's weights on a copy of
+    the shared ``trial``."""
+    solutions = []
+    for values, result in zip(problem.sweep, results):
+        member = copy.deepcopy(trial)
+        member.theta.copy_(result.theta)
+        solutions.append(Solution(fixed_at(problem, values), member, plan, result))
+    return solutions
+
 
 def solve_sweep(
     problem: Problem, device: torch.device, hooks: Hooks | None = None, training: SweepTraining | None = None
@@ -149,30 +181,39 @@ def solve_sweep(
 
         if not problem.is_linear:
             raise SpecError(("sweep",), "only a linear problem's sweep can train with shared hidden layers")
-        return solve_shared(
-            problem, device, hooks, lambda spent, done: _one_by_one(problem, device, hooks or Hooks(), spent, done)
-        )
+        # Without the anchors (one diverged): the device's way, within the time left.
+        fallback = _batched if device.type == "cuda" else _one_by_one
+        return solve_shared(problem, device, hooks, lambda spent, done: fallback(problem, device, hooks, spent, done))
     if training == "separate":
-        return _one_by_one(problem, device, hooks or Hooks())
-    from odeserve.solver.batch_train import train_batch
-    from odeserve.solver.solve import DTYPES, build_trial, equation_scales
+        return _one_by_one(problem, device, hooks)
+    return _batched(problem, device, hooks)
 
-    dtype = DTYPES[problem.options.precision]
-    trial, plan, scales = build_trial(problem, device, dtype)
-    x = torch.as_tensor(chebyshev_points(*problem.domain, problem.options.points), dtype=dtype, device=device)
-    residual = SweepResidual(problem, trial, plan, x, equation_scales(problem, scales))
+
+def _batched(
+    problem: Problem, device: torch.device, hooks: Hooks | None, spent: float = 0.0, reported: int = 0
+) -> list[Solution]:
+    """Every member trained as one batch (``spent`` and ``reported``: as :func:`_one_by_one`)."""
+    from odeserve.solver.batch_train import train_batch
+
+    residual, trial, plan = batch_residual(problem, device)
+    options, total = problem.options, max(problem.options.max_iterations, 1)
+    hooks = hooks or Hooks()
+    if spent or reported:
+        options = options.model_copy(update={"time_limit_s": max(options.time_limit_s - spent, 1e-3)})
+        report = hooks.on_step
+
+        def on_step(step: Step) -> None:
+            if report is not None:
+                it = reported + step.iteration * (total - reported) // total
+                report(dataclasses.replace(step, iteration=it, elapsed=spent + step.elapsed))
+
+        hooks = Hooks(on_step=on_step, should_stop=hooks.should_stop)
     theta0 = trial.theta.unsqueeze(0).repeat(len(problem.sweep), 1)
-    results = train_batch(residual, theta0, problem.options, hooks or Hooks())
-    solutions = []
-    for values, result in zip(problem.sweep, results):
-        member = copy.deepcopy(trial)
-        member.theta.copy_(result.theta)
-        solutions.append(Solution(fixed_at(problem, values), member, plan, result))
-    return solutions
+    return batch_solutions(problem, trial, plan, train_batch(residual, theta0, options, hooks))
 
 
 def _one_by_one(
-    problem: Problem, device: torch.device, hooks: Hooks, spent: float = 0.0, reported: int = 0
+    problem: Problem, device: torch.device, hooks: Hooks | None, spent: float = 0.0, reported: int = 0
 ) -> list[Solution]:
     """The members trained one after another, each as its own plain solve (no escalation; no
     compile either: each member's values would compile anew, as a batch does not). Each gets an
@@ -187,6 +228,7 @@ def _one_by_one(
     from odeserve.solver.marching import Offsets
     from odeserve.solver.solve import train_attempt
 
+    hooks = hooks or Hooks()
     start, n, done = time.perf_counter() - spent, len(problem.sweep), 0
     total = max(problem.options.max_iterations, 1)
     canceled = False
