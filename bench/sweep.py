@@ -3,7 +3,7 @@ member by member and as one batch (a GPU's default) against N separate solves an
 alone, side by side in one run (issue 13).
 
     python -m bench.sweep [--threads 1] [--members 64] [--sizes 8,64] [--modes shared,separate,batched]
-                          [--family decay|oscillator]
+                          [--family decay|oscillator] [--seeds 0,1,2,3,4]
 
 The problem is the public ``decay_t`` (``N' = -k*N``, ``N(0) = 100`` on [0, 10]) swept over k in
 [0.25, 1], or (``--family oscillator``) ``y'' + w^2*y = 0``, ``y(0) = 0``, ``y'(0) = 1`` on
@@ -15,7 +15,9 @@ sweep, reported: wall time of each sweep size, of one solve alone (k = 0.5; w = 
 separate solves run one after the other in this process (a member-by-member sweep does the same
 inside one ``solve_sweep``), and each member's relative L2 error against the exact solution next
 to the separate solve of the same value. Prints the table and writes
-``bench/results/sweep.json`` (``sweep_oscillator.json``).
+``bench/results/sweep.json`` (``sweep_oscillator.json``). With ``--seeds``, instead: for each
+network seed, one solve alone, the shared-basis sweep of ``--members`` and their separate solves
+(``sweep_seeds_decay.json``): how far a shared basis depends on where its anchors' training goes.
 """
 
 from __future__ import annotations
@@ -80,11 +82,11 @@ FAMILIES = {
 DECAY = FAMILIES["decay"]
 
 
-def spec(ks: list[float] | None, k: float | None = None, family: Family = DECAY) -> dict[str, Any]:
+def spec(ks: list[float] | None, k: float | None = None, family: Family = DECAY, seed: int = 0) -> dict[str, Any]:
     base = dict(family.base)
     base["parameters"] = {family.parameter: family.solo if k is None else k}
     # The time limit is the whole batch's: high enough that no run, sweep or solo, reaches it.
-    base["options"] = {"escalate": False, "time_limit_s": 3600}
+    base["options"] = {"escalate": False, "time_limit_s": 3600, "seed": seed}
     if ks is not None:
         base["sweep"] = {family.parameter: ks}
     return base
@@ -96,14 +98,14 @@ def rel_l2(values: np.ndarray, k: float, family: Family = DECAY) -> float:
 
 
 def sweep_run(
-    ks: list[float], device: str = "cpu", training: str | None = None, family: Family = DECAY
+    ks: list[float], device: str = "cpu", training: str | None = None, family: Family = DECAY, seed: int = 0
 ) -> dict[str, Any]:
     """One ``solve_sweep`` of the values ``ks``, trained the way ``training`` says (None: the
     device's default)."""
     from odeserve import solve_sweep
 
     t0 = time.perf_counter()
-    members = solve_sweep(spec(ks, family=family), device=device, training=training)
+    members = solve_sweep(spec(ks, family=family, seed=seed), device=device, training=training)
     wall = time.perf_counter() - t0
     errors = [rel_l2(m(family.xs), k, family) for m, k in zip(members, ks)]
     return {
@@ -118,13 +120,13 @@ def sweep_run(
     }
 
 
-def separate_runs(ks: list[float], device: str = "cpu", family: Family = DECAY) -> dict[str, Any]:
+def separate_runs(ks: list[float], device: str = "cpu", family: Family = DECAY, seed: int = 0) -> dict[str, Any]:
     from odeserve import solve
 
     errors, walls = [], []
     for k in ks:
         t0 = time.perf_counter()
-        s = solve(spec(None, k, family), device=device)
+        s = solve(spec(None, k, family, seed), device=device)
         walls.append(time.perf_counter() - t0)
         errors.append(rel_l2(s(family.xs), k, family))
     return {"members": len(ks), "wall_s": sum(walls), "walls": walls, "errors": errors}
@@ -140,6 +142,32 @@ def warm_up(device: str = "cpu", family: Family = DECAY) -> None:
     solve_sweep(spec([family.lo, family.hi], family=family) | short, device=device)
 
 
+def seed_runs(family: Family, seeds: list[int], members: int) -> list[dict[str, Any]]:
+    """A shared-basis sweep of ``members`` and their separate solves for each network seed
+    (``options.seed``): how much the shared basis depends on where the anchors' training goes."""
+    ks = [float(k) for k in np.linspace(family.lo, family.hi, members)]
+    print(f"\n{family.name}, {members} members, by network seed (options.seed)")
+    print(
+        "| seed | one solve s | shared s | x one solve | trained on their own | max rel. L2 | "
+        "separate s | separate max rel. L2 | members > 10x less accurate |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    rows = []
+    for seed in seeds:
+        one = separate_runs([family.solo], family=family, seed=seed)
+        shared = sweep_run(ks, training="shared", family=family, seed=seed)
+        separate = separate_runs(ks, family=family, seed=seed)
+        worse = sum(e > 10 * max(se, 1e-12) for e, se in zip(shared["errors"], separate["errors"]))
+        rows.append({"seed": seed, "one": one, "shared": shared, "separate": separate, "members_10x_worse": worse})
+        print(
+            f"| {seed} | {one['wall_s']:.2f} | {shared['wall_s']:.1f} | {shared['wall_s'] / one['wall_s']:.1f} | "
+            f"{shared['trained_on_their_own']} | {max(shared['errors']):.1e} | {separate['wall_s']:.1f} | "
+            f"{max(separate['errors']):.1e} | {worse} |",
+            flush=True,
+        )
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--threads", type=int, default=1)
@@ -147,11 +175,18 @@ def main() -> None:
     ap.add_argument("--sizes", default="8,64", help="sweep sizes to time (the largest is compared member by member)")
     ap.add_argument("--modes", default="shared,separate,batched", help="the sweeps' ways of training to time")
     ap.add_argument("--family", default="decay", choices=sorted(FAMILIES), help="the swept problem")
+    ap.add_argument("--seeds", help="instead: a shared-basis sweep and separate solves for each of these seeds")
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
     family = FAMILIES[args.family]
+    if args.seeds:
+        warm_up(family=family)
+        rows = seed_runs(family, [int(s) for s in args.seeds.split(",")], args.members)
+        out = {"family": family.name, "threads": args.threads, "machine": platform.processor(), "seeds": rows}
+        (RESULTS / f"sweep_seeds_{args.family}.json").write_text(json.dumps(out, indent=2) + "\n")
+        return
     ks = [float(k) for k in np.linspace(family.lo, family.hi, args.members)]
     warm_up(family=family)
     one = separate_runs([family.solo], family=family)

@@ -87,6 +87,12 @@ def test_members_the_shared_layers_serve_less_well_train_on_their_own() -> None:
     assert own, [m.message for m in members]
     floor = max(m.result.loss for m in anchors)
     assert all(m.result.loss <= PROMOTE * floor for m in fitted)
+    # Those that train on their own stop where the shared layers serve the others (their own
+    # solve's slow tail would cost about a solo solve each), and say so.
+    assert all(m.result.loss <= PROMOTE * floor for m in own)
+    assert any(
+        m.message.startswith("converged at loss") and "the shared layers serve the others" in m.message for m in own
+    )
     for w, member in zip(ws, members):
         exact = np.sin(w * XS) / w
         assert member.outcome.value == "converged", member.message
@@ -165,12 +171,14 @@ def test_a_cancel_stops_the_members_training_on_their_own_and_each_keeps_its_bud
     assert len(own) >= 2, [m.message for m in members]
     assert all(m.result.iterations <= 400 for m in members)
     assert all(m.outcome.value == "converged" for m in own), [m.message for m in own]
-    once = cancel_once_at(joint + 3)
-
-    canceled = solve_sweep(spec, training="shared", hooks=Hooks(should_stop=once))
-    later = [m for m in canceled if "trained on its own" in m.message]
-    assert [m.outcome.value for m in later] == ["canceled"] * len(later)
-    assert later[0].result.iterations == joint + 3 and all(m.result.iterations == joint + 1 for m in later[1:])
+    # A member that reaches the anchors' level stops there, often at its first step (before the
+    # cancel is asked): the cancel comes at the first step of one that does not, and every later
+    # member stops at its first step too.
+    canceled = solve_sweep(spec, training="shared", hooks=Hooks(should_stop=cancel_once_at(joint + 1)))
+    outcomes = [m.outcome.value for m in canceled if "trained on its own" in m.message]
+    first = outcomes.index("canceled")
+    assert outcomes[first:] == ["canceled"] * (len(outcomes) - first) and set(outcomes[:first]) <= {"converged"}
+    assert all(m.result.iterations == joint + 1 for m in canceled if "trained on its own" in m.message)
 
 
 def test_members_above_the_stall_loss_train_on_their_own_in_float32() -> None:

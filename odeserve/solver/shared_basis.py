@@ -17,11 +17,15 @@ started from zero it misses the cancelling part). A member that the shared layer
 well trains on, on its own, from there (second-order steps only, each with an equal share of the
 time left and the iterations the anchors left): one whose fitted loss is more than ``PROMOTE``
 times the worst anchor's and above ``SERVED_LOSS``, or above ``STALL_LOSS`` (an anchor too).
-Where the anchors' run itself stalls (one basis cannot serve them: a family too wide for the
-network), every member above ``SERVED_LOSS`` trains from the seed as its separate solve would
-(the same weights). So a family that one basis serves costs the anchors' training and a fit per
-member; one that it does not costs about what its members' own solves would, plus the anchors'
-training. The anchors' rows are projected block by block when every anchor has as many rows
+It stops once its loss is down to that level too (:func:`own_target`), as the fitted members'
+are: usually within a few steps, where training on to the end of a solve's slow tail cost
+about a solo solve per member (and, with four anchors, how many members need it depends on the
+network's seed: 0 to 58 of 64 decay members, BENCHMARKS.md "Sweeps"). Where the anchors' run
+itself stalls (one basis cannot serve them: a family too wide for the network), every member
+above ``SERVED_LOSS`` trains from the seed as its separate solve would (the same weights). So a
+family that one basis serves costs the anchors' training and a fit per member, plus a few steps
+for some; one that it does not costs about what its members' own solves would, plus the
+anchors' training. The anchors' rows are projected block by block when every anchor has as many rows
 (:class:`odeserve.solver.projection.OutputBlocks`), else as one dense block (a member whose hard
 conditions are ill-conditioned takes them as penalty rows).
 
@@ -238,15 +242,19 @@ class SweepClock:
         share: int = 1,
         first: bool = True,
         reserve: float = 0.0,
+        target: float = 0.0,
     ) -> TrainResult:
         """Train ``residual`` from ``theta`` within ``budget`` iterations and 1 / ``share`` of the
         time left (less ``reserve`` seconds, at most half of it, kept for what follows): the
         first run (the anchors') with Adam's steps, the members' own runs with the second-order
         phase only (they start from the fit)."""
-        return train(residual, theta, self.run_options(budget, share, first, reserve), hooks=hooks)
+        return train(residual, theta, self.run_options(budget, share, first, reserve, target), hooks=hooks)
 
-    def run_options(self, budget: int, share: int = 1, first: bool = True, reserve: float = 0.0) -> Options:
-        """The options of one run (:meth:`train`)."""
+    def run_options(
+        self, budget: int, share: int = 1, first: bool = True, reserve: float = 0.0, target: float = 0.0
+    ) -> Options:
+        """The options of one run (:meth:`train`); ``target``: a loss at which it stops, besides
+        the problem's own target."""
         opts, left = self.options, self.left
         return opts.model_copy(
             update={
@@ -254,6 +262,7 @@ class SweepClock:
                 "time_limit_s": max((left - min(reserve, left / 2)) / share, 1e-3),
                 "max_iterations": max(budget, 1),
                 "adam_iterations": opts.adam_iterations if first else 0,
+                "target_loss": max(opts.target_loss, target),
             }
         )
 
@@ -286,11 +295,18 @@ def _fit_all(members: list[Member], hidden: Tensor, starts: list[Tensor], clock:
     return fit
 
 
+def served_loss(fit: Fit, anchors: list[int]) -> float:
+    """The loss that the shared layers serve: ``PROMOTE`` times the worst anchor's, or
+    ``SERVED_LOSS`` if that is more. A member above it trains on its own until it gets there
+    (or below ``STALL_LOSS``, if that is less: then it has converged), as the fitted members are."""
+    return max(PROMOTE * max(fit.losses[a] for a in anchors), SERVED_LOSS)
+
+
 def _needs_own_training(fit: Fit, anchors: list[int], stalled: bool = False) -> list[int]:
     """The members to train on their own: a finite loss above ``STALL_LOSS`` (anchors too), or,
-    for the others, above both ``SERVED_LOSS`` and ``PROMOTE`` times the worst anchor's. Where
-    the anchors' run ``stalled``, their losses say nothing: every member above ``SERVED_LOSS``."""
-    floor = max(PROMOTE * max(fit.losses[a] for a in anchors), SERVED_LOSS)
+    for the others, above :func:`served_loss`. Where the anchors' run ``stalled``, their losses
+    say nothing: every member above ``SERVED_LOSS``."""
+    floor = served_loss(fit, anchors)
 
     def needs(i: int, loss: float) -> bool:
         if stalled:
@@ -343,11 +359,15 @@ def fresh_result(run: TrainResult) -> TrainResult:
     return run
 
 
-def own_result(joint: TrainResult, fitted: float, own: TrainResult, anchors: list[int]) -> TrainResult:
+def own_result(joint: TrainResult, fitted: float, own: TrainResult, anchors: list[int], target: float) -> TrainResult:
     """A member's result after its own run: the anchors' training, its ``fitted`` loss, then its
-    own run."""
+    own run, which stops at ``target`` (:func:`own_target`)."""
     message = own.message
-    if own.outcome == Outcome.BUDGET:
+    if own.outcome == Outcome.CONVERGED and own.loss <= target:
+        message = (
+            f"converged at loss {own.loss:.3g}, at most {target:.3g}: the loss the shared layers serve the others at"
+        )
+    elif own.outcome == Outcome.BUDGET:
         message = f"used the iteration budget: {joint.iterations} in the anchors' training, {own.iterations} on its own"
     message += f" (shared basis: started from the anchors' hidden layers {anchors}, then trained on its own)"
     history = _history(joint, fitted) + [(it + joint.iterations, v, t + joint.elapsed) for it, v, t in own.history]
@@ -378,17 +398,25 @@ def _train_own(
     budget."""
     total, fresh = clock.options.max_iterations, joint.outcome == Outcome.STALLED
     budget = total if fresh else total - joint.iterations
+    target = own_target(fit, anchors, fresh)
     done, results = 0, {}
     for j, i in enumerate(own if budget > 0 else []):
         hooks = clock.hooks(progress(joint.iterations, done, len(own), budget, total))
         share = max(clock.left / (len(own) - j), 1e-3)
         start = members[i].trial.theta.detach() if fresh else fit.thetas[i]
-        run = clock.train(members[i].residual, start, hooks, budget, share=len(own) - j, first=fresh)
+        run = clock.train(members[i].residual, start, hooks, budget, share=len(own) - j, first=fresh, target=target)
         if run.outcome == Outcome.TIME_LIMIT:
             run.message = f"reached its share ({share:.3g} s) of the sweep's time limit"
-        results[i] = fresh_result(run) if fresh else own_result(joint, fit.losses[i], run, anchors)
+        results[i] = fresh_result(run) if fresh else own_result(joint, fit.losses[i], run, anchors, target)
         done += run.iterations
     return results
+
+
+def own_target(fit: Fit, anchors: list[int], fresh: bool) -> float:
+    """Where a member training on its own from its fit stops: at the loss that the shared layers
+    serve the others (:func:`served_loss`; at most ``STALL_LOSS``), not at the end of a full
+    solve's slow tail. A member trained from the seed (``fresh``) stops as its own solve would."""
+    return 0.0 if fresh else min(served_loss(fit, anchors), STALL_LOSS)
 
 
 def _fit_reserve(members: list[Member], theta: Tensor, out: slice) -> float:

@@ -27,7 +27,7 @@ from odeserve.outcome import Outcome
 from odeserve.problem import Problem
 from odeserve.solver.batch_train import train_batch
 from odeserve.solver.projection import OutputBlocks, Projection
-from odeserve.solver.shared_basis import Fit, SweepClock, fresh_result, own_result, progress
+from odeserve.solver.shared_basis import Fit, SweepClock, fresh_result, own_result, own_target, progress
 from odeserve.solver.solution import Solution
 from odeserve.solver.sweep import SweepResidual, batch_residual, batch_solutions
 from odeserve.solver.train import TrainResult
@@ -163,11 +163,12 @@ class SweepBatch:
         if not own or budget <= 0:
             return {}
         starts = torch.stack([self.seed if fresh else fit.thetas[i] for i in own])
-        options = clock.run_options(budget, first=fresh)
+        target = own_target(fit, anchors, fresh)
+        options = clock.run_options(budget, first=fresh, target=target)
         hooks = clock.hooks(progress(joint.iterations, 0, 1, budget, total))
         runs = train_batch(self.sweep.subset(own), starts, options, hooks)
         return {
-            i: fresh_result(run) if fresh else own_result(joint, fit.losses[i], run, anchors)
+            i: fresh_result(run) if fresh else own_result(joint, fit.losses[i], run, anchors, target)
             for i, run in zip(own, runs)
         }
 
