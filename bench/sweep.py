@@ -36,9 +36,9 @@ from bench.common import RESULTS
 from odeserve.examples import public_problems
 
 MODES = {
-    "shared": "sweep, shared hidden layers (a CPU's default for a linear problem)",
+    "shared": "sweep, shared hidden layers (the default for a linear problem)",
     "separate": "sweep, member by member",
-    "batched": "sweep, one batch (a GPU's default)",
+    "batched": "sweep, one batch (a GPU's default for the others)",
 }
 
 
