@@ -104,8 +104,10 @@ def admit(problem: Problem, settings: Settings) -> None:
         if (cost.step_bytes if step else 0) + cost.members_bytes > budget:
             # A sweep is sized as one batch of its members unless the workers are CPU-only (_batch).
             other = "fewer sweep members" if problem.is_sweep else "options.optimizer 'lbfgs'"
+            # The step alone over the budget: fewer points or a smaller network; else the members.
+            alone = step and cost.step_bytes > budget
             raise LimitError(
-                ("options", "points") if step else ("sweep",),
+                ("options", "points") if alone else ("sweep",),
                 f"{_memory(cost, step, problem)}; this server's memory budget per job is {budget // MIB} MiB: "
                 f"use fewer options.points, a smaller options.network, or {other}",
             )

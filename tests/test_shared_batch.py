@@ -60,9 +60,10 @@ def test_fits_in_chunks_equal_one_batched_fit(monkeypatch) -> None:
     out = sweep.linear_columns
     assert out is not None
     starts = trial.theta[out].expand(16, -1)
-    whole, losses = shared_batch.fit_outputs(sweep, trial.theta[: out.start], starts, out)
+    whole, losses, fitted = shared_batch.fit_outputs(sweep, trial.theta[: out.start], starts, out)
+    assert fitted == [True] * 16
     monkeypatch.setattr(shared_batch, "FIT_ELEMENTS", 3 * sweep.rows * trial.theta.numel())  # chunks of 3
-    chunked, chunk_losses = shared_batch.fit_outputs(sweep, trial.theta[: out.start], starts, out)
+    chunked, chunk_losses, _ = shared_batch.fit_outputs(sweep, trial.theta[: out.start], starts, out)
     # The losses agree; the weights need not: at the seed's hidden layers the output block is
     # ill-conditioned (fitted weights up to 1e10, nearly cancelling), and LAPACK's rounding of one
     # block alone differs from that of a batch.
@@ -73,6 +74,50 @@ def test_fits_in_chunks_equal_one_batched_fit(monkeypatch) -> None:
         before = (sweep(torch.cat([trial.theta[: out.start].expand(16, -1), starts], 1), members) ** 2).mean(1)
     assert all(after < b for after, b in zip(losses, before.tolist()))
     assert torch.equal(whole[:, : out.start], trial.theta[: out.start].expand(16, -1))
+
+
+def test_a_member_whose_rows_are_not_finite_keeps_an_infinite_loss_and_spares_the_others(monkeypatch) -> None:
+    import odeserve.solver.shared_batch as shared_batch
+
+    sweep, trial, _ = batch_residual(load_problem(SWEEP16), CPU)
+    out = sweep.linear_columns
+    assert out is not None
+    starts = trial.theta[out].expand(16, -1).clone()
+    hidden = trial.theta[: out.start]
+    clean, clean_losses, _ = shared_batch.fit_outputs(sweep, hidden, starts, out)
+    starts[6] = float("nan")  # a member between anchors
+    thetas, losses, fitted = shared_batch.fit_outputs(sweep, hidden, starts, out)
+    assert losses[6] == float("inf") and fitted[6]
+    others = [i for i in range(16) if i != 6]
+    assert np.allclose([losses[i] for i in others], [clean_losses[i] for i in others], rtol=1e-6)
+
+
+def test_the_time_limit_and_a_cancel_stop_the_batched_fits_chunk_by_chunk(monkeypatch) -> None:
+    """Chunks that the time limit (or a cancel) came before keep their interpolated starts, say
+    so, and are judged at them."""
+    import odeserve.solver.shared_batch as shared_batch
+    from odeserve.outcome import Outcome
+    from odeserve.solver.shared_basis import SweepClock, _member_result
+    from odeserve.solver.shared_batch import SweepBatch
+    from odeserve.solver.train import TrainResult
+
+    problem = load_problem(with_options(SWEEP16, time_limit_s=60))
+    basis = SweepBatch(problem, CPU)
+    monkeypatch.setattr(shared_batch, "FIT_ELEMENTS", 4 * basis.sweep.rows * basis.seed.numel())  # chunks of 4
+    clock = SweepClock(problem, None)
+    hidden, start = basis.seed[: basis.out.start], basis.seed[basis.out]
+    calls = iter([True, True])  # time for two chunks, then none
+    real = SweepClock.left
+    monkeypatch.setattr(SweepClock, "left", property(lambda self: real.fget(self) if next(calls, False) else -1.0))
+    fit = basis.fit(hidden, [start] * 16, clock)
+    assert fit.fitted == [True] * 8 + [False] * 8 and all(np.isfinite(fit.losses))
+    assert all(torch.equal(t[basis.out], start) for t in fit.thetas[8:])
+    joint = TrainResult(basis.seed, Outcome.CONVERGED, "converged", 1, 0.0, 0.0)
+    result = _member_result(joint, fit, 12, [0, 5, 10, 15], 60.0)
+    assert result.outcome == Outcome.TIME_LIMIT and "came before its fit" in result.message
+    monkeypatch.setattr(SweepClock, "left", real)
+    clock.canceled = True  # a cancel said before the fits: none is fitted
+    assert basis.fit(hidden, [start] * 16, clock).fitted == [False] * 16
 
 
 def test_batched_members_share_hidden_layers_and_are_as_accurate_as_their_own_solves() -> None:

@@ -294,8 +294,9 @@ def test_admission_counts_a_sweeps_members_weights() -> None:
     enforce_limits(load_problem({**wide, "sweep": {"a": [0.5 + i / 64 for i in range(64)]}}), small)
     # With a step, the message counts both.
     stepped = load_problem({**wide, "options": {**wide["options"], "optimizer": "lm"}})
-    with pytest.raises(LimitError, match="needs about .* MiB and the 256 members' weights"):
+    with pytest.raises(LimitError, match="needs about .* MiB and the 256 members' weights") as both:
         enforce_limits(stepped, small)
+    assert both.value.loc == ("sweep",)  # the step alone fits: the members are what to cut
 
 
 def test_a_trial_steps_rows_and_jacobian_come_from_one_taped_pass() -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -83,7 +84,8 @@ def _fit_chunk(sweep: SweepResidual, thetas: Tensor, members: Tensor, out: slice
     member's output layer solved by least squares from its start, with one refinement."""
     r, J = sweep.jacobian(thetas, members)
     bad = ~(torch.isfinite(r).all(1) & torch.isfinite(J).flatten(1).all(1))
-    r, J = r.masked_fill(bad.unsqueeze(1), 0.0), J.masked_fill(bad.reshape(-1, 1, 1), 0.0)
+    if bool(bad.any()):  # zeroed, so that the SVD takes them (no J-sized copy otherwise)
+        r, J = r.masked_fill(bad.unsqueeze(1), 0.0), J.masked_fill(bad.reshape(-1, 1, 1), 0.0)
     projection = Projection.of(J, out)
     best, best_loss = thetas, _mean_squares(r).masked_fill(bad, math.inf)
     for _ in range(2):
@@ -101,20 +103,35 @@ def _fit_chunk(sweep: SweepResidual, thetas: Tensor, members: Tensor, out: slice
     return best, best_loss
 
 
-def fit_outputs(sweep: SweepResidual, hidden: Tensor, starts: Tensor, out: slice) -> tuple[Tensor, list[float]]:
+def fit_outputs(
+    sweep: SweepResidual, hidden: Tensor, starts: Tensor, out: slice, go_on: Callable[[], bool] = lambda: True
+) -> tuple[Tensor, list[float], list[bool]]:
     """Every member's weights with the hidden layers ``hidden`` and its output layer fitted from
     its row of ``starts`` (n, W), in chunks of at most :data:`FIT_ELEMENTS` Jacobian entries,
-    and their losses."""
+    their losses, and whether each was fitted: a chunk is fitted while ``go_on()`` says so (the
+    sweep's time limit and cancel), else its members keep their starts."""
     n = starts.shape[0]
     thetas = torch.cat([hidden.expand(n, -1), starts], 1)
     chunk = max(1, FIT_ELEMENTS // (sweep.rows * thetas.shape[1]))
-    fitted, losses = [], []
+    parts, losses, fitted = [], [], []
     for lo in range(0, n, chunk):
         members = torch.arange(lo, min(lo + chunk, n), dtype=torch.long, device=thetas.device)
-        theta, loss = _fit_chunk(sweep, thetas[members], members, out)
-        fitted.append(theta)
+        if go_on():
+            theta, loss = _fit_chunk(sweep, thetas[members], members, out)
+            fitted += [True] * len(members)
+        else:
+            theta = thetas[members]
+            with torch.no_grad():
+                loss = _mean_squares(sweep(theta, members))
+            fitted += [False] * len(members)
+        parts.append(theta)
         losses += loss.tolist()
-    return torch.cat(fitted), losses
+    return torch.cat(parts), losses, fitted
+
+
+#: Members whose fit :meth:`SweepBatch.fit_reserve` times (a batch's cost grows at most in
+#: proportion to its members, so scaling it up errs on the safe side).
+RESERVE_MEMBERS = 8
 
 
 class SweepBatch:
@@ -132,25 +149,25 @@ class SweepBatch:
         return SharedSweepResidual(self.sweep, anchors, self.out)
 
     def fit_reserve(self) -> float:
-        """Twice what fitting every member takes (measured once, at the initial weights)."""
+        """Twice what fitting every member takes: a fit of :data:`RESERVE_MEMBERS` members at the
+        initial weights, timed and scaled to all of them."""
+        few = min(self.count, RESERVE_MEMBERS)
         t0 = time.perf_counter()
-        fit_outputs(self.sweep, self.seed[: self.out.start], self.seed[self.out].expand(self.count, -1), self.out)
+        fit_outputs(self.sweep, self.seed[: self.out.start], self.seed[self.out].expand(few, -1), self.out)
         if self.seed.is_cuda:
             torch.cuda.synchronize(self.seed.device)
-        return 2.0 * (time.perf_counter() - t0)
+        return 2.0 * (time.perf_counter() - t0) * self.count / few
 
     def fit(self, hidden: Tensor, starts: list[Tensor], clock: SweepClock) -> Fit:
-        """Every member's output layer fitted on ``hidden`` at once, unless the sweep's time limit
-        has come or a cancel (then each keeps its interpolated start)."""
-        fitted = clock.left > 0 and not clock.canceled
-        if fitted:
-            thetas, losses = fit_outputs(self.sweep, hidden, torch.stack(starts), self.out)
-        else:
-            thetas = torch.cat([hidden.expand(self.count, -1), torch.stack(starts)], 1)
-            members = torch.arange(self.count, dtype=torch.long, device=thetas.device)
-            with torch.no_grad():
-                losses = _mean_squares(self.sweep(thetas, members)).tolist()
-        return Fit(list(thetas.unbind(0)), losses, [fitted] * self.count)
+        """Every member's output layer fitted on ``hidden``, a chunk of members at a time while
+        the sweep's time limit lasts and no cancel has come (the others keep their interpolated
+        starts)."""
+
+        def go_on() -> bool:
+            return clock.left > 0 and not clock.canceled
+
+        thetas, losses, fitted = fit_outputs(self.sweep, hidden, torch.stack(starts), self.out, go_on)
+        return Fit(list(thetas.unbind(0)), losses, fitted)
 
     def train_own(
         self, fit: Fit, joint: TrainResult, own: list[int], anchors: list[int], clock: SweepClock
