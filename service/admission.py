@@ -76,16 +76,13 @@ def _needs_step(problem: Problem, settings: Settings) -> bool:
     return second_order or (problem.is_sweep and _batch(problem, settings) != 1)
 
 
+def _step(cost: Cost, article: str = "a") -> str:
+    return f"{article} Levenberg-Marquardt step on {cost.rows} residual rows x {cost.params} weights"
+
+
 def _memory(cost: Cost, step: bool, problem: Problem) -> str:
     """What the job's memory goes to, in words."""
-    parts = (
-        [
-            f"a Levenberg-Marquardt step on {cost.rows} residual rows x {cost.params} weights needs about "
-            f"{cost.step_bytes // MIB} MiB"
-        ]
-        if step
-        else []
-    )
+    parts = [f"{_step(cost)} needs about {cost.step_bytes // MIB} MiB"] if step else []
     if cost.members_bytes:
         parts.append(f"the {len(problem.sweep)} members' weights about {cost.members_bytes // MIB} MiB")
     return " and ".join(parts)
@@ -115,7 +112,7 @@ def admit(problem: Problem, settings: Settings) -> None:
     if step and cost.step_s > limit / 2:
         raise LimitError(
             ("options", "time_limit_s"),
-            f"one Levenberg-Marquardt step on {cost.rows} residual rows x {cost.params} weights is estimated at "
-            f"{cost.step_s:.3g} s, more than half of options.time_limit_s ({limit:g} s): raise the time limit, "
-            "or use fewer options.points or a smaller options.network",
+            f"{_step(cost, 'one')} is estimated at {cost.step_s:.3g} s, more than half of "
+            f"options.time_limit_s ({limit:g} s): raise the time limit, or use fewer options.points or a smaller "
+            "options.network",
         )

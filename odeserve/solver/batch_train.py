@@ -106,7 +106,7 @@ class _Systems:
         self.dual = J.shape[1] < J.shape[2]
         bad: Tensor | None = None
         if columns is not None:  # the projection's SVD needs finite rows
-            r, J, bad = _finite(r, J)
+            r, J, bad = finite_members(r, J)
         self.J = J
         self.proj = Projection.of(J, columns) if columns is not None else None
         self.output: Tensor | None = None
@@ -175,7 +175,7 @@ class _Systems:
         return self
 
 
-def _finite(r: Tensor, J: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def finite_members(r: Tensor, J: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """(r, J) with every member whose rows are not all finite zeroed (the SVD of the projection
     would fail on it), and which members those are (:class:`_Systems` gives them a loss that is
     not finite: a trial step there is rejected, and a member that starts there has diverged)."""

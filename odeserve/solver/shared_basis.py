@@ -518,8 +518,7 @@ def solve_shared(
     joint = clock.train(basis.joint(anchors), theta, clock.hooks(lambda it: it), budget, reserve=basis.fit_reserve())
     if joint.outcome == Outcome.DIVERGED:
         return fallback(clock.elapsed, joint.iterations)
-    width = out.stop - out.start
-    outputs = [joint.theta[out.start + j * width : out.start + (j + 1) * width] for j in range(len(anchors))]
+    outputs = list(joint.theta[out.start :].reshape(len(anchors), -1).unbind(0))
     fit = basis.fit(joint.theta[: out.start], _starts(anchors, outputs, basis.count), clock)
     joint.elapsed = clock.elapsed  # the set-up and the fits count as the anchors' seconds
     limit = problem.options.time_limit_s

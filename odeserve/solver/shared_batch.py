@@ -24,9 +24,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from odeserve.network import output_layer
 from odeserve.outcome import Outcome
 from odeserve.problem import Problem
-from odeserve.solver.batch_train import train_batch
+from odeserve.solver.batch_train import finite_members, train_batch
 from odeserve.solver.projection import OutputBlocks, Projection
 from odeserve.solver.shared_basis import Fit, SweepClock, fresh_result, own_result, own_target, progress
 from odeserve.solver.solution import Solution
@@ -82,10 +83,7 @@ def _mean_squares(r: Tensor) -> Tensor:
 def _fit_chunk(sweep: SweepResidual, thetas: Tensor, members: Tensor, out: slice) -> tuple[Tensor, Tensor]:
     """:func:`odeserve.solver.shared_basis.fit_output` for the rows of ``thetas`` at once: each
     member's output layer solved by least squares from its start, with one refinement."""
-    r, J = sweep.jacobian(thetas, members)
-    bad = ~(torch.isfinite(r).all(1) & torch.isfinite(J).flatten(1).all(1))
-    if bool(bad.any()):  # zeroed, so that the SVD takes them (no J-sized copy otherwise)
-        r, J = r.masked_fill(bad.unsqueeze(1), 0.0), J.masked_fill(bad.reshape(-1, 1, 1), 0.0)
+    r, J, bad = finite_members(*sweep.jacobian(thetas, members))
     projection = Projection.of(J, out)
     best, best_loss = thetas, _mean_squares(r).masked_fill(bad, math.inf)
     for _ in range(2):
@@ -142,7 +140,7 @@ class SweepBatch:
         self.problem = problem
         self.sweep, self.trial, self.plan = batch_residual(problem, device)
         self.seed = self.trial.theta.detach()
-        self.out = self.sweep.linear_columns or slice(0, 0)
+        self.out = output_layer(self.trial.sizes)
         self.count = len(problem.sweep)
 
     def joint(self, anchors: list[int]) -> SharedSweepResidual:
