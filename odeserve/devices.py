@@ -32,8 +32,11 @@ def choose_device(setting: str) -> str:
 
 #: How a sweep's members train: as one batch, with shared hidden layers, or one after another.
 SweepTraining = Literal["batched", "shared", "separate"]
-#: The members of a shared-basis sweep that train together (odeserve.solver.shared_basis).
-SHARED_ANCHORS = 4
+#: The members of a shared-basis sweep that train together (odeserve.solver.shared_basis). Three:
+#: over ten network seeds of the 64-member decay sweep, four took 1.8 to 5.0 s (two seeds over 8x
+#: a solo solve, their anchors creeping on for 220 to 280 iterations) and three 1.7 to 3.3 s, the
+#: members that three serve less well training on for a few steps of their own (stop 26).
+SHARED_ANCHORS = 3
 #: A linear sweep trains with shared hidden layers from this many members: with fewer, the
 #: anchors are a large part of the sweep, and one after another (a CPU) or one batch (a GPU) cost
 #: about as much.
@@ -44,7 +47,7 @@ def sweep_training(problem: Problem, device: object) -> SweepTraining:
     """How the sweep ``problem`` trains on ``device`` (a name or a ``torch.device``). A linear
     problem's sweep of :data:`SHARED_FROM_MEMBERS` or more shares its hidden layers on any device
     (:mod:`odeserve.solver.shared_basis`; on a GPU each of its stages is one batch,
-    :mod:`odeserve.solver.shared_batch`): its four anchors train about as many iterations as one
+    :mod:`odeserve.solver.shared_batch`): its three anchors train about as many iterations as one
     solve, where one batch of every member trains until its slowest member converges (twice a
     solo solve's iterations in ``bench.sweep``). Other sweeps train as one batch on a GPU
     (:mod:`odeserve.solver.sweep`) and one after another on a CPU, each as its own solve (a

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from odeserve.network import layer_sizes, parameter_count
+from odeserve.network import layer_sizes, output_layer, parameter_count
 
 if TYPE_CHECKING:
     from odeserve.problem import Problem
@@ -41,13 +41,17 @@ def jacobian_shape(problem: Problem, members: int | None = None) -> tuple[int, i
 
     opts = problem.options
     n_data = sum(len(d.x) for d in problem.data)
-    weights = parameter_count(layer_sizes(opts.network, 1 + len(problem.ranges), len(problem.unknowns)))
+    sizes = layer_sizes(opts.network, 1 + len(problem.ranges), len(problem.unknowns))
+    weights = parameter_count(sizes)
     # A parametric model pairs every point with every value of its parameter grid.
     grid = grid_values(problem) ** len(problem.ranges)
     points = domain_points(problem) * grid + n_data
     if problem.is_inverse:
         points = max(points, min(2 * weights, 4000) + n_data)  # odeserve.solver.uncertainty
     rows = points * len(problem.equations) + len(problem.conditions) * grid + n_data
+    if problem.is_linear and not problem.ranges and not problem.is_inverse:  # odeserve.solver.ridge
+        out = output_layer(sizes)
+        rows += out.stop - out.start
     # A sweep's step is as large as one with its members' rows.
     rows *= max(len(problem.sweep), 1) if members is None else members
     return rows, weights + len(problem.unknown_parameters)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from odeserve import load_problem, solve
-from odeserve.estimate.bound import AGREE, residual_bound
+from odeserve.estimate.bound import AGREE, RESOLUTION, residual_bound
 from odeserve.estimate.residual import Unreliable
 from odeserve.estimate.undetermined import UNDETERMINED, undetermined
 from odeserve.examples import hard_problems
@@ -118,8 +118,9 @@ def test_residual_estimate_where_no_classical_solution_applies(case: str) -> Non
     m = short({**spec, "exact": exact}, 150)
     check_honest(m, "linearized_residual")
     assert m.estimate is not None and m.estimate.note and "no classical solution" in m.estimate.note
-    # Calibrated: pessimistic by its factor, not by orders of magnitude.
-    assert m.estimate.rel_l2 <= 30 * true_rel(m)
+    # Calibrated: pessimistic by its factor, not by orders of magnitude (and claiming nothing
+    # below its resolution: the linear cubic's network is within 2e-15, its ridge's doing).
+    assert m.estimate.rel_l2 <= max(30 * true_rel(m), RESOLUTION)
 
 
 def test_verdict_met_and_not_met() -> None:

@@ -229,7 +229,7 @@ def test_threads_fit_the_work_and_workers_yield_to_the_api(redis_server, start_w
     assert wait_for(lambda: _ended(job), 120) == "finished"
     started = [line for line in worker.log.read_text().splitlines() if '"job started"' in line and job.id in line]
     assert started and '"threads": 1' in started[0], started
-    # The CPU worker trains that (linear) sweep with shared hidden layers: its four anchors'
+    # The CPU worker trains that (linear) sweep with shared hidden layers: its three anchors'
     # step is small enough for one thread.
     job = queue.enqueue(JOB_FUNCTION, with_options(sweep, max_iterations=2), meta={"progress": {"max_iterations": 2}})
     assert wait_for(lambda: _ended(job), 300) == "finished"

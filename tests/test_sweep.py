@@ -258,7 +258,7 @@ def test_sweeps_refuse_lbfgs_and_are_admitted_whatever_the_optimizer() -> None:
     with pytest.raises(LimitError, match="options.points") as refused:
         enforce_limits(load_problem(big), Settings())
     assert "fewer sweep members" in str(refused.value) and "lbfgs" not in str(refused.value)
-    # On a CPU-only server its members train with shared hidden layers: four anchors per step.
+    # On a CPU-only server its members train with shared hidden layers: three anchors per step.
     enforce_limits(load_problem(big), Settings(device="cpu"))
     with pytest.raises(LimitError, match="fewer sweep members"):
         enforce_limits(load_problem({**big, "options": {**big["options"], "optimizer": "lm"}}), Settings())

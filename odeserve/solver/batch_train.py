@@ -264,6 +264,8 @@ def train_batch(residual: BatchResidual, theta0: Tensor, options: Options, hooks
     Levenberg-Marquardt (``optimizer`` 'lm') or Adam alone ('adam'); 'lbfgs' has no batched
     form here (a sweep with it is refused when the problem is analysed)."""
     batch = _Batch(theta0, options, hooks)
+    for run in batch.runs:  # a linear problem's converged members stop as its solo solves do
+        run.projected = residual.linear_columns is not None
     adam_steps = options.max_iterations if options.optimizer == "adam" else options.adam_iterations
     theta = _adam(residual, theta0, batch, options, adam_steps)
     if batch.active and options.optimizer != "adam":

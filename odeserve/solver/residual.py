@@ -162,6 +162,14 @@ class Residual:
         ]
 
     @property
+    def rows(self) -> int:
+        """The residual's rows: the equations at the points, the penalty conditions (at each
+        parameter value of the grid), the data."""
+        n_grid = 1 if self.grid is None else self.grid.shape[0]
+        data = self.data.count if self.data is not None else 0
+        return len(self.x) * len(self.problem.equations) + len(self.penalty) * n_grid + data
+
+    @property
     def linear_columns(self) -> slice | None:
         """The output layer's columns of theta for a linear problem, in which the residual is
         then affine (:mod:`odeserve.solver.projection`); None otherwise."""

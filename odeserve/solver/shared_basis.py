@@ -19,8 +19,8 @@ time left and the iterations the anchors left): one whose fitted loss is more th
 times the worst anchor's and above ``SERVED_LOSS``, or above ``STALL_LOSS`` (an anchor too).
 It stops once its loss is down to that level too (:func:`own_target`), as the fitted members'
 are: usually within a few steps, where training on to the end of a solve's slow tail cost
-about a solo solve per member (and, with four anchors, how many members need it depends on the
-network's seed: 0 to 58 of 64 decay members, BENCHMARKS.md "Sweeps"). Where the anchors' run
+about a solo solve per member (and how many members need it depends on the network's seed:
+0 to 61 of 64 decay members with three anchors, BENCHMARKS.md "Sweeps"). Where the anchors' run
 itself stalls (one basis cannot serve them: a family too wide for the network), every member
 above ``SERVED_LOSS`` trains from the seed as its separate solve would (the same weights). So a
 family that one basis serves costs the anchors' training and a fit per member, plus a few steps
@@ -68,8 +68,9 @@ from odeserve.outcome import Outcome
 from odeserve.parametric import chebyshev_points, domain_points, fixed_at
 from odeserve.problem import Problem
 from odeserve.solver.constraints import ConstraintPlan
-from odeserve.solver.projection import LinearColumns, OutputBlocks, Projection
+from odeserve.solver.projection import LinearColumns, OutputBlocks, Projection, all_finite
 from odeserve.solver.residual import Residual
+from odeserve.solver.ridge import Ridged
 from odeserve.solver.solution import Solution
 from odeserve.solver.train import STALL_LOSS, ResidualModel, TrainResult, train
 from odeserve.solver.trial import Trial
@@ -77,9 +78,10 @@ from odeserve.spec import Options
 
 #: A member whose loss after its fit exceeds this many times the worst anchor's trains on its own.
 PROMOTE = 10.0
-#: ... unless its loss is at most this (mean squared scaled residual): as far as solo solves of
-#: the public problems go (they stop between 1e-27 and 1e-19), so training on would not pay.
-SERVED_LOSS = 1e-20
+#: ... unless its loss is at most this (mean squared scaled residual): where solo solves of the
+#: public problems stop (1e-27 to 1e-21 with the output layer's ridge, :mod:`odeserve.solver.ridge`;
+#: a member at 1e-24 is within about 1e-12 of the solution), so training on would not pay.
+SERVED_LOSS = 1e-24
 
 
 @dataclass
@@ -90,7 +92,7 @@ class Member:
     problem: Problem
     trial: Trial
     plan: ConstraintPlan
-    residual: Residual
+    residual: Residual | Ridged
 
 
 def anchor_indices(n: int, count: int = SHARED_ANCHORS) -> list[int]:
@@ -104,14 +106,14 @@ class SharedResidual:
     """The anchors' residuals stacked, as one residual of ``[h, w_1, ..., w_A]``: the hidden
     layers once, then each anchor's output layer. Affine in all the output layers together."""
 
-    def __init__(self, residuals: list[Residual], out: slice) -> None:
+    def __init__(self, residuals: list[Residual | Ridged], out: slice) -> None:
         self.residuals = residuals
         self.hidden = out.start
         self.width = out.stop - out.start
         columns = slice(self.hidden, self.hidden + len(residuals) * self.width)
-        # Each anchor's rows: its equations at the points, then its penalty conditions (a member
-        # whose hard conditions are ill-conditioned takes them as penalties: more rows).
-        rows = {len(r.x) * len(r.problem.equations) + len(r.penalty) for r in residuals}
+        # Each anchor's rows: its equations at the points, its penalty conditions (a member
+        # whose hard conditions are ill-conditioned takes them as penalties: more rows), its ridge.
+        rows = {r.rows for r in residuals}
         self.linear_columns: LinearColumns | None = OutputBlocks(columns, len(residuals)) if len(rows) == 1 else columns
 
     def member(self, theta: Tensor, i: int) -> Tensor:
@@ -159,7 +161,7 @@ def _mean_square(r: Tensor) -> float:
     return float(r @ r) / max(r.numel(), 1)
 
 
-def fit_output(residual: Residual, hidden: Tensor, start: Tensor) -> tuple[Tensor, float]:
+def fit_output(residual: Residual | Ridged, hidden: Tensor, start: Tensor) -> tuple[Tensor, float]:
     """The member's weights with the hidden layers ``hidden`` and its output layer solved by least
     squares from ``start`` (one refinement: the residual of the first solution, solved again),
     and its loss (mean squared residual)."""
@@ -167,7 +169,7 @@ def fit_output(residual: Residual, hidden: Tensor, start: Tensor) -> tuple[Tenso
     columns = residual.linear_columns
     assert columns is not None
     r, J = residual.jacobian(theta)
-    if not bool(torch.isfinite(r).all() and torch.isfinite(J).all()):
+    if not (all_finite(r) and all_finite(J)):
         return theta, math.inf
     projection = Projection.of(J, columns)
     best, best_loss = theta, _mean_square(r)

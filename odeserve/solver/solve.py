@@ -21,6 +21,7 @@ from odeserve.solver.escalate import solve_escalating
 from odeserve.solver.inverse import DataRows, ParameterMap, collocation_with_data
 from odeserve.solver.marching import FitResidual, Offsets, march, warm_fit
 from odeserve.solver.residual import Residual
+from odeserve.solver.ridge import Ridged
 from odeserve.solver.solution import Solution
 from odeserve.solver.train import STALL_LOSS, train
 from odeserve.solver.trial import Trial
@@ -147,12 +148,17 @@ def train_attempt(
     return Solution(problem, trial, plan, result, warm_start=warm)
 
 
-def _residual(problem: Problem, trial: Trial, plan: ConstraintPlan, xs: np.ndarray, eq_scales: np.ndarray) -> Residual:
+def _residual(
+    problem: Problem, trial: Trial, plan: ConstraintPlan, xs: np.ndarray, eq_scales: np.ndarray
+) -> Residual | Ridged:
     """The residual on the points ``xs`` and, for a parametric model, every combination of the
-    training grid's parameter values with them."""
+    training grid's parameter values with them; a plain linear problem's with the ridge on its
+    output layer (:mod:`odeserve.solver.ridge`)."""
     like = trial.theta
     if not problem.is_parametric:
-        return Residual(problem, trial, plan, torch.as_tensor(xs).to(like), eq_scales)
+        plain = Residual(problem, trial, plan, torch.as_tensor(xs).to(like), eq_scales)
+        columns = plain.linear_columns
+        return plain if columns is None else Ridged(plain, columns)
     grid = training_grid(problem)
     rows, q = collocation_rows(xs, grid)
     as_t = lambda a: torch.as_tensor(a).to(like)  # noqa: E731

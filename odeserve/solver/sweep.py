@@ -43,13 +43,15 @@ from odeserve.parametric import chebyshev_points, fixed_at
 from odeserve.problem import Problem
 from odeserve.solver.constraints import ConstraintPlan
 from odeserve.solver.residual import penalty_points, point_env, run_torch
+from odeserve.solver.ridge import ridge_jacobian, ridge_rows
 from odeserve.solver.solution import Solution
 from odeserve.solver.train import TrainResult
 from odeserve.solver.trial import Trial
 
 
 class SweepResidual:
-    """r(theta_b) of every member b at once: (b, R) rows, equations then penalty conditions."""
+    """r(theta_b) of every member b at once: (b, R) rows, equations, penalty conditions, then a
+    linear problem's ridge rows (:mod:`odeserve.solver.ridge`)."""
 
     def __init__(self, problem: Problem, trial: Trial, plan: ConstraintPlan, x: Tensor, eq_scales: Any) -> None:
         self.problem = problem
@@ -70,7 +72,10 @@ class SweepResidual:
 
     @property
     def rows(self) -> int:
-        return len(self.x) * len(self.problem.equations) + len(self.penalty)
+        """Each member's rows: equations, penalty conditions, and a linear problem's ridge."""
+        columns = self.linear_columns
+        ridge = 0 if columns is None else columns.stop - columns.start
+        return len(self.x) * len(self.problem.equations) + len(self.penalty) + ridge
 
     def _equations(self, th: Tensor, members: Tensor) -> list[Tensor]:
         """Per equation, (b * n,) scaled residuals; ``th`` holds one weight row per point."""
@@ -109,7 +114,12 @@ class SweepResidual:
         eq, pen = self._copies(theta, grad=False)
         parts = [r.reshape(b, n) for r in self._equations(eq, members)]
         parts += [p.reshape(b, 1) for p in self._penalties(pen, members)]
-        return torch.cat(parts, 1)
+        return torch.cat(parts + self._ridge(theta), 1)
+
+    def _ridge(self, theta: Tensor) -> list[Tensor]:
+        """A linear problem's ridge rows (b, W) (:mod:`odeserve.solver.ridge`); none otherwise."""
+        columns = self.linear_columns
+        return [] if columns is None else [ridge_rows(theta.detach(), columns)]
 
     def linearized(self, theta: Tensor, members: Tensor) -> tuple[Tensor, Callable[[], Tensor]]:
         """(r (b, R), J): the rows from one taped forward pass, and a function that finishes
@@ -121,6 +131,8 @@ class SweepResidual:
         eqs = self._equations(eq, members)
         pens = self._penalties(pen, members)
         r = torch.cat([v.detach().reshape(b, n) for v in eqs] + [p.detach().reshape(b, 1) for p in pens], 1)
+        r = torch.cat([r] + self._ridge(theta), 1)
+        columns = self.linear_columns
 
         def jacobian() -> Tensor:
             blocks, last = [], len(eqs) + len(pens) - 1
@@ -130,6 +142,8 @@ class SweepResidual:
             for i, p in enumerate(pens):
                 (g,) = torch.autograd.grad(p.sum(), pen, retain_graph=len(eqs) + i < last)
                 blocks.append(g.reshape(b, -1, P).sum(1, keepdim=True))
+            if columns is not None:
+                blocks.append(ridge_jacobian(blocks[0], columns))
             return torch.cat(blocks, 1)
 
         return r, jacobian

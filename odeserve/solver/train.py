@@ -37,6 +37,12 @@ _LM_PATIENCE = 50
 #: by tiny relative gains until the budget is spent).
 _PLATEAU_FACTOR = 2.0
 _PLATEAU_WINDOW = 1000
+#: ... and for a linear problem's Levenberg-Marquardt steps once the loss is below the stall loss
+#: (converged), this many: there a run reaches its
+#: rounding floor within a few steps of its last real gain, and then, with the loss fluctuating
+#: by its rounding error, every step that the noise lets through counted as progress, so that the
+#: patience rule ran on for 50 to 90 iterations more (a third to half of a default solve).
+_CONVERGED_WINDOW = 25
 #: A run that ends for lack of progress with its loss (mean squared scaled residual) above this
 #: has stalled rather than converged: its residual is far from the network's attainable floor.
 STALL_LOSS = 1e-10
@@ -101,6 +107,9 @@ class _Run:
             self.best_loss = float(resume["best_loss"])
             self.best_theta = resume.get("best_theta")
             self.history = [(int(i), float(v), float(t)) for i, v, t in resume["history"].tolist()]
+        #: Whether the short plateau window applies once converged (a linear problem's run,
+        #: :data:`_CONVERGED_WINDOW`); set by the phase that knows.
+        self.projected = False
         self.plateau_loss = float(resume.get("plateau_loss", math.inf)) if resume is not None else math.inf
         self.plateau_since = int(resume.get("plateau_since", self.iteration)) if resume is not None else 0
         self.last_checkpoint = time.perf_counter()
@@ -152,18 +161,26 @@ class _Run:
             self.stop = (Outcome.BUDGET, f"used the iteration budget ({opts.max_iterations})")
         elif elapsed >= opts.time_limit_s:
             self.stop = (Outcome.TIME_LIMIT, f"reached the time limit ({opts.time_limit_s:g} s)")
-        elif phase != "adam" and self._plateaued():
+        elif phase != "adam" and self._plateaued(phase):
             self.stop = self.no_progress(
-                f"the loss fell by less than {_PLATEAU_FACTOR:g}x over the last {_PLATEAU_WINDOW} iterations"
+                f"the loss fell by less than {_PLATEAU_FACTOR:g}x over the last {self._window(phase)} iterations"
             )
         return self.stop is not None
 
-    def _plateaued(self) -> bool:
+    def _plateaued(self, phase: Phase) -> bool:
         """The plateau rule (second-order phases): no factor-2 gain within the window."""
         if self.best_loss * _PLATEAU_FACTOR <= self.plateau_loss:
             self.plateau_loss, self.plateau_since = self.best_loss, self.iteration
             return False
-        return self.iteration - self.plateau_since >= _PLATEAU_WINDOW
+        return self.iteration - self.plateau_since >= self._window(phase)
+
+    def _window(self, phase: Phase) -> int:
+        """The plateau window: a short one for a linear problem's Levenberg-Marquardt steps once
+        the loss is below the stall loss. (A nonlinear problem's plain steps, and L-BFGS's, creep
+        on usefully there: the nonlinear test problem's loss falls from 1e-12 for hundreds of
+        steps more, and its error with it.)"""
+        short = phase == "lm" and self.projected and self.best_loss <= self.stall_loss
+        return _CONVERGED_WINDOW if short else _PLATEAU_WINDOW
 
     def no_progress(self, why: str) -> tuple[Outcome, str]:
         """How a run that stopped making progress ended: converged at a small loss, else stalled."""
@@ -321,6 +338,7 @@ def _levenberg_marquardt(residual: ResidualModel, theta: Tensor, run: _Run, resu
     jac = _jacobian_function(residual, run.options.compile)
     evaluate: Callable[[Tensor], Tensor] = torch.compile(residual, dynamic=False) if run.options.compile else residual
     base, columns, retaken = theta.detach().clone(), residual.linear_columns, False
+    run.projected = columns is not None
     point = iterate_at(base, *jac(base), columns)
     recorded = _recorded(evaluate, point)
     n = point.system.r.numel()

@@ -1,0 +1,86 @@
+"""A ridge on a linear problem's output layer: rows ``RIDGE * w`` appended to the residual.
+
+Each Levenberg-Marquardt step of a linear problem solves the output layer w exactly
+(:mod:`odeserve.solver.projection`). Where the hidden layers' features are nearly dependent, that
+least-squares solution is large and cancelling: output weights of 1e4 to 1e6 on the public
+problems. The network's rounding error, about eps * |w| times the features' size, then sets the
+loss's floor (1e-20 to 1e-24) and the error (1e-10 to 1e-12), however long training goes on.
+
+With rows ``RIDGE * w`` in the residual (Tikhonov regularisation), large weights cost: the steps
+move the hidden layers towards features that represent the solution with weights of order one,
+whose rounding error is a million times smaller. Measured on the public problems (two seeds
+each): errors 5e-16 to 4e-14 against 5e-15 to 1.7e-11 without, and the output weights of order
+1 to 100 instead of 1e2 to 3e5 (BENCHMARKS.md, "Default solves"). A shared-basis sweep's
+anchors, whose features serve several members at once, gain most: without it, half of ten
+network seeds left four anchors at losses of 1e-21, and 12 to 42 of their 64 members more than
+10x less accurate than their separate solves (none with it, BENCHMARKS.md "Sweeps").
+
+``RIDGE = 1e-12``: weights of order one add about 1e-24 / rows each to the loss (the mean
+square over all rows, these included), under the default target 1e-26 with ~ 25 weights over
+~ 150 rows; 1e-10 kept every run above the target until the budget, 1e-14 was too weak to stop
+weights of 1e5. The recorded loss includes these rows: it is what training minimises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from odeserve.solver.residual import Residual
+
+#: The ridge's weight: rows RIDGE * w of the output layer w (module doc).
+RIDGE = 1e-12
+
+
+def ridge_rows(theta: Tensor, columns: slice) -> Tensor:
+    """The ridge rows of weights ``theta`` (..., P): RIDGE * w (..., W)."""
+    return RIDGE * theta[..., columns]
+
+
+def ridge_jacobian(like: Tensor, columns: slice) -> Tensor:
+    """The ridge rows' Jacobian (..., W, P) for a Jacobian ``like`` (..., R, P): RIDGE on the
+    output layer's diagonal, zero elsewhere."""
+    width = columns.stop - columns.start
+    block = like.new_zeros(*like.shape[:-2], width, like.shape[-1])
+    block[..., range(width), range(columns.start, columns.stop)] = RIDGE
+    return block
+
+
+class Ridged:
+    """A linear problem's residual with the ridge rows of its output layer appended (the
+    :class:`odeserve.solver.train.ResidualModel` interface)."""
+
+    def __init__(self, residual: Residual, columns: slice) -> None:
+        self.residual = residual
+        self.columns = columns
+        #: The rows with the ridge's.
+        self.rows = residual.rows + columns.stop - columns.start
+
+    @property
+    def linear_columns(self) -> slice:
+        return self.columns
+
+    def __call__(self, theta: Tensor) -> Tensor:
+        return _cat(self.residual(theta), ridge_rows(theta, self.columns))
+
+    def jacobian(self, theta: Tensor) -> tuple[Tensor, Tensor]:
+        return self._with_rows(theta, *self.residual.jacobian(theta))
+
+    def jacobian_functional(self, theta: Tensor) -> tuple[Tensor, Tensor]:
+        return self._with_rows(theta, *self.residual.jacobian_functional(theta))
+
+    def linearized(self, theta: Tensor) -> tuple[Tensor, Callable[[], tuple[Tensor, Tensor]]] | None:
+        lin = self.residual.linearized(theta)
+        if lin is None:
+            return None
+        r, finish = lin
+        return _cat(r, ridge_rows(theta.detach(), self.columns)), lambda: self._with_rows(theta, *finish())
+
+    def _with_rows(self, theta: Tensor, r: Tensor, J: Tensor) -> tuple[Tensor, Tensor]:
+        return _cat(r, ridge_rows(theta.detach(), self.columns)), _cat(J, ridge_jacobian(J, self.columns))
+
+
+def _cat(a: Tensor, b: Tensor) -> Tensor:
+    return torch.cat([a, b.to(a)])
