@@ -47,7 +47,7 @@ class Cost:
 
 def _batch(problem: Problem, settings: Settings) -> int | None:
     """How many members of a sweep one step holds on this server's workers: on a CPU-only server
-    (``ODESERVE_DEVICE=cpu``) the CPU's way (``odeserve.devices.sweep_training``: four anchors
+    (``ODESERVE_DEVICE=cpu``) the CPU's way (``odeserve.devices.sweep_training``: three anchors
     of a linear sweep, else one member); otherwise, None, every member (a GPU worker's batch:
     the API cannot tell whether a worker has a GPU)."""
     if not problem.is_sweep or settings.device != "cpu":

@@ -22,6 +22,7 @@ from odeserve.hooks import Hooks, Phase, Step
 from odeserve.outcome import Outcome
 from odeserve.solver.adam import Adam
 from odeserve.solver.projection import Projection, model_decrease
+from odeserve.solver.ridge import ridged
 from odeserve.solver.train import STALL_LOSS, TrainResult, _Damping, _Run
 from odeserve.spec import Options
 
@@ -265,7 +266,7 @@ def train_batch(residual: BatchResidual, theta0: Tensor, options: Options, hooks
     form here (a sweep with it is refused when the problem is analysed)."""
     batch = _Batch(theta0, options, hooks)
     for run in batch.runs:  # a linear problem's converged members stop as its solo solves do
-        run.projected = residual.linear_columns is not None
+        run.ridged = ridged(residual)
     adam_steps = options.max_iterations if options.optimizer == "adam" else options.adam_iterations
     theta = _adam(residual, theta0, batch, options, adam_steps)
     if batch.active and options.optimizer != "adam":

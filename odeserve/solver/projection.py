@@ -14,9 +14,9 @@ projection step, 1975):
 
 with ``P = I - A A^+`` the projection off A's columns. That is a plain damped step for the
 residual ``P r`` and the Jacobian ``P H`` (:func:`odeserve.solver.damped.damped_solver`), then a
-back-substitution. On the public problems with default options the hidden layers stop improving
-after 80 to 110 steps instead of running the whole budget of 1,900, and the answer is 10 to
-100,000 times more accurate (BENCHMARKS.md, "Default solves"): plain Levenberg-Marquardt damps
+back-substitution. On the public problems with default options the hidden layers stopped improving
+after 3 to 92 steps instead of running the whole budget of 1,900 (30 to 170 since the output
+layer's ridge, :mod:`odeserve.solver.ridge`), and the answer was 330 to 134,000 times more accurate (BENCHMARKS.md, "Default solves"): plain Levenberg-Marquardt damps
 the output layer too, which leaves it short of its optimum in the directions that the Gram
 matrix barely sees, and that is where its slow tail of steps was spent.
 
@@ -75,6 +75,16 @@ class Projection:
             out = torch.baddbmm(self.J, self.Q, qtj, alpha=-1.0)
         out[..., self.columns] = 0.0
         return out
+
+    def hidden_block(self) -> Tensor:
+        """P H without the output columns (..., R, P - W): one new tensor of that size, the
+        hidden columns gathered and projected in place (no J-sized temporary)."""
+        H = _without(self.J, self.columns)
+        return (
+            H.addmm_(self.Q, self.Q.mT @ H, alpha=-1.0)
+            if H.dim() == 2
+            else H.baddbmm_(self.Q, self.Q.mT @ H, alpha=-1.0)
+        )
 
     def complete(self, r: Tensor, s: Tensor) -> Tensor:
         """The step s (..., P) with its output block, zero so far, set to -A^+ (r + H s)."""
@@ -153,9 +163,20 @@ class BlockProjection:
         out[:, self.columns] = 0.0
         return out
 
+    def hidden_block(self) -> Tensor:
+        H = _without(self.J, self.columns)
+        Hb = H.reshape(self.Q.shape[0], self.Q.shape[1], -1)
+        Hb.baddbmm_(self.Q, self.Q.mT @ Hb, alpha=-1.0)
+        return H
+
     def complete(self, r: Tensor, s: Tensor) -> Tensor:
         s[self.columns] = self.correction(r + self.J @ s)
         return s
+
+
+def _without(J: Tensor, columns: slice) -> Tensor:
+    """J's columns outside ``columns``, as a new tensor."""
+    return torch.cat([J[..., : columns.start], J[..., columns.stop :]], -1)
 
 
 def projection_of(J: Tensor, columns: LinearColumns) -> Projection | BlockProjection:
@@ -184,11 +205,10 @@ class ProjectedSolver:
         # P H is zero in the output block, so the inner step is too: the inner system is taken
         # without those columns (a shared-basis sweep's anchors have 100 of 748; with more rows
         # than hidden weights it is then the smaller of its two forms).
-        self._out = output_columns(columns)
-        H = self._proj.hidden()
-        self._inner: DampedSolver = damped_solver(
-            self.r, torch.cat([H[:, : self._out.start], H[:, self._out.stop :]], 1)
-        )
+        out = output_columns(columns)
+        self._out = out if out.stop - out.start < J.shape[-1] else None  # None: no hidden layer
+        inner = self._proj.hidden() if self._out is None else self._proj.hidden_block()
+        self._inner: DampedSolver = damped_solver(self.r, inner)
         self.dual, self.lapack = self._inner.dual, self._inner.lapack
 
     def initial_mu(self) -> float:
@@ -198,8 +218,9 @@ class ProjectedSolver:
         inner = self._inner.step(mu)
         if inner is None:
             return None
-        inner, out = inner.to(self.r), self._out
-        s = torch.cat([inner[: out.start], inner.new_zeros(out.stop - out.start), inner[out.start :]])
+        s, out = inner.to(self.r), self._out
+        if out is not None:
+            s = torch.cat([s[: out.start], s.new_zeros(out.stop - out.start), s[out.start :]])
         s = self._proj.complete(self.r, s)
         return s if bool(torch.isfinite(s).all()) else None
 

@@ -8,17 +8,20 @@ loss's floor (1e-20 to 1e-24) and the error (1e-10 to 1e-12), however long train
 
 With rows ``RIDGE * w`` in the residual (Tikhonov regularisation), large weights cost: the steps
 move the hidden layers towards features that represent the solution with weights of order one,
-whose rounding error is a million times smaller. Measured on the public problems (two seeds
-each): errors 5e-16 to 4e-14 against 5e-15 to 1.7e-11 without, and the output weights of order
-1 to 100 instead of 1e2 to 3e5 (BENCHMARKS.md, "Default solves"). A shared-basis sweep's
-anchors, whose features serve several members at once, gain most: without it, half of ten
-network seeds left four anchors at losses of 1e-21, and 12 to 42 of their 64 members more than
-10x less accurate than their separate solves (none with it, BENCHMARKS.md "Sweeps").
+whose rounding error is a thousand to a million times smaller. Default solves of the public
+problems: errors 5.0e-16 to 2.1e-12 against 1.3e-14 to 1.0e-11 without, 2-1,600x smaller, and
+output weights of order 1 to 200 instead of 1e2 to 3e5 (BENCHMARKS.md, "Default solves"). A
+shared-basis sweep's anchors, whose features serve several members at once, gain most: without
+it, the joint runs traced stopped at losses of 1e-22 to 1e-20 (output weights up to 1.8e6), and
+for four network seeds of ten, 12 to 42 of the 64 decay members were more than 10x less accurate
+than their separate solves (none with it, BENCHMARKS.md "Sweeps").
 
-``RIDGE = 1e-12``: weights of order one add about 1e-24 / rows each to the loss (the mean
-square over all rows, these included), under the default target 1e-26 with ~ 25 weights over
-~ 150 rows; 1e-10 kept every run above the target until the budget, 1e-14 was too weak to stop
-weights of 1e5. The recorded loss includes these rows: it is what training minimises.
+``RIDGE = 1e-12``: the rows add 1e-24 * |w|^2 / rows to the loss (the mean square over all
+rows, these included): the default target 1e-26 for |w|^2 up to about 1.5 over 153 rows
+(decay_t ends at 1.4, its loss then 94% the ridge's); with larger weights the loss stays above
+the target and a converged run ends on the short plateau window (``_CONVERGED_WINDOW``). 1e-10
+kept every run above the target until the budget; 1e-14 was too weak to stop weights of 1e5.
+The recorded loss includes these rows: it is what training minimises.
 """
 
 from __future__ import annotations
@@ -48,9 +51,17 @@ def ridge_jacobian(like: Tensor, columns: slice) -> Tensor:
     return block
 
 
+def ridged(residual: object) -> bool:
+    """Whether ``residual`` (a :class:`odeserve.solver.train.ResidualModel`, single or batched)
+    ends with the ridge rows: its converged runs stop on the short plateau window."""
+    return bool(getattr(residual, "ridged", False))
+
+
 class Ridged:
     """A linear problem's residual with the ridge rows of its output layer appended (the
     :class:`odeserve.solver.train.ResidualModel` interface)."""
+
+    ridged = True
 
     def __init__(self, residual: Residual, columns: slice) -> None:
         self.residual = residual

@@ -70,7 +70,7 @@ from odeserve.problem import Problem
 from odeserve.solver.constraints import ConstraintPlan
 from odeserve.solver.projection import LinearColumns, OutputBlocks, Projection, all_finite
 from odeserve.solver.residual import Residual
-from odeserve.solver.ridge import Ridged
+from odeserve.solver.ridge import Ridged, ridged
 from odeserve.solver.solution import Solution
 from odeserve.solver.train import STALL_LOSS, ResidualModel, TrainResult, train
 from odeserve.solver.trial import Trial
@@ -78,9 +78,10 @@ from odeserve.spec import Options
 
 #: A member whose loss after its fit exceeds this many times the worst anchor's trains on its own.
 PROMOTE = 10.0
-#: ... unless its loss is at most this (mean squared scaled residual): where solo solves of the
-#: public problems stop (1e-27 to 1e-21 with the output layer's ridge, :mod:`odeserve.solver.ridge`;
-#: a member at 1e-24 is within about 1e-12 of the solution), so training on would not pay.
+#: ... unless its loss is at most this (mean squared scaled residual, with the output layer's
+#: ridge: :mod:`odeserve.solver.ridge`): about where solo solves of the public problems stop
+#: (1e-27 to 1e-21, much of it the ridge's), so training on would not pay (64 decay members so
+#: trained were within 1.8e-12 of the exact solution, BENCHMARKS.md "Sweeps").
 SERVED_LOSS = 1e-24
 
 
@@ -114,6 +115,7 @@ class SharedResidual:
         # Each anchor's rows: its equations at the points, its penalty conditions (a member
         # whose hard conditions are ill-conditioned takes them as penalties: more rows), its ridge.
         rows = {r.rows for r in residuals}
+        self.ridged = all(ridged(r) for r in residuals)
         self.linear_columns: LinearColumns | None = OutputBlocks(columns, len(residuals)) if len(rows) == 1 else columns
 
     def member(self, theta: Tensor, i: int) -> Tensor:

@@ -50,6 +50,7 @@ class SharedSweepResidual:
         self.hidden, self.width, self.count = out.start, out.stop - out.start, len(anchors)
         columns = slice(self.hidden, self.hidden + self.count * self.width)
         self.linear_columns = OutputBlocks(columns, self.count)  # every member has the sweep's rows
+        self.ridged = sweep.ridged
 
     def thetas(self, theta: Tensor) -> Tensor:
         """(A, P): each anchor's own weights, the hidden layers and its output layer."""

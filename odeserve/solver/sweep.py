@@ -71,6 +71,11 @@ class SweepResidual:
         return output_layer(self.trial.sizes) if self.problem.is_linear else None
 
     @property
+    def ridged(self) -> bool:
+        """Whether the rows end with the output layer's ridge (a linear problem's)."""
+        return self.linear_columns is not None
+
+    @property
     def rows(self) -> int:
         """Each member's rows: equations, penalty conditions, and a linear problem's ridge."""
         columns = self.linear_columns
@@ -117,9 +122,10 @@ class SweepResidual:
         return torch.cat(parts + self._ridge(theta), 1)
 
     def _ridge(self, theta: Tensor) -> list[Tensor]:
-        """A linear problem's ridge rows (b, W) (:mod:`odeserve.solver.ridge`); none otherwise."""
+        """A linear problem's ridge rows (b, W) (:mod:`odeserve.solver.ridge`); none otherwise.
+        Differentiable (a batch's Adam steps take their gradient, as a solo solve's do)."""
         columns = self.linear_columns
-        return [] if columns is None else [ridge_rows(theta.detach(), columns)]
+        return [] if columns is None else [ridge_rows(theta, columns)]
 
     def linearized(self, theta: Tensor, members: Tensor) -> tuple[Tensor, Callable[[], Tensor]]:
         """(r (b, R), J): the rows from one taped forward pass, and a function that finishes
@@ -131,7 +137,7 @@ class SweepResidual:
         eqs = self._equations(eq, members)
         pens = self._penalties(pen, members)
         r = torch.cat([v.detach().reshape(b, n) for v in eqs] + [p.detach().reshape(b, 1) for p in pens], 1)
-        r = torch.cat([r] + self._ridge(theta), 1)
+        r = torch.cat([r] + [t.detach() for t in self._ridge(theta)], 1)
         columns = self.linear_columns
 
         def jacobian() -> Tensor:
