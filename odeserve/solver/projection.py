@@ -255,28 +255,17 @@ def all_finite(t: Tensor) -> bool:
     return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
 
 
-#: The largest output weight an exactly solved output layer may take; beyond it the iterate is
-#: the plain one (a Levenberg-Marquardt step damps that layer too). Where the problem is stiff or
-#: has a boundary layer, the least-squares layer took weights of 1e11 to 1e13, whose rounding
-#: (eps * |w|, 1e-3 and more) left the first attempts of stiff_1000 and boundary_layer_1e-2 at
-#: 1.5e-4 and 1.6e12 where plain steps reach 4e-9 and 2e-9 (BENCHMARKS.md, "Hard problems").
-#: With the ridge (:mod:`odeserve.solver.ridge`) the public problems end with weights of 200 at
-#: most, and never reach it.
-OUTPUT_CAP = 1e6
-
-
 def iterate_at(base: Tensor, r: Tensor, J: Tensor, columns: LinearColumns | None) -> Iterate:
     """The iterate at ``base`` from its residual and Jacobian: with ``columns`` (the output
     layer of a linear problem) that layer solved exactly and eliminated from the steps. Where r
     or J is not finite, the plain iterate (its loss is not finite either: a trial step there is
-    rejected, and a run that starts there has diverged); where the solved layer would have a
-    weight above :data:`OUTPUT_CAP`, the plain iterate too."""
-    if columns is not None and all_finite(r) and all_finite(J):
+    rejected, and a run that starts there has diverged)."""
+    if columns is None or not (all_finite(r) and all_finite(J)):
+        system: DampedSolver = damped_solver(r, J)
+        theta = base
+    else:
         projected = ProjectedSolver(r, J, columns)
         theta = base.clone()
-        out = output_columns(columns)
-        theta[out] += projected.output
-        if float(theta[out].abs().max()) <= OUTPUT_CAP:
-            return Iterate(base, theta, projected, 0.5 * float(projected.r @ projected.r))
-    system = damped_solver(r, J)
-    return Iterate(base, base, system, 0.5 * float(system.r @ system.r))
+        theta[output_columns(columns)] += projected.output
+        system = projected
+    return Iterate(base, theta, system, 0.5 * float(system.r @ system.r))
