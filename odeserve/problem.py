@@ -121,6 +121,13 @@ class Problem:
         return self.equations_are_linear and all(is_affine(c.residual, _is_point) for c in self.conditions)
 
     @property
+    def has_ridge(self) -> bool:
+        """Whether training adds the ridge rows of the output layer to the residual
+        (odeserve.solver.ridge): a linear problem's, unless parametric or inverse (a sweep's
+        members are plain problems)."""
+        return self.is_linear and not self.is_parametric and not self.is_inverse
+
+    @property
     def equations_are_linear(self) -> bool:
         """Whether every equation is affine in the unknowns and their derivatives (the
         conditions aside): then a boundary-value problem with affine conditions has at most one

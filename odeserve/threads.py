@@ -49,7 +49,7 @@ def jacobian_shape(problem: Problem, members: int | None = None) -> tuple[int, i
     if problem.is_inverse:
         points = max(points, min(2 * weights, 4000) + n_data)  # odeserve.solver.uncertainty
     rows = points * len(problem.equations) + len(problem.conditions) * grid + n_data
-    if problem.is_linear and not problem.ranges and not problem.is_inverse:  # odeserve.solver.ridge
+    if problem.has_ridge:  # odeserve.solver.ridge
         out = output_layer(sizes)
         rows += out.stop - out.start
     # A sweep's step is as large as one with its members' rows.

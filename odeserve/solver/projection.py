@@ -14,9 +14,10 @@ projection step, 1975):
 
 with ``P = I - A A^+`` the projection off A's columns. That is a plain damped step for the
 residual ``P r`` and the Jacobian ``P H`` (:func:`odeserve.solver.damped.damped_solver`), then a
-back-substitution. On the public problems with default options the hidden layers stopped improving
-after 3 to 92 steps instead of running the whole budget of 1,900 (30 to 170 since the output
-layer's ridge, :mod:`odeserve.solver.ridge`), and the answer was 330 to 134,000 times more accurate (BENCHMARKS.md, "Default solves"): plain Levenberg-Marquardt damps
+back-substitution. On the public problems with default options the hidden layers stopped
+improving after 3 to 92 steps instead of running the whole budget of 1,900 (30 to 170 since the
+output layer's ridge, :mod:`odeserve.solver.ridge`), and the answer was 330 to 134,000 times
+more accurate (BENCHMARKS.md, "Default solves"): plain Levenberg-Marquardt damps
 the output layer too, which leaves it short of its optimum in the directions that the Gram
 matrix barely sees, and that is where its slow tail of steps was spent.
 
@@ -250,8 +251,8 @@ class Iterate:
 
 def all_finite(t: Tensor) -> bool:
     """Whether every entry of ``t`` is finite: a finite sum says so (an infinite or NaN entry
-    makes the sum one), in a tenth of the time of the entrywise test (740 x 748: 0.1 ms against 1.3 ms), which only a sum that
-    overflows still needs."""
+    makes the sum one), in a tenth of the time of the entrywise test (740 x 748: 0.1 ms against
+    1.3 ms), which only a sum that overflows still needs."""
     return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
 
 

@@ -74,7 +74,7 @@ class Ridged:
         return self.columns
 
     def __call__(self, theta: Tensor) -> Tensor:
-        return _cat(self.residual(theta), ridge_rows(theta, self.columns))
+        return torch.cat([self.residual(theta), ridge_rows(theta, self.columns)])
 
     def jacobian(self, theta: Tensor) -> tuple[Tensor, Tensor]:
         return self._with_rows(theta, *self.residual.jacobian(theta))
@@ -87,11 +87,14 @@ class Ridged:
         if lin is None:
             return None
         r, finish = lin
-        return _cat(r, ridge_rows(theta.detach(), self.columns)), lambda: self._with_rows(theta, *finish())
+        rows = self._rows(theta, r)
+        return rows, lambda: (rows, self._jacobian(finish()[1]))
 
     def _with_rows(self, theta: Tensor, r: Tensor, J: Tensor) -> tuple[Tensor, Tensor]:
-        return _cat(r, ridge_rows(theta.detach(), self.columns)), _cat(J, ridge_jacobian(J, self.columns))
+        return self._rows(theta, r), self._jacobian(J)
 
+    def _rows(self, theta: Tensor, r: Tensor) -> Tensor:
+        return torch.cat([r, ridge_rows(theta.detach(), self.columns)])
 
-def _cat(a: Tensor, b: Tensor) -> Tensor:
-    return torch.cat([a, b.to(a)])
+    def _jacobian(self, J: Tensor) -> Tensor:
+        return torch.cat([J, ridge_jacobian(J, self.columns)])

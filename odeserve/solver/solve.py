@@ -13,7 +13,7 @@ from odeserve.errors import SpecError
 from odeserve.estimate.reference import Probe, classical_reference
 from odeserve.estimate.system import NotApplicable
 from odeserve.hooks import Hooks, TrainState
-from odeserve.network import layer_sizes, parameter_count
+from odeserve.network import layer_sizes, output_layer, parameter_count
 from odeserve.parametric import chebyshev_points, collocation_rows, domain_points, training_grid
 from odeserve.problem import Problem, load_problem
 from odeserve.solver.constraints import ConstraintPlan, plan_constraints
@@ -157,8 +157,7 @@ def _residual(
     like = trial.theta
     if not problem.is_parametric:
         plain = Residual(problem, trial, plan, torch.as_tensor(xs).to(like), eq_scales)
-        columns = plain.linear_columns
-        return plain if columns is None else Ridged(plain, columns)
+        return Ridged(plain, output_layer(trial.sizes)) if problem.has_ridge else plain
     grid = training_grid(problem)
     rows, q = collocation_rows(xs, grid)
     as_t = lambda a: torch.as_tensor(a).to(like)  # noqa: E731

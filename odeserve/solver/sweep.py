@@ -64,11 +64,10 @@ class SweepResidual:
         self.phi = trial.basis(x, self.order) if trial.has_constraints else None
         self.penalty, self.pen_points, self.pen_x, self.pen_order = penalty_points(problem, plan, x)
         self.pen_weight = float(len(x)) ** 0.5 / self.eq_scales[0]
-
-    @property
-    def linear_columns(self) -> slice | None:
-        """The output layer's columns for a linear problem (:mod:`odeserve.solver.projection`)."""
-        return output_layer(self.trial.sizes) if self.problem.is_linear else None
+        #: The output layer's columns for a linear problem (:mod:`odeserve.solver.projection`);
+        #: a sweep is never parametric or inverse, so a linear one has the ridge rows too
+        #: (:attr:`odeserve.problem.Problem.has_ridge`).
+        self.linear_columns = output_layer(trial.sizes) if problem.is_linear else None
 
     @property
     def ridged(self) -> bool:
@@ -136,8 +135,8 @@ class SweepResidual:
         eq, pen = self._copies(theta, grad=True)
         eqs = self._equations(eq, members)
         pens = self._penalties(pen, members)
-        r = torch.cat([v.detach().reshape(b, n) for v in eqs] + [p.detach().reshape(b, 1) for p in pens], 1)
-        r = torch.cat([r] + [t.detach() for t in self._ridge(theta)], 1)
+        ridge = [t.detach() for t in self._ridge(theta)]
+        r = torch.cat([v.detach().reshape(b, n) for v in eqs] + [p.detach().reshape(b, 1) for p in pens] + ridge, 1)
         columns = self.linear_columns
 
         def jacobian() -> Tensor:

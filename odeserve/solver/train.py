@@ -39,10 +39,11 @@ _LM_PATIENCE = 50
 _PLATEAU_FACTOR = 2.0
 _PLATEAU_WINDOW = 1000
 #: ... and for the Levenberg-Marquardt steps of a plain linear problem (with the output layer's
-#: ridge, :mod:`odeserve.solver.ridge`) once the loss is below the stall loss (converged), this many: there a run reaches its
-#: rounding floor within a few steps of its last real gain, and then, with the loss fluctuating
-#: by its rounding error, every step that the noise lets through counted as progress, so that the
-#: patience rule ran on for 50 to 90 iterations more (a third to half of a default solve).
+#: ridge, :mod:`odeserve.solver.ridge`) once the loss is below the stall loss (converged), this
+#: many: there a run reaches its rounding floor within a few steps of its last real gain, and
+#: then, with the loss fluctuating by its rounding error, every step that the noise lets through
+#: counted as progress, so that the patience rule ran on for 50 to 90 iterations more (a third to
+#: half of a default solve).
 _CONVERGED_WINDOW = 25
 #: A run that ends for lack of progress with its loss (mean squared scaled residual) above this
 #: has stalled rather than converged: its residual is far from the network's attainable floor.
