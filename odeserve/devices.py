@@ -52,7 +52,7 @@ def sweep_training(problem: Problem, device: object) -> SweepTraining:
     solo solve's iterations in ``bench.sweep``). Other sweeps train as one batch on a GPU
     (:mod:`odeserve.solver.sweep`) and one after another on a CPU, each as its own solve (a
     batch does not pay on a CPU)."""
-    if problem.is_linear and len(problem.sweep) >= SHARED_FROM_MEMBERS:
+    if problem.projects and len(problem.sweep) >= SHARED_FROM_MEMBERS:
         return "shared"
     if str(device).partition(":")[0] != "cpu":
         return "batched"

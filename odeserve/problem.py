@@ -121,6 +121,12 @@ class Problem:
         return self.equations_are_linear and all(is_affine(c.residual, _is_point) for c in self.conditions)
 
     @property
+    def projects(self) -> bool:
+        """Whether the second-order steps solve the output layer exactly (a linear problem's,
+        unless ``options.variable_projection`` is off: odeserve.solver.projection)."""
+        return self.is_linear and self.options.variable_projection
+
+    @property
     def has_ridge(self) -> bool:
         """Whether training adds the ridge rows of the output layer to the residual
         (odeserve.solver.ridge): a linear problem's, unless parametric or inverse (a sweep's

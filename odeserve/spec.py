@@ -114,6 +114,13 @@ class Options(_Strict):
         description="Retry with stronger settings (time-marching, more points, a larger network, longer "
         "Adam phase, other seeds) while the estimated error exceeds the tolerance and time remains.",
     )
+    variable_projection: bool = Field(
+        True,
+        description="Linear problems: each Levenberg-Marquardt step solves the network's output layer exactly "
+        "by least squares (variable projection). false: plain steps on all weights. Escalation tries false "
+        "when the solved output layer is large and cancelling (a weight above 1e6): stiff problems and "
+        "boundary layers, where the exact layer nearly cancels.",
+    )
     warm_start: bool = Field(
         False,
         description="Fit the network to a classical (scipy) solution of the equations before physics "

@@ -62,7 +62,7 @@ def estimate(problem: Problem, settings: Settings) -> Cost:
     m = min(rows, params)
     threads = settings.torch_threads or threads_for(rows, params)
     step_s = step_work(rows, params) / (settings.assumed_gflops * 1e9 * threads)
-    copies = 7 if problem.is_linear and problem.options.optimizer == "lm" else 3
+    copies = 7 if problem.projects and problem.options.optimizer == "lm" else 3
     members = width * MEMBER_COPIES * len(problem.sweep) * jacobian_shape(problem, 1)[1] if problem.is_sweep else 0
     return Cost(rows, params, width * (copies * rows * params + 3 * m * m), step_s, members)
 

@@ -11,9 +11,10 @@ import torch
 
 from odeserve import Hooks, Outcome, load_problem, solve
 from odeserve.examples import hard_problems
+from odeserve.network import output_layer
 from odeserve.problem import Problem
 from odeserve.report import ErrorEstimate, EstimateStats
-from odeserve.solver.escalate import RESERVE, budgeted, ladder, solve_escalating
+from odeserve.solver.escalate import LARGE_OUTPUT, RESERVE, budgeted, cancelling, ladder, solve_escalating
 from odeserve.solver.marching import Offsets
 from odeserve.solver.solution import Solution
 from odeserve.solver.solve import train_attempt
@@ -28,7 +29,7 @@ def test_ladder_depends_on_the_problem() -> None:
     assert any("time-marching" in c for c in ivp) and not any("time-marching" in c for c in bvp)
     assert any("seed 1" in c for c in bvp) and any("width 48" in c for c in bvp)
     warm = ladder(load_problem(with_options(PUBLIC["seed_poly"], warm_start=True)))
-    assert warm[0].proceed and warm[1].warm and "warm start" in warm[1].change
+    assert warm[0].proceed and warm[1].cancelling and warm[2].warm and "warm start" in warm[2].change
 
 
 @pytest.mark.slow
@@ -43,6 +44,35 @@ def test_a_first_attempt_cut_short_by_its_budget_trains_on_from_its_weights() ->
     assert second.change.startswith("trained on from the first attempt's weights")
     assert second.estimated_rel_l2 is not None and first.estimated_rel_l2 is not None
     assert second.estimated_rel_l2 < first.estimated_rel_l2
+
+
+def test_plain_steps_solve_a_boundary_layer_that_the_projected_steps_stall_on() -> None:
+    """boundary_layer_1e-2 (linear): the projected first attempt's exactly solved output layer
+    takes weights far above LARGE_OUTPUT and the run stalls with an error of 1e12; the rung of
+    plain Levenberg-Marquardt steps (variable_projection off) solves it, and is kept."""
+    s = solve(with_options(hard_problems()["boundary_layer_1e-2"], time_limit_s=60))
+    first, m = s.tried[0], s.metrics()
+    assert first.problem.options.variable_projection and cancelling(first)
+    assert m.attempts[0].estimated_rel_l2 is not None and m.attempts[0].estimated_rel_l2 > 1.0
+    plain = m.attempts[1]
+    assert plain.change.startswith("plain Levenberg-Marquardt steps") and plain.kept
+    assert m.accuracy is not None and m.accuracy.met is True
+    assert m.error is not None and m.error["y"].rel_l2 < 1e-5
+    assert not cancelling(s)  # plain steps keep the output layer of order ten
+
+
+def test_plain_steps_are_a_rung_only_for_a_projected_linear_problem_with_a_large_output_layer() -> None:
+    """The rung is in a linear problem's ladder (second, after training on) and not in a
+    nonlinear one's; a public problem's solve ends with an output layer far below LARGE_OUTPUT,
+    so its escalation would skip the rung."""
+    linear = ladder(load_problem(PUBLIC["lagaris2"]))
+    assert linear[1].cancelling and linear[1].options == {"variable_projection": False}
+    assert not any(v.cancelling for v in ladder(load_problem(NONLINEAR)))
+    off = load_problem(with_options(PUBLIC["lagaris2"], variable_projection=False))
+    assert not any(v.cancelling for v in ladder(off))  # already plain: nothing to switch off
+    s = solve(with_options(PUBLIC["lagaris2"], escalate=False))
+    weights = s.trial.theta.detach()[output_layer(s.trial.sizes)]
+    assert not cancelling(s) and float(weights.abs().max()) < LARGE_OUTPUT / 100
 
 
 def test_first_attempt_gets_a_share_of_the_time_only_when_escalation_may_follow() -> None:
@@ -87,7 +117,8 @@ def test_warm_start_is_a_rung_and_reported() -> None:
     spec = with_options(PUBLIC["lagaris2"], tolerance=1e-14, warm_start=True, time_limit_s=60)
     m = solve(spec).metrics()
     assert m.accuracy is not None and m.accuracy.met is False  # 1e-14 is out of reach
-    # The first attempt converged before its budget, so no rung trains it on: warm start is next.
+    # The first attempt converged before its budget, so no rung trains it on, and its output
+    # layer is small, so plain steps are skipped too: warm start is next.
     assert len(m.attempts) >= 2 and m.attempts[1].change.startswith("warm start")
     kept = next(a for a in m.attempts if a.kept)
     assert m.warm_start is kept.change.startswith("warm start")
@@ -121,7 +152,10 @@ def undetermined(ratio: float) -> ErrorEstimate:
 def test_each_attempt_leaves_time_for_its_own_estimate() -> None:
     """An attempt's estimate runs after it: every attempt after the first gets the time left less
     RESERVE times the longest estimate so far, so the last estimate ends within the limit."""
-    problem = load_problem(with_options(PUBLIC["lagaris2"], tolerance=1e-14, time_limit_s=600))
+    # Plain steps from the start: every rung of the ladder applies whatever the weights.
+    problem = load_problem(
+        with_options(PUBLIC["lagaris2"], tolerance=1e-14, time_limit_s=600, variable_projection=False)
+    )
     limits: list[float] = []
     s = solve_escalating(problem, scripted([classical(1.0, 4.0)], limits), None, None)
     assert len(s.attempts) == len(ladder(problem)) + 1 and limits[0] == 300.0
@@ -134,7 +168,10 @@ def test_an_undetermined_estimate_escalates_and_ranks_below_any_estimate() -> No
     """No estimate because the residual does not pin the solution down: try again; keep an
     attempt with an estimate (even one above the tolerance) over it, and among undetermined
     ones the smaller ratio; an attempt without any estimate is never kept over them."""
-    problem = load_problem(with_options(PUBLIC["lagaris2"], tolerance=1e-14, time_limit_s=600))
+    # Plain steps from the start: every rung of the ladder applies whatever the weights.
+    problem = load_problem(
+        with_options(PUBLIC["lagaris2"], tolerance=1e-14, time_limit_s=600, variable_projection=False)
+    )
     none = ErrorEstimate(method="none")
     script = [undetermined(30.0), undetermined(3.0), none, classical(1e-2), undetermined(1.0), none]
     s = solve_escalating(problem, scripted(script, []), None, None)

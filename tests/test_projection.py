@@ -224,6 +224,24 @@ def test_a_nonlinear_problem_takes_plain_steps() -> None:
     assert residual.linear_columns is None
 
 
+def test_variable_projection_off_takes_plain_steps_and_keeps_the_ridge() -> None:
+    """options.variable_projection false: a linear problem's residual offers no columns to
+    solve exactly (plain steps), keeps the output layer's ridge rows, and the solve still
+    reaches the tolerance."""
+    from odeserve.solver.solve import DTYPES, _residual, build_trial, equation_scales
+
+    spec = public_problems()["lagaris2"] | {"options": {"variable_projection": False, "escalate": False}}
+    problem = load_problem(spec)
+    assert problem.is_linear and problem.has_ridge and not problem.projects
+    trial, plan, scales = build_trial(problem, torch.device("cpu"), DTYPES["float64"])
+    residual = _residual(problem, trial, plan, np.linspace(0.0, 1.0, 16), equation_scales(problem, scales))
+    assert residual.linear_columns is None
+    width = output_layer(trial.sizes).stop - output_layer(trial.sizes).start
+    assert residual(trial.theta).shape[0] == 16 + width  # the equation rows, then the ridge's
+    m = solve(spec).metrics()
+    assert m.error is not None and m.accuracy is not None and m.accuracy.met is True
+
+
 def test_a_nan_where_the_second_order_phase_starts_is_a_divergence_not_an_error() -> None:
     """log(x - 1) is NaN on half the domain: the projection's SVD cannot take such a Jacobian,
     so the iterate is the plain one and the run reports a divergence (found by a review)."""

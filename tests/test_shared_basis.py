@@ -43,6 +43,11 @@ def test_how_a_sweep_trains_by_device_problem_and_size() -> None:
     assert sweep_training(linear, "cuda:0") == "shared"  # each stage one batch there (shared_batch)
     assert sweep_training(small, "cuda") == "batched" == sweep_training(many_nonlinear, "cuda")
     assert [step_members(linear, t) for t in ("batched", "shared", "separate")] == [16, SHARED_ANCHORS, 1]
+    # Shared hidden layers need the projected steps: without them, as a nonlinear sweep.
+    plain = load_problem(with_options(SWEEP16, variable_projection=False))
+    assert sweep_training(plain, "cpu") == "separate" and sweep_training(plain, "cuda") == "batched"
+    with pytest.raises(SpecError, match="variable_projection"):
+        solve_sweep(plain, training="shared")
     rows, params = jacobian_shape(linear, 1)
     assert jacobian_shape(linear, SHARED_ANCHORS) == (SHARED_ANCHORS * rows, params)
     assert jacobian_shape(linear) == (16 * rows, params)
@@ -158,7 +163,7 @@ def test_a_fallback_after_the_anchors_goes_on_from_their_progress() -> None:
 
 
 def test_only_a_linear_sweep_shares_its_hidden_layers() -> None:
-    with pytest.raises(SpecError, match="only a linear problem's sweep can train with shared hidden layers"):
+    with pytest.raises(SpecError, match="only a linear problem's sweep with options.variable_projection can train"):
         solve_sweep(NONLINEAR, training="shared")
 
 
@@ -192,8 +197,16 @@ def test_members_above_the_stall_loss_train_on_their_own_in_float32() -> None:
     for m in members:
         if m.outcome.value == "stalled":
             assert "trained on its own" in m.message, m.message
+    # Which members the float32 anchors serve depends on the machine's rounding: on one the
+    # anchors converge and most members keep their fit, on another their run stalls (1.6e-10,
+    # just above STALL_LOSS) and every member trains from the seed. Either way no member is left
+    # with only a fit above the stall loss, and every member that trained on its own says why.
     fitted = [m for m in members if "trained on its own" not in m.message]
-    assert fitted and all(m.result.loss <= STALL_LOSS for m in fitted)
+    assert all(m.result.loss <= STALL_LOSS and m.outcome.value == "converged" for m in fitted)
+    for m in members:
+        if "trained on its own" in m.message:
+            assert "anchors' training stalled" in m.message or "started from the anchors' hidden layers" in m.message
+    assert sum(m.outcome.value == "converged" for m in members) >= len(members) // 2
 
 
 def test_a_members_message_loss_and_history_are_its_own() -> None:

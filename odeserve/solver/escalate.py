@@ -7,14 +7,19 @@ The ladder (each rung one attempt, in order; rungs that do not apply are skipped
 1. when the first attempt used its whole iteration budget (its error still falling, as a
    Levenberg-Marquardt tail's does): the same network trained on from its weights, twice the
    budget more, second-order steps only;
-2. a warm start, when ``options.warm_start``: the network is first fitted to the classical
+2. plain Levenberg-Marquardt steps (``variable_projection`` off), for a linear problem whose best
+   attempt's exactly solved output layer is large and cancelling (a weight above
+   :data:`LARGE_OUTPUT`): on stiff problems and boundary layers the least-squares layer reaches
+   weights of 1e9 to 1e13, and the run stalls on their rounding where plain steps, whose weights
+   stay of order ten, solve the problem (BENCHMARKS.md, "Hard problems");
+3. a warm start, when ``options.warm_start``: the network is first fitted to the classical
    solution (seeded by the best attempt so far), then trained on the physics;
-3. time-marching over 4 windows (initial-value problems);
-4. residual-based refinement: 2x the collocation points plus as many again where the best
+4. time-marching over 4 windows (initial-value problems);
+5. residual-based refinement: 2x the collocation points plus as many again where the best
    attempt's residual is largest, twice the width, 1,000 Adam steps;
-5. time-marching over 8 windows with 2x the points and twice the width (initial-value problems);
-6. another seed with a long (3,000-step) Adam phase and 2x the points;
-7. another seed with a wider and deeper network.
+6. time-marching over 8 windows with 2x the points and twice the width (initial-value problems);
+7. another seed with a long (3,000-step) Adam phase and 2x the points;
+8. another seed with a wider and deeper network.
 
 When escalation may follow (``escalate`` on, ``max_iterations`` and ``target_loss`` not set
 explicitly), the first run gets half the time limit, so that the ladder has the other half.
@@ -35,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from odeserve.hooks import Hooks, TrainState
+from odeserve.network import output_layer
 from odeserve.outcome import Outcome
 from odeserve.parametric import domain_points
 from odeserve.problem import Problem
@@ -45,6 +51,10 @@ from odeserve.spec import MAX_HIDDEN_LAYERS, MAX_WIDTH
 
 #: The first attempt's share of the time limit when escalation may follow (the rest is the ladder's).
 FIRST_SHARE = 0.5
+#: A solved output layer with a weight above this is large and cancelling: plain steps are tried.
+#: The public problems end at 1 to 200 (with the ridge, odeserve.solver.ridge), chain_10 at 7e4;
+#: the stiff and boundary-layer problems whose projected runs stall at 1e9 to 1e13.
+LARGE_OUTPUT = 1e6
 #: Most collocation points an escalation asks for.
 MAX_POINTS = 1024
 #: An attempt starts only with at least this many seconds (and this share of the limit) left.
@@ -67,6 +77,8 @@ class Variant:
     warm: bool = False
     refine: bool = False
     proceed: bool = False
+    #: Only where the best attempt's output layer is large and cancelling (:func:`cancelling`).
+    cancelling: bool = False
 
 
 def ladder(problem: Problem) -> list[Variant]:
@@ -90,6 +102,14 @@ def ladder(problem: Problem) -> list[Variant]:
             proceed=True,
         )
     ]
+    if problem.projects:
+        rungs.append(
+            Variant(
+                "plain Levenberg-Marquardt steps: the exactly solved output layer was large and cancelling",
+                {"variable_projection": False},
+                cancelling=True,
+            )
+        )
     if o.warm_start and plain:
         rungs.append(Variant("warm start: fitted to the classical solution first", warm=True))
     if ivp:
@@ -108,6 +128,12 @@ def ladder(problem: Problem) -> list[Variant]:
     deeper = {"width": wide, "depth": min(net.depth + 1, MAX_HIDDEN_LAYERS)}
     rungs.append(Variant(f"seed {o.seed + 2}, width {wide}, depth {deeper['depth']}", {"seed": o.seed + 2}, deeper))
     return rungs
+
+
+def cancelling(solution: Solution) -> bool:
+    """Whether the solution's output layer has a weight above :data:`LARGE_OUTPUT`."""
+    trial = solution.trial
+    return float(trial.theta.detach()[output_layer(trial.sizes)].abs().max()) > LARGE_OUTPUT
 
 
 def budgeted(problem: Problem) -> bool:
@@ -184,6 +210,8 @@ def solve_escalating(problem: Problem, attempt: AttemptFn, hooks: Hooks | None, 
                 break
             if variant.proceed and best.outcome is not Outcome.BUDGET:
                 continue  # the first rung: only a first attempt cut short by its budget trains on
+            if variant.cancelling and not cancelling(best):
+                continue
             t0 = time.perf_counter()
             probe = best.derivatives if variant.warm else None
             sol = attempt(

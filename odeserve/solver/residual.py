@@ -172,8 +172,9 @@ class Residual:
     @property
     def linear_columns(self) -> slice | None:
         """The output layer's columns of theta for a linear problem, in which the residual is
-        then affine (:mod:`odeserve.solver.projection`); None otherwise."""
-        return output_layer(self.trial.sizes) if self.problem.is_linear else None
+        then affine, for the steps to solve exactly (:mod:`odeserve.solver.projection`); None
+        otherwise, or where ``options.variable_projection`` is off."""
+        return output_layer(self.trial.sizes) if self.problem.projects else None
 
     @property
     def _shared_weights(self) -> bool:

@@ -70,8 +70,10 @@ class Ridged:
         self.rows = residual.rows + columns.stop - columns.start
 
     @property
-    def linear_columns(self) -> slice:
-        return self.columns
+    def linear_columns(self) -> slice | None:
+        """The output layer, for the steps to solve exactly, unless the problem's
+        ``options.variable_projection`` is off (then the ridge rows stay, and steps are plain)."""
+        return self.columns if self.residual.linear_columns is not None else None
 
     def __call__(self, theta: Tensor) -> Tensor:
         return torch.cat([self.residual(theta), ridge_rows(theta, self.columns)])

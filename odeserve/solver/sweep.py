@@ -64,20 +64,21 @@ class SweepResidual:
         self.phi = trial.basis(x, self.order) if trial.has_constraints else None
         self.penalty, self.pen_points, self.pen_x, self.pen_order = penalty_points(problem, plan, x)
         self.pen_weight = float(len(x)) ** 0.5 / self.eq_scales[0]
-        #: The output layer's columns for a linear problem (:mod:`odeserve.solver.projection`);
-        #: a sweep is never parametric or inverse, so a linear one has the ridge rows too
-        #: (:attr:`odeserve.problem.Problem.has_ridge`).
-        self.linear_columns = output_layer(trial.sizes) if problem.is_linear else None
+        #: The output layer's columns for a linear problem: a sweep is never parametric or
+        #: inverse, so a linear one has the ridge rows (:attr:`odeserve.problem.Problem.has_ridge`),
+        #: and its steps solve that layer exactly unless told not to (:mod:`odeserve.solver.projection`).
+        self.ridge_columns = output_layer(trial.sizes) if problem.is_linear else None
+        self.linear_columns = self.ridge_columns if problem.projects else None
 
     @property
     def ridged(self) -> bool:
         """Whether the rows end with the output layer's ridge (a linear problem's)."""
-        return self.linear_columns is not None
+        return self.ridge_columns is not None
 
     @property
     def rows(self) -> int:
         """Each member's rows: equations, penalty conditions, and a linear problem's ridge."""
-        columns = self.linear_columns
+        columns = self.ridge_columns
         ridge = 0 if columns is None else columns.stop - columns.start
         return len(self.x) * len(self.problem.equations) + len(self.penalty) + ridge
 
@@ -123,7 +124,7 @@ class SweepResidual:
     def _ridge(self, theta: Tensor) -> list[Tensor]:
         """A linear problem's ridge rows (b, W) (:mod:`odeserve.solver.ridge`); none otherwise.
         Differentiable (a batch's Adam steps take their gradient, as a solo solve's do)."""
-        columns = self.linear_columns
+        columns = self.ridge_columns
         return [] if columns is None else [ridge_rows(theta, columns)]
 
     def linearized(self, theta: Tensor, members: Tensor) -> tuple[Tensor, Callable[[], Tensor]]:
@@ -137,7 +138,7 @@ class SweepResidual:
         pens = self._penalties(pen, members)
         ridge = [t.detach() for t in self._ridge(theta)]
         r = torch.cat([v.detach().reshape(b, n) for v in eqs] + [p.detach().reshape(b, 1) for p in pens] + ridge, 1)
-        columns = self.linear_columns
+        columns = self.ridge_columns
 
         def jacobian() -> Tensor:
             blocks, last = [], len(eqs) + len(pens) - 1
@@ -198,8 +199,11 @@ def solve_sweep(
     if training == "shared":
         from odeserve.solver.shared_basis import solve_shared
 
-        if not problem.is_linear:
-            raise SpecError(("sweep",), "only a linear problem's sweep can train with shared hidden layers")
+        if not problem.projects:
+            raise SpecError(
+                ("sweep",),
+                "only a linear problem's sweep with options.variable_projection can train with shared hidden layers",
+            )
         # Without the anchors (one diverged): the device's way, within the time left.
         fallback = _batched if device.type == "cuda" else _one_by_one
         return solve_shared(problem, device, hooks, lambda spent, done: fallback(problem, device, hooks, spent, done))
