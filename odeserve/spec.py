@@ -91,7 +91,10 @@ class Options(_Strict):
         "this is set, each with every value of the parameter grid (parameter_points).",
     )
     target_loss: Finite = Field(
-        1e-26, ge=0, description="Stop when the mean squared (scaled) residual falls to this value."
+        1e-26,
+        ge=0,
+        description="Stop when the mean squared (scaled) residual falls to this value. A linear problem's "
+        "loss includes its output layer's ridge rows (1e-12 * w: 1e-24 * |w|^2 over the rows).",
     )
     hard_constraints: bool = Field(
         True, description="Build the conditions into the network where they are linear; penalties otherwise."
