@@ -94,7 +94,8 @@ class Options(_Strict):
         1e-26,
         ge=0,
         description="Stop when the mean squared (scaled) residual falls to this value. A linear problem's "
-        "loss includes its output layer's ridge rows (1e-12 * w: 1e-24 * |w|^2 over the rows).",
+        "loss (neither parametric nor inverse) includes its output layer's ridge rows (1e-12 * w: 1e-24 * |w|^2 "
+        "over the rows).",
     )
     hard_constraints: bool = Field(
         True, description="Build the conditions into the network where they are linear; penalties otherwise."

@@ -4,7 +4,7 @@ A second-order (Levenberg-Marquardt) step builds the residual's ``rows x params`
 a Gram matrix in the smaller dimension ``m = min(rows, params)``. Its memory is about
 ``bytes * (3 * rows * params + 3 * m^2)`` (the Jacobian with its one-pass intermediates, the
 Gram matrix, its damped copy and the Cholesky factor), and four more ``rows x params`` copies
-for a linear problem, whose steps eliminate the output layer (``odeserve.solver.projection``:
+for a linear problem (unless ``options.variable_projection`` is off) or a warm start's fit, whose steps eliminate the output layer (``odeserve.solver.projection``:
 the projected hidden block of the iterate, and the trial step's Jacobian and projected hidden
 block while the iterate's are kept; measured: 1,501 x 4,353 in float64, 391 MiB above an Adam
 run against 401 estimated); its work is about ``rows * params * m``
@@ -62,7 +62,10 @@ def estimate(problem: Problem, settings: Settings) -> Cost:
     m = min(rows, params)
     threads = settings.torch_threads or threads_for(rows, params)
     step_s = step_work(rows, params) / (settings.assumed_gflops * 1e9 * threads)
-    copies = 7 if problem.projects and problem.options.optimizer == "lm" else 3
+    # A warm start's fit to the classical solution solves its output layer exactly whatever the
+    # problem (odeserve.solver.marching.FitResidual), on no more rows than the physics has.
+    projected = problem.projects or problem.options.warm_start
+    copies = 7 if projected and problem.options.optimizer == "lm" else 3
     members = width * MEMBER_COPIES * len(problem.sweep) * jacobian_shape(problem, 1)[1] if problem.is_sweep else 0
     return Cost(rows, params, width * (copies * rows * params + 3 * m * m), step_s, members)
 

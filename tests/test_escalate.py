@@ -4,6 +4,7 @@ tries again, smarter, keeps the best attempt by estimate and records every attem
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import pytest
@@ -29,7 +30,7 @@ def test_ladder_depends_on_the_problem() -> None:
     assert any("time-marching" in c for c in ivp) and not any("time-marching" in c for c in bvp)
     assert any("seed 1" in c for c in bvp) and any("width 48" in c for c in bvp)
     warm = ladder(load_problem(with_options(PUBLIC["seed_poly"], warm_start=True)))
-    assert warm[0].proceed and warm[1].cancelling and warm[2].warm and "warm start" in warm[2].change
+    assert warm[0].proceed and warm[1].large_output_only and warm[2].warm and "warm start" in warm[2].change
 
 
 @pytest.mark.slow
@@ -52,11 +53,10 @@ def test_plain_steps_solve_a_boundary_layer_that_the_projected_steps_stall_on() 
     plain Levenberg-Marquardt steps (variable_projection off) solves it, and is kept."""
     s = solve(with_options(hard_problems()["boundary_layer_1e-2"], time_limit_s=60))
     first, m = s.tried[0], s.metrics()
-    assert first.problem.options.variable_projection and cancelling(first)
-    assert m.attempts[0].estimated_rel_l2 is not None and m.attempts[0].estimated_rel_l2 > 1.0
-    plain = m.attempts[1]
-    assert plain.change.startswith("plain Levenberg-Marquardt steps") and plain.kept
-    assert m.accuracy is not None and m.accuracy.met is True
+    assert m.accuracy is not None and cancelling(first)
+    assert m.attempts[0].estimated_rel_l2 is not None and m.attempts[0].estimated_rel_l2 > m.accuracy.tolerance
+    plain = next(a for a in m.attempts if a.change.startswith("plain Levenberg-Marquardt steps"))
+    assert plain.kept and m.accuracy.met is True
     assert m.error is not None and m.error["y"].rel_l2 < 1e-5
     assert not cancelling(s)  # plain steps keep the output layer of order ten
 
@@ -66,10 +66,12 @@ def test_plain_steps_are_a_rung_only_for_a_projected_linear_problem_with_a_large
     nonlinear one's; a public problem's solve ends with an output layer far below LARGE_OUTPUT,
     so its escalation would skip the rung."""
     linear = ladder(load_problem(PUBLIC["lagaris2"]))
-    assert linear[1].cancelling and linear[1].options == {"variable_projection": False}
-    assert not any(v.cancelling for v in ladder(load_problem(NONLINEAR)))
+    assert linear[1].large_output_only and linear[1].options == {"variable_projection": False}
+    assert not any(v.large_output_only for v in ladder(load_problem(NONLINEAR)))
     off = load_problem(with_options(PUBLIC["lagaris2"], variable_projection=False))
-    assert not any(v.cancelling for v in ladder(off))  # already plain: nothing to switch off
+    assert not any(v.large_output_only for v in ladder(off))  # already plain: nothing to switch off
+    for other in ({"optimizer": "lbfgs"}, {"network": {"depth": 0}}):  # no projection to switch off
+        assert not any(v.large_output_only for v in ladder(load_problem(with_options(PUBLIC["lagaris2"], **other))))
     s = solve(with_options(PUBLIC["lagaris2"], escalate=False))
     weights = s.trial.theta.detach()[output_layer(s.trial.sizes)]
     assert not cancelling(s) and float(weights.abs().max()) < LARGE_OUTPUT / 100
@@ -138,6 +140,37 @@ def scripted(estimates: list[ErrorEstimate], limits: list[float]) -> Any:
         return sol
 
     return attempt
+
+
+def with_output_layer(value: float, projected: list[bool]) -> Any:
+    """An attempt function: a very short real training run whose output layer is then set to
+    ``value`` everywhere and whose estimate is 1 (never met); it records whether each attempt
+    solved its output layer exactly (``variable_projection``)."""
+
+    short = scripted([classical(1.0)], [])
+
+    def attempt(p: Problem, offsets: Offsets, **kwargs: Any) -> Solution:
+        projected.append(p.options.variable_projection)
+        sol = short(p, offsets, **kwargs)
+        with torch.no_grad():
+            sol.trial.theta[output_layer(sol.trial.sizes)] = value
+        return sol
+
+    return attempt
+
+
+@pytest.mark.parametrize(("value", "plain"), [(1e7, True), (math.nan, True), (1.0, False), (-1e5, False)])
+def test_the_plain_steps_rung_runs_only_after_a_large_output_layer(value: float, plain: bool) -> None:
+    """Scripted attempts whose output layer is ``value``: above LARGE_OUTPUT (or not finite), the
+    rung after training on takes plain steps; at most LARGE_OUTPUT, it is skipped."""
+    problem = load_problem(with_options(PUBLIC["lagaris2"], tolerance=1e-14, time_limit_s=600))
+    projected: list[bool] = []
+    s = solve_escalating(problem, with_output_layer(value, projected), None, None)
+    changes = [a.change for a in s.attempts]
+    assert changes[1].startswith("trained on from the first attempt's weights")  # 3 steps: the budget
+    assert changes[2].startswith("plain Levenberg-Marquardt steps") is plain
+    assert projected == [True, True, not plain] + [True] * (len(changes) - 3)
+    assert len(changes) == len(ladder(problem)) + (1 if plain else 0)
 
 
 def classical(rel: float, seconds: float = 0.0) -> ErrorEstimate:

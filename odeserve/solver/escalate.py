@@ -9,9 +9,12 @@ The ladder (each rung one attempt, in order; rungs that do not apply are skipped
    budget more, second-order steps only;
 2. plain Levenberg-Marquardt steps (``variable_projection`` off), for a linear problem whose best
    attempt's exactly solved output layer is large and cancelling (a weight above
-   :data:`LARGE_OUTPUT`): on stiff problems and boundary layers the least-squares layer reaches
-   weights of 1e9 to 1e13, and the run stalls on their rounding where plain steps, whose weights
-   stay of order ten, solve the problem (BENCHMARKS.md, "Hard problems");
+   :data:`LARGE_OUTPUT`, or not finite): on stiff problems and boundary layers the least-squares
+   layer reaches weights of 1e9 to 1e13, and the run stalls on their rounding where plain steps
+   keep the weights of order ten (BENCHMARKS.md, "Hard problems"). Only where the projection
+   applies: Levenberg-Marquardt steps and at least one hidden layer (with none, plain steps reach
+   the same least-squares layer). The rungs after it use the projection again, whatever the
+   option says;
 3. a warm start, when ``options.warm_start``: the network is first fitted to the classical
    solution (seeded by the best attempt so far), then trained on the physics;
 4. time-marching over 4 windows (initial-value problems);
@@ -78,7 +81,7 @@ class Variant:
     refine: bool = False
     proceed: bool = False
     #: Only where the best attempt's output layer is large and cancelling (:func:`cancelling`).
-    cancelling: bool = False
+    large_output_only: bool = False
 
 
 def ladder(problem: Problem) -> list[Variant]:
@@ -102,12 +105,12 @@ def ladder(problem: Problem) -> list[Variant]:
             proceed=True,
         )
     ]
-    if problem.projects:
+    if problem.projects and o.optimizer == "lm" and net.depth > 0:
         rungs.append(
             Variant(
                 "plain Levenberg-Marquardt steps: the exactly solved output layer was large and cancelling",
                 {"variable_projection": False},
-                cancelling=True,
+                large_output_only=True,
             )
         )
     if o.warm_start and plain:
@@ -131,9 +134,12 @@ def ladder(problem: Problem) -> list[Variant]:
 
 
 def cancelling(solution: Solution) -> bool:
-    """Whether the solution's output layer has a weight above :data:`LARGE_OUTPUT`."""
+    """Whether the solution's output layer has a weight above :data:`LARGE_OUTPUT` (or one that is
+    not finite). The threshold is float64's: a float32 network's rounding hurts from smaller
+    weights, which this does not catch."""
     trial = solution.trial
-    return float(trial.theta.detach()[output_layer(trial.sizes)].abs().max()) > LARGE_OUTPUT
+    largest = float(trial.theta.detach()[output_layer(trial.sizes)].abs().max())
+    return not largest <= LARGE_OUTPUT
 
 
 def budgeted(problem: Problem) -> bool:
@@ -210,7 +216,7 @@ def solve_escalating(problem: Problem, attempt: AttemptFn, hooks: Hooks | None, 
                 break
             if variant.proceed and best.outcome is not Outcome.BUDGET:
                 continue  # the first rung: only a first attempt cut short by its budget trains on
-            if variant.cancelling and not cancelling(best):
+            if variant.large_output_only and not cancelling(best):
                 continue
             t0 = time.perf_counter()
             probe = best.derivatives if variant.warm else None

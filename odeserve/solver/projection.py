@@ -1,6 +1,7 @@
 """Variable projection: the Levenberg-Marquardt step with the network's output layer eliminated.
 
-When the equations and conditions are affine in the unknowns (``Problem.is_linear``), the
+When the equations and conditions are affine in the unknowns (``Problem.is_linear``; the steps
+use this unless ``options.variable_projection`` is off: ``Problem.projects``), the
 residual is affine in the output layer's weights w: ``r(h, w) = A(h) w - b(h)``, with h the
 other weights (the hidden layers, and an inverse problem's parameters). For fixed h the best w
 is a linear least-squares solution, so the problem is *separable* (Golub and Pereyra, 1973):

@@ -1,7 +1,8 @@
 """A ridge on a linear problem's output layer: rows ``RIDGE * w`` appended to the residual.
 
 Each Levenberg-Marquardt step of a linear problem solves the output layer w exactly
-(:mod:`odeserve.solver.projection`). Where the hidden layers' features are nearly dependent, that
+(:mod:`odeserve.solver.projection`; with ``options.variable_projection`` off the steps are plain,
+and the rows stay). Where the hidden layers' features are nearly dependent, that
 least-squares solution is large and cancelling: output weights of 1e4 to 1e6 on the public
 problems. The network's rounding error, about eps * |w| times the features' size, then sets the
 loss's floor (1e-20 to 1e-24) and the error (1e-10 to 1e-12), however long training goes on.
