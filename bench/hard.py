@@ -173,27 +173,58 @@ def table(data: dict[str, Any]) -> str:
 #: reproduces it); written from the committed results.
 NOTES = """What these numbers say, and do not:
 
-- Run on an idle machine (2026-11-28): the whole set with `--peers deepxde,neurodiffeq
-  --warm-start`, then the seven problems whose first attempt missed the tolerance again with
-  `--warm-start` after the "trained on" rung was added, then bratu, troesch_5 and steep_front_50
-  again after the `undetermined` estimate was added (their peers' figures are from the first
-  run; nothing else changed between the runs). Every row is odeserve's current code. The run
-  before (2026-11-27: 7 of 17 solved) shared the machine with three other test suites (load 4-6), so a 60 s limit
-  bought a fraction of the iterations, and predates the faster iterations of issue 13: most first
-  attempts then ended on their time share instead of their budget.
-- Solved to the tolerance with the default options (escalation on): 14 of 17, most in 3-5 s. The
-  first attempt alone solves 10. Escalation solved harmonic_20pi (training on from the first
-  attempt's weights: 1.4e-4 -> 1.8e-6), Lorenz (time-marching: 1.0 -> 8.5e-8), predator-prey
-  (time-marching: 80 -> 5.1e-8) and, in this run, steep_front_50 (residual-based refinement
-  with a wider network: 8.0e-3 -> 3.7e-5; not in every run, below), and brought van der Pol
-  mu=5 from 0.99 to 1.3e-3.
-- With `options.warm_start`: 15 of 17. The warm start solved boundary_layer_1e-3 (0.60 -> 4.3e-7;
-  the network alone stalls on the layer, DeepXDE reaches 0.23) and brought van der Pol mu=5 to
-  1.1e-4, just above the tolerance; steep_front_50 was solved by the refinement rung again
-  (1.6e-5). It changed nothing where the first attempt already met the tolerance.
-- Not solved: boundary_layer_1e-3 without the warm start, harmonic_50pi (25 periods: 0.65; a
-  24 x 2 network and 128 points cannot hold 25 periods, and the 60 s ran out on the larger
-  rungs) and van der Pol mu=5 (relaxation oscillations: 1.3e-3).
+- Run at stop 27 (358b811: plain steps as an escalation rung; the review fixes after it change
+  no rung these problems take), 2026-12-07, on the 2-core AMD EPYC machine with its other core
+  idle: `python -m bench.hard --warm-start`. The peers' figures are from the 2026-11-28 run
+  (`bench.hard` keeps them when run without `--peers`); every odeserve figure is this run's.
+- Solved to the tolerance with the default options (escalation on): 13 of 17, most in 5-17 s.
+  The first attempt alone solves 7. Escalation solved stiff_1000 (plain steps: 3.7e-2 ->
+  1.1e-7), boundary_layer_1e-2 (plain steps: 1.4e12 -> 1.1e-7), sqrt_singular (plain steps,
+  after training on: 3.4e-4 -> 5.3e-5), harmonic_20pi (time-marching: 0.71 -> 7.5e-6), Lorenz
+  (time-marching: 1.0 -> 8.5e-8) and predator-prey (time-marching: 80 -> 5.1e-8), and brought
+  van der Pol mu=5 from 0.99 to 1.1e-3.
+- Why the linear problems' first attempts fail more often than at stop 22 (when plain steps
+  solved stiff_1000, boundary_layer_1e-2 and sqrt_singular at once, at 1.1e-7, 5.5e-8 and
+  3.1e-5): since stop 23 each Levenberg-Marquardt step of a linear problem solves its output
+  layer exactly (variable projection). That made chain_10 22,000x more accurate and 4x faster
+  (4.5e-10 in 7 s; stop 22: 9.9e-6 in 30 s), but on stiff and
+  boundary-layer problems the least-squares layer takes weights of 1e9 to 1e13 and the run
+  stalls on their rounding. The plain-steps rung (for a linear problem whose best attempt has
+  an output weight above 1e6) brings those answers back, after a failed first attempt of
+  0.2-9 s. The seven linear problems side by side with the code before the rung (e35d80b,
+  `python -m bench.hard --problems ... --out bench/results/hard_linear_e35d80b.json`, the same
+  machine, right after this run; relative L2 error with escalation, the verdict, seconds):
+
+  | problem | e35d80b | now (358b811) |
+  |---|---|---|
+  | boundary_layer_1e-2 | 4.6e-9, met, 10 s (refinement) | 1.1e-7, met, 5 s (plain steps) |
+  | boundary_layer_1e-3 | 0.46, not met, 13 s | 0.46, not met, 14 s |
+  | stiff_1000 | 1.0e-4, not met, 55 s | 1.1e-7, met, 9 s (plain steps) |
+  | harmonic_20pi | 7.5e-6, met, 9 s (time-marching) | 7.5e-6, met, 15 s (time-marching, after plain steps) |
+  | harmonic_50pi | 0.85, not met, 59 s | 0.85, not met, 59 s |
+  | chain_10 | 4.5e-10, met, 7 s | 4.5e-10, met, 7 s |
+  | sqrt_singular | 3.4e-4, not met, 59 s | 5.3e-5, met, 11 s (plain steps) |
+
+  Met: 3 of 7 before, 5 of 7 now. The rung costs time where it does not decide the outcome
+  (harmonic_20pi: 6 s more) and can stop a ladder early at a lesser answer that meets the
+  tolerance (boundary_layer_1e-2: 1.1e-7 where the refinement rung reached 4.6e-9).
+- Tried before (stop 26, the Intel Xeon machine; `bench/results/hard_linear_02a5c6b.json`,
+  `hard_linear_5a51a88.json`, `hard_linear_a41cb0c.json`) and not kept: plain iterates inside
+  every run wherever the solved layer would exceed a cap. With 1e6, stiff_1000 and
+  boundary_layer_1e-2 were solved by their first attempts in 1 s (4.0e-9, 1.2e-9), but
+  harmonic_20pi was no longer met (1.9e-4) and the oscillator sweeps' anchors stalled at 1e-13;
+  caps from 3e6 to 1e10 served no more of the three. A rung leaves the runs that the projection
+  serves as they were.
+- With `options.warm_start`: 13 of 17 as well. The warm start no longer solves
+  boundary_layer_1e-3 (stop 22, plain steps only: 0.60 -> 4.3e-7; now 0.46): the first attempt
+  reaches the target loss (1e-26) with a 0.46 error, its 128 points too few for the 1e-3 layer,
+  and after the fit to the classical solution the projected steps go back to such a solution.
+  Tried and not kept: the warm rung with plain steps (boundary_layer_1e-3 3.9e-2, not met;
+  harmonic_20pi's warm attempt 7.0e-3 instead of 7.5e-5). It brought van der Pol mu=5 to
+  1.6e-4, just above the tolerance, and changed nothing where the first attempt already met it.
+- Not solved: boundary_layer_1e-3 (0.46; DeepXDE reaches 0.23), harmonic_50pi (25 periods: 0.85;
+  a 24 x 2 network and 128 points cannot hold 25 periods, and the 60 s ran out on the larger
+  rungs), van der Pol mu=5 (relaxation oscillations: 1.1e-3) and steep_front_50 (below).
 - The estimate: wherever it gave a number, it matched the true error to 2-3 significant digits,
   good and poor answers alike; no verdict was wrongly "met". `steep_front_50` is
   supersensitive: only exponentially small terms fix its front's position, so shifted copies
@@ -204,16 +235,15 @@ NOTES = """What these numbers say, and do not:
   out a correction 12 times the network's size along that direction). That starts the
   escalation. Whether the refinement rung's wider network gets far enough for its residual to
   pin the front down (and its classical estimate to be trusted) depends on where the time limit
-  cuts it: in this run it did, twice (3.7e-5 and 1.6e-5, the classical estimates matching to two
-  digits), and in two of four runs while this was developed; in the other two, and with `seed`
-  2, 3 and 4 (one thread, measured separately), the kept attempt was "trained on", without an
-  estimate (true errors 5.2e-3, 5.2e-3, 5.1e-3, 5.1e-3, 7.7e-3). So on this problem the default
-  options give either a certified answer or "unknown", never a wrong verdict.
+  cuts it: in this run it did not (the refinement rung kept at 1.6e-4 and, in the warm-start
+  run, 9.6e-6, both "unknown"); at stop 22 it did twice (3.7e-5 and 1.6e-5, the classical
+  estimates matching to two digits). So on this problem the default options give either a
+  certified answer or "unknown", never a wrong verdict.
 - Peers (DeepXDE: 3 x 50 tanh, Adam then L-BFGS; NeuroDiffEq: Adam, 5,000 epochs) on the problems
   with an exact solution: more accurate than odeserve's default only on boundary_layer_1e-3
-  (DeepXDE 0.23 against 0.60; odeserve 4.3e-7 with the warm start); DeepXDE's best is 2.2e-5 (Lane-Emden),
-  NeuroDiffEq's 6.8e-5 (Lane-Emden). Both miss the boundary layers, the long horizons and the steep
-  front by orders of magnitude, in 10-200 s per problem."""
+  (DeepXDE 0.23 against 0.46); DeepXDE's best is 2.2e-5 (Lane-Emden), NeuroDiffEq's 6.8e-5
+  (Lane-Emden). Both miss the boundary layers, the long horizons and the steep front by orders
+  of magnitude, in 10-200 s per problem."""
 
 
 def section(data: dict[str, Any]) -> list[str]:
