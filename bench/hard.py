@@ -191,7 +191,7 @@ NOTES = """What these numbers say, and do not:
   boundary-layer problems the least-squares layer takes weights of 1e9 to 1e13 and the run
   stalls on their rounding. The plain-steps rung (for a linear problem whose best attempt has
   an output weight above 1e6) brings those answers back, after a failed first attempt of
-  0.2-9 s. The seven linear problems side by side with the code before the rung (e35d80b,
+  0.4-9 s. The seven linear problems side by side with the code before the rung (e35d80b,
   `python -m bench.hard --problems ... --out bench/results/hard_linear_e35d80b.json`, the same
   machine, right after this run; relative L2 error with escalation, the verdict, seconds):
 
@@ -225,8 +225,8 @@ NOTES = """What these numbers say, and do not:
 - Not solved: boundary_layer_1e-3 (0.46; DeepXDE reaches 0.23), harmonic_50pi (25 periods: 0.85;
   a 24 x 2 network and 128 points cannot hold 25 periods, and the 60 s ran out on the larger
   rungs), van der Pol mu=5 (relaxation oscillations: 1.1e-3) and steep_front_50 (below).
-- The estimate: wherever it gave a number, it matched the true error to 2-3 significant digits,
-  good and poor answers alike; no verdict was wrongly "met". `steep_front_50` is
+- The estimate: wherever it gave a number, it matched the true error to 2-3 significant digits
+  (sqrt_singular: within 4%), good and poor answers alike; no verdict was wrongly "met". `steep_front_50` is
   supersensitive: only exponentially small terms fix its front's position, so shifted copies
   solve the equations and conditions to round-off (the linearised operator's near-kernel, the
   front's displacement sech(kx)^2 exp(-kx^2), has a smallest singular value that falls by
