@@ -271,11 +271,11 @@ def test_a_stalled_joint_run_judges_each_member_on_its_own_loss() -> None:
     import torch
 
     from odeserve.outcome import Outcome
-    from odeserve.solver.shared_basis import Fit, _member_result, _needs_own_training
+    from odeserve.solver.shared_basis import SERVED_LOSS, Fit, _member_result, _needs_own_training
     from odeserve.solver.train import TrainResult
 
     theta = torch.zeros(3)
-    fit = Fit([theta] * 4, [1e-25, 1e-3, 1e-19, 1e-12], [True] * 4)
+    fit = Fit([theta] * 4, [SERVED_LOSS / 10, 1e-3, 1e-19, 1e-12], [True] * 4)
     joint = TrainResult(theta, Outcome.STALLED, "stalled at loss 0.1, far above the target", 700, 0.1, 3.0)
     results = [_member_result(joint, fit, i, [0, 1], 60.0) for i in range(4)]
     assert [r.outcome for r in results] == [Outcome.CONVERGED, Outcome.STALLED, Outcome.CONVERGED, Outcome.CONVERGED]
