@@ -37,15 +37,16 @@ SweepTraining = Literal["batched", "shared", "separate"]
 #: a solo solve, their anchors creeping on for 220 to 280 iterations) and three 1.7 to 3.3 s, the
 #: members that three serve less well training on for a few steps of their own (stop 26).
 SHARED_ANCHORS = 3
-#: A linear sweep (with ``options.variable_projection``) trains with shared hidden layers from this many members: with fewer, the
-#: anchors are a large part of the sweep, and one after another (a CPU) or one batch (a GPU) cost
-#: about as much.
+#: A linear sweep (with ``options.variable_projection``) trains with shared hidden layers from
+#: this many members: with fewer, the anchors are a large part of the sweep, and one after
+#: another (a CPU) or one batch (a GPU) cost about as much.
 SHARED_FROM_MEMBERS = 16
 
 
 def sweep_training(problem: Problem, device: object) -> SweepTraining:
     """How the sweep ``problem`` trains on ``device`` (a name or a ``torch.device``). A linear
-    problem's sweep (with ``options.variable_projection``, which the shared layers' fits need) of :data:`SHARED_FROM_MEMBERS` or more shares its hidden layers on any device
+    problem's sweep (with ``options.variable_projection``, which the shared layers' fits need)
+    of :data:`SHARED_FROM_MEMBERS` or more shares its hidden layers on any device
     (:mod:`odeserve.solver.shared_basis`; on a GPU each of its stages is one batch,
     :mod:`odeserve.solver.shared_batch`): its three anchors train about as many iterations as one
     solve, where one batch of every member trains until its slowest member converges (twice a

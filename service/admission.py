@@ -4,7 +4,8 @@ A second-order (Levenberg-Marquardt) step builds the residual's ``rows x params`
 a Gram matrix in the smaller dimension ``m = min(rows, params)``. Its memory is about
 ``bytes * (3 * rows * params + 3 * m^2)`` (the Jacobian with its one-pass intermediates, the
 Gram matrix, its damped copy and the Cholesky factor), and four more ``rows x params`` copies
-for a linear problem (unless ``options.variable_projection`` is off) or a warm start's fit, whose steps eliminate the output layer (``odeserve.solver.projection``:
+for a linear problem (unless ``options.variable_projection`` is off) or a warm start's fit,
+whose steps eliminate the output layer (``odeserve.solver.projection``:
 the projected hidden block of the iterate, and the trial step's Jacobian and projected hidden
 block while the iterate's are kept; measured: 1,501 x 4,353 in float64, 391 MiB above an Adam
 run against 401 estimated); its work is about ``rows * params * m``

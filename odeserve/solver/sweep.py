@@ -64,10 +64,10 @@ class SweepResidual:
         self.phi = trial.basis(x, self.order) if trial.has_constraints else None
         self.penalty, self.pen_points, self.pen_x, self.pen_order = penalty_points(problem, plan, x)
         self.pen_weight = float(len(x)) ** 0.5 / self.eq_scales[0]
-        #: The output layer's columns for a linear problem: a sweep is never parametric or
-        #: inverse, so a linear one has the ridge rows (:attr:`odeserve.problem.Problem.has_ridge`),
-        #: and its steps solve that layer exactly unless told not to (:mod:`odeserve.solver.projection`).
-        self.ridge_columns = output_layer(trial.sizes) if problem.is_linear else None
+        #: The output layer's columns where it has the ridge rows (a linear problem's:
+        #: :attr:`odeserve.problem.Problem.has_ridge`), and where the steps solve it exactly
+        #: (unless ``options.variable_projection`` is off: :mod:`odeserve.solver.projection`).
+        self.ridge_columns = output_layer(trial.sizes) if problem.has_ridge else None
         self.linear_columns = self.ridge_columns if problem.projects else None
 
     @property
