@@ -123,6 +123,14 @@ def test_linear_condition_forms() -> None:
     assert nonlinear.linear is None
 
 
+def test_a_power_of_one_is_a_linear_condition() -> None:
+    """y(0)^1 is y(0): built into the trial solution, as y(0) = 1 is; y(0)^0 is constant, a penalty."""
+    p = load_problem({"equations": ["y'' = -y"], "domain": [0, 1], "conditions": ["3*y(0)^(2-1) = 3", "y(1)^0 = 1"]})
+    one, zero = p.conditions
+    assert one.linear is not None and one.linear.coeffs == {("y", 0, 0.0): 3.0} and one.linear.constant == -3.0
+    assert zero.linear is None
+
+
 def test_spec_hash_is_stable_and_sensitive() -> None:
     import json
 

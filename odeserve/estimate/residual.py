@@ -82,7 +82,8 @@ def _sensitivity(program: Program, env: dict[Key, np.ndarray], key: Key, like: n
     h = 1e-6 * (1.0 + np.abs(v))
     up, down = dict(env), dict(env)
     up[key], down[key] = v + h, v - h
-    return (evaluate(program, up, like) - evaluate(program, down, like)) / (2.0 * h)
+    with np.errstate(invalid="ignore"):  # NaN where the program is undefined: the caller checks finiteness
+        return (evaluate(program, up, like) - evaluate(program, down, like)) / (2.0 * h)
 
 
 def linearized_correction(problem: Problem, probe: Probe, xs: np.ndarray) -> np.ndarray:

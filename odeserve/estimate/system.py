@@ -64,7 +64,8 @@ class FirstOrderSystem:
             top[j, (j + 1) * n : (j + 2) * n] = 1.0
         r = self._residuals(np.tile(x, m + 1), np.tile(state, (1, m + 1)), top).reshape(-1, m + 1, n)
         b = r[:, 0]
-        A = (r[:, 1:] - b[:, None, :]).transpose(2, 0, 1)  # (n, eq, unknown)
+        with np.errstate(invalid="ignore"):  # a coefficient undefined at a point (log(x - 1)): NaN, checked by callers
+            A = (r[:, 1:] - b[:, None, :]).transpose(2, 0, 1)  # (n, eq, unknown)
         return A, b.T
 
     def highest(self, x: np.ndarray, state: np.ndarray) -> np.ndarray:
