@@ -204,6 +204,7 @@ def main() -> None:
         "Every solver solves the same equations (the spec's expressions evaluated on each solver's own",
         "tensors); errors on 1001 evenly spaced points against the exact solution; wall time of training",
         "only (the error checks behind the time-to-accuracy columns are excluded from the clock).",
+        "Each (solver, problem) pair runs in a fresh interpreter with 2 torch threads, one after another.",
         "odeserve: default options. DeepXDE: 3 x 50 tanh, Adam 5000 (lr 1e-3) then L-BFGS, float64,",
         "100 domain points. NeuroDiffEq: (32, 32) per unknown, its IVP/DirichletBVP conditions, 5000",
         "epochs, float64. plain_torch: 1-10-1 sigmoid, nested autograd.grad, Adam 5000, penalties.",
@@ -218,6 +219,8 @@ def main() -> None:
     ]
     table, met = target_table(acc["results"])
     parts += [table, "", f"Target met on every problem: {'yes' if met else 'no'}.", ""]
+    if meta.get("previous"):
+        parts += [f"The run before: {meta['previous']}.", ""]
     it_path = RESULTS / "iteration.json"
     if it_path.exists():
         from bench.iteration import table as it_table
