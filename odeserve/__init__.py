@@ -40,11 +40,12 @@ def solve_sweep(
 ) -> list[Solution]:
     """Solve a problem with a ``sweep``: one :class:`Solution` per member. A linear problem's
     sweep of 16 or more members (with ``options.variable_projection``, the default) shares its
-    hidden layers (each member its own output layer; on a GPU each stage as one batch); other sweeps train together as one batch on a GPU and one
-    after another on a CPU, each as its own solve would. ``training`` ("batched", "shared" or
-    "separate") overrides the choice; see :mod:`odeserve.solver.sweep`,
-    :mod:`odeserve.solver.shared_basis` and :mod:`odeserve.solver.shared_batch`. ``batched`` is the
-    older spelling of ``training="batched"`` (True) or ``"separate"`` (False)."""
+    hidden layers (each member its own output layer; on a GPU each stage as one batch); other
+    sweeps train together as one batch on a GPU and one after another on a CPU, each as its own
+    solve would. ``training`` ("batched", "shared" or "separate") overrides the choice; see
+    :mod:`odeserve.solver.sweep`, :mod:`odeserve.solver.shared_basis` and
+    :mod:`odeserve.solver.shared_batch`. ``batched`` is the older spelling of
+    ``training="batched"`` (True) or ``"separate"`` (False)."""
     import torch
 
     from odeserve.solver.sweep import solve_sweep as _solve_sweep

@@ -151,6 +151,14 @@ def test_power_towers_fold_without_hanging() -> None:
         const("1/0")
 
 
+def test_a_power_of_one_compiles_to_its_base() -> None:
+    """a^1 is a (so the linearity checks see y, not a power of it); a^2 and a^0 stay powers."""
+    load = lambda n: n.name  # noqa: E731
+    assert compile_node(parse_expression("(x + y)^(3 - 2)"), load) == compile_node(parse_expression("x + y"), load)
+    assert compile_node(parse_expression("y^2"), load).instrs[-1].op == "^"
+    assert compile_node(parse_expression("y^0"), load).instrs[-1].op == "^"
+
+
 # -- hypothesis: random valid expressions agree with an independent numpy evaluation ----------
 
 SAFE_UNARY = {

@@ -71,9 +71,6 @@ def linear_form(program: Program) -> LinearForm | None:
         else:  # ^ and calls are linear only on constants, which compile_node already folded
             arity = 1 if op == "call" else 2
             args = [stack.pop() for _ in range(arity)][::-1]
-            if op == "^" and args[1].is_constant and args[1].constant == 1.0:  # y(0)^1 is y(0)
-                stack.append(args[0])
-                continue
             if not all(a.is_constant for a in args):
                 return None
             tail = Program((*(Instr("const", a.constant) for a in args), ins))
@@ -93,35 +90,29 @@ _FREE, _AFFINE, _OTHER = 0, 1, 2
 def is_affine(program: Program, unknown: Callable[[Any], bool]) -> bool:
     """Whether ``program`` is affine in the load keys for which ``unknown`` holds, whatever the
     other keys' values (the variable and the parameters: coefficients). ``x*y' + k*y - sin(x)``
-    and ``y^1`` are; ``y*y'``, ``sin(y)``, ``abs(y)``, ``1/y`` and ``y^2`` are not. Exact, on the
-    program's structure: no sampling that a sign change between points could hide."""
-    stack: list[tuple[int, float | None]] = []  # (degree, the value of a literal constant)
-    for ins in program.instrs:
+    and ``y^0`` are (``y^1`` compiles to ``y``); ``y*y'``, ``sin(y)``, ``abs(y)``, ``1/y`` and
+    ``y^2`` are not. Exact, on the program's structure: no sampling that a sign change between
+    points could hide."""
+    stack: list[int] = []
+    for i, ins in enumerate(program.instrs):
         op = ins.op
         if op == "const":
-            stack.append((_FREE, float(ins.arg)))
+            stack.append(_FREE)
         elif op == "load":
-            stack.append((_AFFINE if unknown(ins.arg) else _FREE, None))
+            stack.append(_AFFINE if unknown(ins.arg) else _FREE)
         elif op == "neg":
-            degree, _ = stack.pop()
-            stack.append((degree, None))  # the degree of -a is a's
+            pass  # the degree of -a is a's
         elif op == "call":
-            stack.append((_FREE if stack.pop()[0] == _FREE else _OTHER, None))
+            stack.append(_FREE if stack.pop() == _FREE else _OTHER)
         else:
-            (b, exponent), (a, _) = stack.pop(), stack.pop()
-            stack.append((_binary_degree(op, a, b, exponent), None))
-    return stack[0][0] != _OTHER
-
-
-def _binary_degree(op: str, a: int, b: int, b_value: float | None) -> int:
-    """The degree of ``a op b`` from its operands' degrees (``b_value``: b's literal value)."""
-    if op in ("+", "-"):
-        return max(a, b)
-    if op == "*":
-        return max(a, b) if min(a, b) == _FREE else _OTHER
-    if op == "/":
-        return a if b == _FREE else _OTHER
-    # ^: y^1 is y and y^0 is 1; any other power of an unknown, or an unknown exponent, is not affine
-    if b == _FREE and b_value in (0.0, 1.0):
-        return _FREE if b_value == 0.0 else a
-    return _FREE if a == b == _FREE else _OTHER
+            b, a = stack.pop(), stack.pop()
+            if op in ("+", "-"):
+                stack.append(max(a, b))
+            elif op == "*":
+                stack.append(max(a, b) if min(a, b) == _FREE else _OTHER)
+            elif op == "/":
+                stack.append(a if b == _FREE else _OTHER)
+            else:  # ^: constant, or a^0 (a literal exponent is the instruction just before); else not affine
+                zero_power = program.instrs[i - 1] == Instr("const", 0.0)
+                stack.append(_FREE if a == b == _FREE or zero_power else _OTHER)
+    return stack[0] != _OTHER

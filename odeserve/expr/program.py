@@ -111,7 +111,8 @@ Resolver = Callable[[Node], "float | Key"]
 
 
 def compile_node(root: Node, resolve: Resolver) -> Program:
-    """Flatten a tree to postfix, folding constant subtrees with bounded float arithmetic.
+    """Flatten a tree to postfix, folding constant subtrees with bounded float arithmetic (and
+    ``a^1`` to ``a``).
 
     ``resolve`` raises :class:`SpecError` for names it does not know. A constant subtree whose
     value is undefined or not finite (``log(-1)``, ``9^9^9``, ``1/0``) raises
@@ -157,6 +158,8 @@ def compile_node(root: Node, resolve: Resolver) -> Program:
                 _check_divisor(out, node)
             if all(flags):
                 _fold_tail(out, arity, node)
+            elif isinstance(node, Binary) and node.op == "^" and flags[1] and out[-2].arg == 1.0:
+                del out[-2:]  # a^1 is a: the linearity checks (odeserve.expr.linear) see a itself
             const_flags.append(all(flags))
     return Program(tuple(out))
 
