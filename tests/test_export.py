@@ -109,6 +109,41 @@ def test_export_templates_serve_every_problem_of_one_architecture(tmp_path) -> N
     assert other.misses == 1 and len(list(tmp_path.glob("*.pt2"))) == 2
 
 
+def test_a_templated_file_is_the_saved_archive_with_the_solutions_weights_and_metadata(
+    system_solution, tmp_path
+) -> None:
+    """A file from the templates is the architecture's saved archive with this solution's
+    buffers and metadata (no save of its own): plain torch loads it in a process without
+    odeserve, with its metadata, and it answers as the solution does; where the archive cannot
+    be reused (``None``: pickled weights or constants), the program is saved whole."""
+    from odeserve.solver.templates import ExportTemplates, architecture, digest
+
+    s = system_solution
+    other = solve(with_options({**public_problems()["harmonic_system"], "domain": [0.0, 3.0]}, max_iterations=30))
+    templates = ExportTemplates(directory=tmp_path)
+    other.export_bytes(templates)  # traces the template and saves its archive once
+    data = s.export_bytes(templates)
+    assert (templates.misses, templates.hits) == (1, 1)
+    extra = {"metadata.json": ""}
+    torch.export.load(io.BytesIO(data), extra_files=extra)
+    assert json.loads(extra["metadata.json"]) == s.metadata()
+    path, xs = tmp_path / "m.pt2", np.linspace(0, 2 * np.pi, 23)
+    path.write_bytes(data)
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", LOADER, "pt2", str(path), json.dumps(xs.tolist())],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    )
+    got = np.array(json.loads(out.stdout.strip().splitlines()[-1])["y"])
+    assert np.max(np.abs(got - s(xs))) <= 1e-12
+
+    templates._archives[digest(architecture(s._cpu_module()))] = None
+    whole = s.export_bytes(templates)
+    assert whole != data and np.max(np.abs(_run_pt2(whole, xs) - s(xs))) <= 1e-12
+
+
 def test_a_damaged_template_file_is_traced_again(tmp_path) -> None:
     from odeserve.solver.templates import ExportTemplates
 

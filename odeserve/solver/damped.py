@@ -15,13 +15,14 @@ With more threads, and on a GPU, the same steps run in torch.
 
 from __future__ import annotations
 
+import functools
 from contextlib import AbstractContextManager
 from typing import Protocol
 
 import numpy as np
 import torch
 from scipy.linalg import blas, lapack
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 from torch import Tensor
 
 
@@ -123,9 +124,18 @@ def damped_decrease(step: Tensor, g: Tensor, mu: float) -> float:
 def blas_threads_like_torch() -> AbstractContextManager[object]:
     """numpy/scipy's BLAS limited to torch's intra-op threads while the block runs.
 
-    threadpoolctl limits the BLAS libraries loaded when the block starts: scipy's own BLAS (which
-    :class:`LapackSolver` calls) is loaded first, or a process's first solve would run it on
+    threadpoolctl limits the BLAS libraries of :func:`blas_controller`: scipy's own BLAS (which
+    :class:`LapackSolver` calls) must be among them, or a process's first solve would run it on
     every core (its steps then also rounded apart from every later solve's). It is imported with
     this module, before any solve's clock starts (a first import inside the second-order phase
     took 0.2 s of its first step)."""
-    return threadpool_limits(limits=torch.get_num_threads(), user_api="blas")
+    return blas_controller().limit(limits=torch.get_num_threads(), user_api="blas")
+
+
+@functools.cache
+def blas_controller() -> ThreadpoolController:
+    """The BLAS libraries loaded in this process, found once (this module loads scipy's): finding
+    them walks every loaded library, 1.3 ms a run (6 ms the first) where limiting their threads
+    takes 0.03 ms, and every training run limits them. A forking worker's parent finds them
+    before its first job (:func:`worker.preimport.preimport`); its work horses inherit them."""
+    return ThreadpoolController()

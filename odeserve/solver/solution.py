@@ -353,13 +353,15 @@ class Solution:
     def export_bytes(self, templates: ExportTemplates | None = None) -> bytes:
         """A ``torch.export`` program (.pt2); ``torch.export.load`` runs it without odeserve.
 
-        With ``templates``, a program already traced for this architecture is reused with this
-        solution's buffers (milliseconds instead of a trace).
+        With ``templates``, a program already traced and saved for this architecture is reused
+        with this solution's buffers (a millisecond instead of a trace and a save).
         """
         module = self._cpu_module()
-        program = templates.program(module) if templates is not None else trace(module)
+        extra_files = {"metadata.json": json.dumps(self.metadata())}
+        if templates is not None:
+            return templates.archive(module, extra_files)
         buf = io.BytesIO()
-        torch.export.save(program, buf, extra_files={"metadata.json": json.dumps(self.metadata())})
+        torch.export.save(trace(module), buf, extra_files=extra_files)
         return buf.getvalue()
 
     def save(self, torchscript_path: str | None = None, export_path: str | None = None) -> None:

@@ -10,6 +10,11 @@ into it before saving. The saved file runs exactly as a fresh export's does (tes
 A forking worker starts every job in a new process, so the cache can also live on disk
 (``directory``): a template traced by one job is loaded by the next in about 0.1 s instead of a
 0.5 s trace. Files are written atomically and named by the architecture and the torch version.
+
+Saving a program serialises its graph again every time (60-90 ms a job on this project's 2-core
+machine, most of a small job's fixed cost). So each template is saved once
+(:class:`TemplateArchive`), and a solution's file is that archive with its own buffers' bytes
+as the weight records and its own extra files: about a millisecond.
 """
 
 from __future__ import annotations
@@ -17,12 +22,16 @@ from __future__ import annotations
 import copy
 import hashlib
 import io
+import json
 import os
 import tempfile
+import zipfile
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from odeserve.solver.trial import Trial
 
@@ -52,6 +61,58 @@ def digest(key: Key) -> str:
     return hashlib.sha256(repr((key, torch.__version__)).encode()).hexdigest()[:32]
 
 
+#: Where a saved program's records lie under its archive's root folder.
+_WEIGHTS_CONFIG = "data/weights/model_weights_config.json"
+_CONSTANTS_CONFIG = "data/constants/model_constants_config.json"
+
+
+@dataclass(frozen=True)
+class TemplateArchive:
+    """One saved archive of a template program, to write its architecture's other files from:
+    the archive's records (zip entries) as ``torch.export.save`` wrote them, and the record that
+    holds each buffer's raw bytes (the program's weights, in its weights config). A solution of the
+    architecture differs only in those records and in its extra files."""
+
+    records: dict[str, bytes]
+    weights: dict[str, str]  # buffer name -> its record
+    root: str  # the archive's root folder, "archive/"
+
+    @classmethod
+    def of(cls, program: torch.export.ExportedProgram) -> TemplateArchive | None:
+        """The archive of ``program``; None where its records are not all raw tensor bytes
+        (pickled weights, constants: then each file is saved whole)."""
+        buf = io.BytesIO()
+        torch.export.save(program, buf)
+        with zipfile.ZipFile(buf) as z:
+            records = {info.filename: z.read(info.filename) for info in z.infolist()}
+        config = next((name for name in records if name.endswith(_WEIGHTS_CONFIG)), None)
+        if config is None:
+            return None
+        root = config[: -len(_WEIGHTS_CONFIG)]
+        weights = json.loads(records[config])["config"]
+        constants = json.loads(records.get(root + _CONSTANTS_CONFIG, b'{"config": {}}'))["config"]
+        if constants or any(meta.get("use_pickle") for meta in weights.values()):
+            return None
+        return cls(records, {name: f"{root}data/weights/{meta['path_name']}" for name, meta in weights.items()}, root)
+
+    def write(self, buffers: dict[str, Tensor], extra_files: dict[str, str]) -> bytes:
+        """The archive with ``buffers`` as its weights and ``extra_files`` (name -> text)."""
+        swap = {record: _raw_bytes(buffers[name]) for name, record in self.weights.items()}
+        swap.update({f"{self.root}extra/{name}": text.encode() for name, text in extra_files.items()})
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
+            for name, data in self.records.items():
+                z.writestr(name, swap.pop(name, data))
+            for name, data in swap.items():  # extra files that the template has not
+                z.writestr(name, data)
+        return out.getvalue()
+
+
+def _raw_bytes(t: Tensor) -> bytes:
+    """A tensor's bytes as a program's weight record holds them: contiguous, native order."""
+    return t.detach().cpu().contiguous().numpy().tobytes()
+
+
 class ExportTemplates:
     """An LRU cache of exported programs by architecture, in memory and optionally on disk."""
 
@@ -59,9 +120,9 @@ class ExportTemplates:
         self.capacity = capacity
         self.directory = Path(directory) if directory is not None else None
         self._programs: OrderedDict[str, torch.export.ExportedProgram] = OrderedDict()
+        self._archives: dict[str, TemplateArchive | None] = {}
         self.hits = 0
         self.misses = 0
-        self._warm = False
 
     def program(self, module: Trial) -> torch.export.ExportedProgram:
         """An exported program of ``module`` (CPU, float64) holding its buffers: traced, or
@@ -81,11 +142,27 @@ class ExportTemplates:
             state[key] = buffers[key].detach().clone()
         return template
 
+    def archive(self, module: Trial, extra_files: dict[str, str]) -> bytes:
+        """The ``.pt2`` file of ``module`` (CPU, float64) with ``extra_files`` (name -> text):
+        its architecture's saved archive with this module's buffers (:class:`TemplateArchive`),
+        or, where that archive cannot be reused, the template program saved whole."""
+        program = self.program(module)
+        name = digest(architecture(module))
+        if name not in self._archives:
+            self._archives[name] = TemplateArchive.of(program)
+        archive = self._archives[name]
+        if archive is not None:
+            return archive.write(dict(module.named_buffers()), extra_files)
+        buf = io.BytesIO()
+        torch.export.save(program, buf, extra_files=extra_files)
+        return buf.getvalue()
+
     def preload(self) -> int:
         """Load every template file not yet in memory; return how many were loaded.
 
         A forking worker's parent calls this before each job, so that every work horse inherits
-        the templates in memory (loading builds no autograd graph and touches no GPU)."""
+        the templates in memory, each with its saved archive (:meth:`archive`; loading and saving
+        build no autograd graph and touch no GPU)."""
         if self.directory is None or not self.directory.is_dir():
             return 0
         loaded = 0
@@ -94,18 +171,16 @@ class ExportTemplates:
                 program = self._load(path.stem)
                 if program is not None:
                     self._remember(path.stem, program)
+                    self._archives[path.stem] = TemplateArchive.of(program)
                     loaded += 1
-        if loaded and not self._warm:
-            # The first save of a process costs ~0.2 s of one-time set-up: pay it here, once.
-            torch.export.save(next(iter(self._programs.values())), io.BytesIO())
-            self._warm = True
         return loaded
 
     def _remember(self, name: str, program: torch.export.ExportedProgram) -> None:
         self._programs[name] = program
         self._programs.move_to_end(name)
         while len(self._programs) > self.capacity:
-            self._programs.popitem(last=False)
+            dropped, _ = self._programs.popitem(last=False)
+            self._archives.pop(dropped, None)
 
     def _load(self, name: str) -> torch.export.ExportedProgram | None:
         if self.directory is None or not (self.directory / f"{name}.pt2").is_file():
