@@ -127,6 +127,7 @@ def test_a_templated_file_is_the_saved_archive_with_the_solutions_weights_and_me
     extra = {"metadata.json": ""}
     torch.export.load(io.BytesIO(data), extra_files=extra)
     assert json.loads(extra["metadata.json"]) == s.metadata()
+    assert torch._C.PyTorchFileReader(io.BytesIO(data)).serialization_id() == ""  # not the template's
     path, xs = tmp_path / "m.pt2", np.linspace(0, 2 * np.pi, 23)
     path.write_bytes(data)
     out = subprocess.run(

@@ -64,6 +64,7 @@ def digest(key: Key) -> str:
 #: Where a saved program's records lie under its archive's root folder.
 _WEIGHTS_CONFIG = "data/weights/model_weights_config.json"
 _CONSTANTS_CONFIG = "data/constants/model_constants_config.json"
+_SERIAL_ID = ".data/serialization_id"
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,9 @@ class TemplateArchive:
         buf = io.BytesIO()
         torch.export.save(program, buf)
         with zipfile.ZipFile(buf) as z:
-            records = {info.filename: z.read(info.filename) for info in z.infolist()}
+            # The serialization id is derived from the template's own bytes, not a solution's:
+            # left out (it is optional; a reader then reports none).
+            records = {i.filename: z.read(i.filename) for i in z.infolist() if not i.filename.endswith(_SERIAL_ID)}
         config = next((name for name in records if name.endswith(_WEIGHTS_CONFIG)), None)
         if config is None:
             return None
