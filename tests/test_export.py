@@ -6,6 +6,7 @@ import io
 import json
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -140,9 +141,33 @@ def test_a_templated_file_is_the_saved_archive_with_the_solutions_weights_and_me
     got = np.array(json.loads(out.stdout.strip().splitlines()[-1])["y"])
     assert np.max(np.abs(got - s(xs))) <= 1e-12
 
+    assert s.export_bytes(templates) == data  # the same solution, the same bytes
     templates._archives[digest(architecture(s._cpu_module()))] = None
-    whole = s.export_bytes(templates)
-    assert whole != data and np.max(np.abs(_run_pt2(whole, xs) - s(xs))) <= 1e-12
+    whole = s.export_bytes(templates)  # saved whole: torch's own writer names its bytes
+    assert torch._C.PyTorchFileReader(io.BytesIO(whole)).serialization_id() != ""
+    assert np.max(np.abs(_run_pt2(whole, xs) - s(xs))) <= 1e-12
+
+
+def test_an_archive_is_reused_only_in_the_layout_it_relies_on() -> None:
+    """A template whose weight records are not one contiguous tensor each (a strided view saves
+    its whole storage) is not reused; a solution without hard constraints (its condition a
+    penalty) is, and answers as it does."""
+    from odeserve.solver.templates import ExportTemplates, TemplateArchive
+
+    penalty = solve(
+        {"equations": ["y' = -y"], "domain": [0, 1], "conditions": ["y(0)^2 = 1"], "options": {"max_iterations": 30}}
+    )
+    assert not penalty.trial.has_constraints
+    templates = ExportTemplates()
+    xs = np.linspace(0.0, 1.0, 11)
+    assert np.max(np.abs(_run_pt2(penalty.export_bytes(templates), xs) - penalty(xs))) <= 1e-12
+    program = templates.program(penalty._cpu_module())
+    assert TemplateArchive.of(program) is not None
+    theta = program.state_dict["theta"]
+    program.state_dict["theta"] = torch.stack([theta, theta], 1)[:, 0]  # strided: its storage is twice as long
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch's own note on saving a strided view
+        assert TemplateArchive.of(program) is None
 
 
 def test_a_damaged_template_file_is_traced_again(tmp_path) -> None:

@@ -8,9 +8,13 @@ import sys
 from tests.problems import ROOT
 
 PARENT = """
-import os, sys, threading
+import importlib, os, sys, threading
 from worker.preimport import JOB_MODULES, preimport
-preimport()
+for name in JOB_MODULES:
+    importlib.import_module(name)
+native = len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else 0
+preimport()  # the imports again (done), then the warm-up: no thread of its own, native ones included
+assert native == (len(os.listdir("/proc/self/task")) if native else 0), "the warm-up started a thread"
 import torch
 assert threading.active_count() == 1, threading.enumerate()  # a thread would not survive the fork
 assert not torch.cuda.is_initialized()

@@ -134,7 +134,7 @@ def run_worker(burst: bool = False, settings: Settings | None = None) -> int:
         return 2
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
     if settings.worker_class == "fork":
-        preimport()  # torch, scipy and the solver (imports only): every work horse inherits them
+        preimport()  # torch, scipy, the solver and one-time set-ups: every work horse inherits them
         preload(settings)  # the export templates already on disk
 
     with contextlib.suppress(OSError):

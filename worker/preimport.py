@@ -11,6 +11,9 @@ GPU or starts a thread (tested), so the fork stays safe.
 from __future__ import annotations
 
 import importlib
+import logging
+
+log = logging.getLogger("odeserve.worker")
 
 #: Modules every solve job loads (the solver, the classical reference of its error estimate,
 #: the residual estimate's transform, the BLAS thread limit of the second-order phase, the model
@@ -31,10 +34,14 @@ _WARM_SPEC = {"equations": ["y' = -y"], "domain": [0, 1], "conditions": ["y(0) =
 
 
 def preimport() -> tuple[str, ...]:
-    """Import :data:`JOB_MODULES` and :func:`warm_up`; return the modules' names."""
+    """Import :data:`JOB_MODULES` and :func:`warm_up` (a speed-up only: should it fail, the
+    worker starts all the same and says so); return the modules' names."""
     for name in JOB_MODULES:
         importlib.import_module(name)
-    warm_up()
+    try:
+        warm_up()
+    except Exception:  # noqa: BLE001 - the jobs then pay the set-ups themselves
+        log.warning("the worker's warm-up failed; jobs set up TorchScript themselves", exc_info=True)
     return JOB_MODULES
 
 

@@ -4,8 +4,8 @@
 takes. Everything that differs between two problems of one architecture (weights, output
 scales, constraint plan, domain) lives in the trial's buffers, which an exported program keeps
 as inputs in its ``state_dict``; the graph depends only on the architecture. So a worker keeps
-one traced program per architecture and, for each new solution, copies that solution's buffers
-into it before saving. The saved file runs exactly as a fresh export's does (tested).
+one traced program per architecture and, for each new solution, writes that solution's buffers
+into its saved archive (below). The file runs exactly as a fresh export's does (tested).
 
 A forking worker starts every job in a new process, so the cache can also live on disk
 (``directory``): a template traced by one job is loaded by the next in about 0.1 s instead of a
@@ -14,7 +14,9 @@ A forking worker starts every job in a new process, so the cache can also live o
 Saving a program serialises its graph again every time (60-90 ms a job on this project's 2-core
 machine, most of a small job's fixed cost). So each template is saved once
 (:class:`TemplateArchive`), and a solution's file is that archive with its own buffers' bytes
-as the weight records and its own extra files: about a millisecond.
+as the weight records and its own extra files: about a millisecond. An archive whose layout is
+not the one this relies on (checked when it is made) is not reused: the program is then saved
+whole, as a fresh export is.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import os
 import tempfile
 import zipfile
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -65,6 +67,7 @@ def digest(key: Key) -> str:
 _WEIGHTS_CONFIG = "data/weights/model_weights_config.json"
 _CONSTANTS_CONFIG = "data/constants/model_constants_config.json"
 _SERIAL_ID = ".data/serialization_id"
+_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
 @dataclass(frozen=True)
@@ -74,14 +77,27 @@ class TemplateArchive:
     holds each buffer's raw bytes (the program's weights, in its weights config). A solution of the
     architecture differs only in those records and in its extra files."""
 
-    records: dict[str, bytes]
+    records: dict[str, bytes] = field(repr=False)
     weights: dict[str, str]  # buffer name -> its record
     root: str  # the archive's root folder, "archive/"
 
     @classmethod
     def of(cls, program: torch.export.ExportedProgram) -> TemplateArchive | None:
-        """The archive of ``program``; None where its records are not all raw tensor bytes
-        (pickled weights, constants: then each file is saved whole)."""
+        """The archive of ``program``; None where it cannot be reused: weights that are not each
+        one contiguous tensor of raw bytes in a record of its own (pickled, strided, sharing a
+        storage), constants, or a format this does not read (another torch)."""
+        try:
+            archive = cls._read(program)
+        except (KeyError, ValueError, TypeError, zipfile.BadZipFile):
+            return None
+        if archive is None:
+            return None
+        state = {name: program.state_dict[name] for name in archive.weights}
+        saved = {record: archive.records[record] for record in archive.weights.values()}
+        return archive if archive.weight_records(state) == saved else None  # its own bytes back
+
+    @classmethod
+    def _read(cls, program: torch.export.ExportedProgram) -> TemplateArchive | None:
         buf = io.BytesIO()
         torch.export.save(program, buf)
         with zipfile.ZipFile(buf) as z:
@@ -92,22 +108,32 @@ class TemplateArchive:
         if config is None:
             return None
         root = config[: -len(_WEIGHTS_CONFIG)]
-        weights = json.loads(records[config])["config"]
+        metas = json.loads(records[config])["config"]
         constants = json.loads(records.get(root + _CONSTANTS_CONFIG, b'{"config": {}}'))["config"]
-        if constants or any(meta.get("use_pickle") for meta in weights.values()):
+        weights = {name: f"{root}data/weights/{meta['path_name']}" for name, meta in metas.items()}
+        # Empty buffers may share a record (of no bytes); others must each have their own.
+        filled = [record for record in weights.values() if records.get(record)]
+        shared = len(set(filled)) < len(filled)
+        if constants or shared or any(meta.get("use_pickle") for meta in metas.values()):
             return None
-        return cls(records, {name: f"{root}data/weights/{meta['path_name']}" for name, meta in weights.items()}, root)
+        return cls(records, weights, root)
 
-    def write(self, buffers: dict[str, Tensor], extra_files: dict[str, str]) -> bytes:
-        """The archive with ``buffers`` as its weights and ``extra_files`` (name -> text)."""
-        swap = {record: _raw_bytes(buffers[name]) for name, record in self.weights.items()}
+    def weight_records(self, buffers: dict[str, Tensor]) -> dict[str, bytes]:
+        """Each weight record's bytes for ``buffers``."""
+        return {record: _raw_bytes(buffers[name]) for name, record in self.weights.items()}
+
+    def write(self, buffers: dict[str, Tensor], extra_files: dict[str, str]) -> bytes | None:
+        """The archive with ``buffers`` as its weights and ``extra_files`` (name -> text); None
+        where a buffer's bytes do not fill its record as the template's did."""
+        swap = self.weight_records(buffers)
+        if any(len(data) != len(self.records[record]) for record, data in swap.items()):
+            return None
         swap.update({f"{self.root}extra/{name}": text.encode() for name, text in extra_files.items()})
         out = io.BytesIO()
         with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
-            for name, data in self.records.items():
-                z.writestr(name, swap.pop(name, data))
-            for name, data in swap.items():  # extra files that the template has not
-                z.writestr(name, data)
+            for name, data in list(self.records.items()) + [(n, d) for n, d in swap.items() if n not in self.records]:
+                # A fixed date: the same solution gives the same bytes.
+                z.writestr(zipfile.ZipInfo(name, date_time=_EPOCH), swap.get(name, data))
         return out.getvalue()
 
 
@@ -151,11 +177,12 @@ class ExportTemplates:
         or, where that archive cannot be reused, the template program saved whole."""
         program = self.program(module)
         name = digest(architecture(module))
-        if name not in self._archives:
+        if name not in self._archives and name in self._programs:
             self._archives[name] = TemplateArchive.of(program)
-        archive = self._archives[name]
-        if archive is not None:
-            return archive.write(dict(module.named_buffers()), extra_files)
+        archive = self._archives.get(name)
+        data = archive.write(dict(module.named_buffers()), extra_files) if archive is not None else None
+        if data is not None:
+            return data
         buf = io.BytesIO()
         torch.export.save(program, buf, extra_files=extra_files)
         return buf.getvalue()
