@@ -122,12 +122,11 @@ class TemplateArchive:
         """Each weight record's bytes for ``buffers``."""
         return {record: _raw_bytes(buffers[name]) for name, record in self.weights.items()}
 
-    def write(self, buffers: dict[str, Tensor], extra_files: dict[str, str]) -> bytes | None:
-        """The archive with ``buffers`` as its weights and ``extra_files`` (name -> text); None
-        where a buffer's bytes do not fill its record as the template's did."""
+    def write(self, buffers: dict[str, Tensor], extra_files: dict[str, str]) -> bytes:
+        """The archive with ``buffers`` as its weights and ``extra_files`` (name -> text). The
+        architecture (:func:`architecture`) fixes every buffer's shape and dtype, so each record
+        keeps its length."""
         swap = self.weight_records(buffers)
-        if any(len(data) != len(self.records[record]) for record, data in swap.items()):
-            return None
         swap.update({f"{self.root}extra/{name}": text.encode() for name, text in extra_files.items()})
         out = io.BytesIO()
         with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
@@ -156,7 +155,28 @@ class ExportTemplates:
     def program(self, module: Trial) -> torch.export.ExportedProgram:
         """An exported program of ``module`` (CPU, float64) holding its buffers: traced, or
         taken from memory or disk."""
+        return self._with_buffers(self._template(digest(architecture(module)), module), module)
+
+    def archive(self, module: Trial, extra_files: dict[str, str]) -> bytes:
+        """The ``.pt2`` file of ``module`` (CPU, float64) with ``extra_files`` (name -> text):
+        its architecture's saved archive with this module's buffers (:class:`TemplateArchive`),
+        or, where that archive cannot be reused, the template program saved whole."""
         name = digest(architecture(module))
+        template = self._template(name, module)
+        if name in self._archives:
+            archive = self._archives[name]
+        else:
+            archive = TemplateArchive.of(template)
+            if name in self._programs:  # remembered (a capacity of 0 keeps nothing)
+                self._archives[name] = archive
+        if archive is not None:
+            return archive.write(dict(module.named_buffers()), extra_files)
+        buf = io.BytesIO()
+        torch.export.save(self._with_buffers(template, module), buf, extra_files=extra_files)
+        return buf.getvalue()
+
+    def _template(self, name: str, module: Trial) -> torch.export.ExportedProgram:
+        """The architecture ``name``'s program, from memory or disk, else traced from ``module``."""
         template = self._programs.get(name) or self._load(name)
         if template is None:
             self.misses += 1
@@ -165,27 +185,16 @@ class ExportTemplates:
         else:
             self.hits += 1
         self._remember(name, template)
+        return template
+
+    @staticmethod
+    def _with_buffers(template: torch.export.ExportedProgram, module: Trial) -> torch.export.ExportedProgram:
+        """``template`` holding copies of ``module``'s buffers."""
         buffers = dict(module.named_buffers())
         state = template.state_dict
         for key in state:
             state[key] = buffers[key].detach().clone()
         return template
-
-    def archive(self, module: Trial, extra_files: dict[str, str]) -> bytes:
-        """The ``.pt2`` file of ``module`` (CPU, float64) with ``extra_files`` (name -> text):
-        its architecture's saved archive with this module's buffers (:class:`TemplateArchive`),
-        or, where that archive cannot be reused, the template program saved whole."""
-        program = self.program(module)
-        name = digest(architecture(module))
-        if name not in self._archives and name in self._programs:
-            self._archives[name] = TemplateArchive.of(program)
-        archive = self._archives.get(name)
-        data = archive.write(dict(module.named_buffers()), extra_files) if archive is not None else None
-        if data is not None:
-            return data
-        buf = io.BytesIO()
-        torch.export.save(program, buf, extra_files=extra_files)
-        return buf.getvalue()
 
     def preload(self) -> int:
         """Load every template file not yet in memory; return how many were loaded.
